@@ -1,0 +1,1 @@
+"""Encoding inputs into spikes and decoding output spikes into actions (SPEC §2)."""

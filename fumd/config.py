@@ -1,0 +1,320 @@
+"""Parameters of every mechanism, as frozen dataclasses (Norse style: parameters in, state out).
+
+Every default is the seed value (SPEC.md, seeds/002 §5) unless ``docs/mechanisms.md`` records
+a departure. ``EngineConfig.from_mapping`` builds a config from a nested dict (e.g. parsed
+TOML) and rejects unknown keys and out-of-range values with an error naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Network construction, SPEC §1 (seed 002 §5.A.2)."""
+
+    neurons: int = 1000
+    excitatory_fraction: float = 0.8
+    synapses_per_neuron: int = 50  # fan-out; 50 of 1000 = 95 % sparsity
+    sigma: float = 5.0  # distance bias exp(-d/sigma) on the virtual 2-D grid
+    max_radius_sigmas: float = 6.0  # candidates beyond 6 sigma carry < 2 % of the mass
+    init_weight_max: float = 0.3  # U(0, 0.3) excitatory, U(-0.3, 0) inhibitory
+    input_size: int = 64  # input neurons, one per input feature
+    max_labels: int = 16  # output populations (vocabulary capacity)
+    population_size: int = 8  # output neurons per population
+    readout_fan_in: int = 32  # designated input->output synapses per output neuron (0: none)
+    seed: int = 0
+    initial_clusters: int = 8  # k_min before the first clustering job
+
+
+@dataclass(frozen=True)
+class LIFConfig:
+    """LIF neuron, SPEC §1 / AMN §2.1: V += dt/tau (-(V - v_rest) + R I)."""
+
+    dt_ms: float = 1.0
+    steps: int = 50  # T per cycle
+    v_rest: float = -65.0
+    v_reset: float = -70.0
+    tau_mean: float = 20.0
+    tau_std: float = 2.0  # N(20 ms, 2 ms^2) read as standard deviation 2 ms
+    v_th_mean: float = -55.0
+    v_th_std: float = 2.0
+    synaptic_gain: float = 200.0  # R*I (mV) delivered by one spike through a weight of 1.0
+    input_current: float = 400.0  # R*I (mV) of one encoder spike onto its input neuron
+    global_inhibition: float = 5.0  # initial gain on inhibitory currents: balances 80/20 E/I (docs)
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Poisson rate encoder with refractoriness and low-pass, SPEC §2 (seed 002 §5.A.2, §5.E.5)."""
+
+    max_rate_hz: float = 100.0
+    refractory_ms: float = 5.0
+    lowpass_steps: int = 5
+    normalize: str = "minmax"  # minmax | clip01
+    text_ngram_max: int = 3
+    max_text_chars: int = 100_000
+
+
+@dataclass(frozen=True)
+class STDPConfig:
+    """STDP windows, SPEC §3 (AMN §3.1, table 7.2)."""
+
+    a_plus: float = 0.1
+    a_minus: float = 0.12
+    tau_plus_ms: float = 20.0
+    tau_minus_ms: float = 20.0
+    window_steps: int = 10  # tau_max
+    # Inhibitory rule (Vogels et al. 2011 symmetric window), see docs/mechanisms.md.
+    inh_amplitude: float = 0.05
+    inh_tau_ms: float = 20.0
+    inh_target_rate_hz: float = 10.0
+    inh_modulation: str = "abs_reward"  # reward | abs_reward | none
+
+
+@dataclass(frozen=True)
+class LearningConfig:
+    """Eligibility traces and reward-modulated update, SPEC §3 (seed 002 §5.B.3)."""
+
+    enabled: bool = True
+    eta: float = 0.01
+    gamma: float = 0.95
+    w_max: float = 1.0
+    persistent_eta_scale: float = 0.5
+    novelty_boost_threshold: float = 0.5
+    novelty_boost: float = 1.2
+    action_credit: bool = True  # only the acting output population is eligible (docs/mechanisms.md)
+    trace_dtype: str = "float16"  # float16 keeps state at 11 bytes/synapse; float32 for exactness
+
+
+@dataclass(frozen=True)
+class SIEConfig:
+    """Self-Improvement Engine, SPEC §4 (seed 002 §5.B.2, §5.C.2, §5.E.3, §5.E.5)."""
+
+    w_td: float = 1.0
+    w_novelty: float = 1.0
+    w_habituation: float = 1.0
+    w_self_benefit: float = 1.0
+    td_gamma: float = 0.9
+    td_alpha: float = 0.1
+    history_size: int = 50  # max novelty comparisons
+    match_threshold: float = 0.95  # cosine at or above this = "the same input again"
+    habituation_increment: float = 0.2
+    habituation_decay: float = 0.99
+    smoothing_window: int = 5
+    novelty_cap_threshold: float = 0.9
+    time_budget_ms: float = 5.0
+    cluster_reward_alpha: float = 0.01  # EMA for avg_reward[c]
+    cluster_history: int = 1000  # reward history kept per cluster
+
+
+@dataclass(frozen=True)
+class IntrinsicConfig:
+    """Intrinsic plasticity, SPEC §5. Target band departs from the seed's 0.1-0.5 Hz (see docs)."""
+
+    enabled: bool = True
+    target_low_hz: float = 2.0
+    target_high_hz: float = 40.0
+    rate_alpha: float = 0.1  # EMA of the per-cycle rate
+    eta_v_th: float = 0.005  # mV per Hz of excess rate per cycle
+    eta_tau: float = 0.002  # ms per Hz
+    v_th_min: float = -62.0
+    v_th_max: float = -40.0
+    tau_min: float = 10.0
+    tau_max: float = 30.0
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    lif: LIFConfig = field(default_factory=LIFConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    stdp: STDPConfig = field(default_factory=STDPConfig)
+    learning: LearningConfig = field(default_factory=LearningConfig)
+    sie: SIEConfig = field(default_factory=SIEConfig)
+    intrinsic: IntrinsicConfig = field(default_factory=IntrinsicConfig)
+    deterministic: bool = False  # True: no wall-clock effect on state (disables SIE time fallback)
+    device: str = "auto"  # auto | cpu | cuda
+    compile: str = "off"  # off | auto | on: torch.compile the fused synapse update
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> "EngineConfig":
+        return _from_mapping(cls, data, prefix="")
+
+    def replace(self, **sections: Any) -> "EngineConfig":
+        """Copy with some sections replaced; a section may be given as a dict of changed keys."""
+        updates = {}
+        for name, value in sections.items():
+            current = getattr(self, name)
+            if isinstance(value, Mapping) and is_dataclass(current):
+                value = dataclasses.replace(current, **value)
+            updates[name] = value
+        return dataclasses.replace(self, **updates)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _from_mapping(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a table, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"{prefix}{key}: unknown key (allowed: {', '.join(sorted(known))})")
+        default = known[key].default
+        if default is dataclasses.MISSING:
+            default = known[key].default_factory()  # type: ignore[misc]
+        if is_dataclass(default):
+            kwargs[key] = _from_mapping(type(default), value, prefix=f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(f"{prefix}{key}", value, default)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{prefix or 'config'}: {exc}") from exc
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    kind = type(default)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+# (section, key) -> (low, high) inclusive; None = unbounded on that side.
+_RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
+    ("network", "neurons"): (10, 50_000_000),
+    ("network", "excitatory_fraction"): (0.5, 0.95),
+    ("network", "synapses_per_neuron"): (1, 10_000),
+    ("network", "sigma"): (0.1, 1e6),
+    ("network", "max_radius_sigmas"): (1.0, 100.0),
+    ("network", "init_weight_max"): (0.0, 1.0),
+    ("network", "input_size"): (1, 1_000_000),
+    ("network", "max_labels"): (2, 100_000),
+    ("network", "population_size"): (1, 10_000),
+    ("network", "readout_fan_in"): (0, 1_000_000),
+    ("network", "seed"): (0, 2**63 - 1),
+    ("network", "initial_clusters"): (1, 100_000),
+    ("lif", "dt_ms"): (0.01, 10.0),
+    ("lif", "steps"): (2, 10_000),
+    ("lif", "tau_mean"): (1.0, 1000.0),
+    ("lif", "tau_std"): (0.0, 100.0),
+    ("lif", "v_th_std"): (0.0, 50.0),
+    ("lif", "synaptic_gain"): (0.0, 1e5),
+    ("lif", "input_current"): (0.0, 1e6),
+    ("lif", "global_inhibition"): (0.0, 100.0),
+    ("encoder", "max_rate_hz"): (0.0, 1000.0),
+    ("encoder", "refractory_ms"): (0.0, 100.0),
+    ("encoder", "lowpass_steps"): (1, 1000),
+    ("encoder", "text_ngram_max"): (1, 10),
+    ("encoder", "max_text_chars"): (1, 100_000_000),
+    ("stdp", "a_plus"): (0.0, 10.0),
+    ("stdp", "a_minus"): (0.0, 10.0),
+    ("stdp", "tau_plus_ms"): (0.1, 1000.0),
+    ("stdp", "tau_minus_ms"): (0.1, 1000.0),
+    ("stdp", "window_steps"): (1, 1000),
+    ("stdp", "inh_amplitude"): (0.0, 10.0),
+    ("stdp", "inh_tau_ms"): (0.1, 1000.0),
+    ("stdp", "inh_target_rate_hz"): (0.0, 1000.0),
+    ("learning", "eta"): (0.0, 1.0),
+    ("learning", "gamma"): (0.0, 1.0),
+    ("learning", "w_max"): (0.0, 1.0),
+    ("learning", "persistent_eta_scale"): (0.0, 1.0),
+    ("learning", "novelty_boost_threshold"): (0.0, 1.0),
+    ("learning", "novelty_boost"): (0.0, 10.0),
+    ("sie", "w_td"): (0.0, 10.0),
+    ("sie", "w_novelty"): (0.0, 10.0),
+    ("sie", "w_habituation"): (0.0, 10.0),
+    ("sie", "w_self_benefit"): (0.0, 10.0),
+    ("sie", "td_gamma"): (0.0, 1.0),
+    ("sie", "td_alpha"): (0.0, 1.0),
+    ("sie", "history_size"): (1, 100_000),
+    ("sie", "match_threshold"): (0.0, 1.0),
+    ("sie", "habituation_increment"): (0.0, 1.0),
+    ("sie", "habituation_decay"): (0.0, 1.0),
+    ("sie", "smoothing_window"): (1, 10_000),
+    ("sie", "novelty_cap_threshold"): (0.0, 1.0),
+    ("sie", "time_budget_ms"): (0.0, 1e6),
+    ("sie", "cluster_reward_alpha"): (0.0, 1.0),
+    ("sie", "cluster_history"): (1, 10_000_000),
+    ("intrinsic", "rate_alpha"): (0.0, 1.0),
+    ("intrinsic", "eta_v_th"): (0.0, 10.0),
+    ("intrinsic", "eta_tau"): (0.0, 10.0),
+    ("intrinsic", "tau_min"): (0.1, 1000.0),
+    ("intrinsic", "tau_max"): (0.1, 1000.0),
+}
+
+_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("encoder", "normalize"): ("minmax", "clip01"),
+    ("stdp", "inh_modulation"): ("reward", "abs_reward", "none"),
+    ("learning", "trace_dtype"): ("float16", "float32"),
+}
+
+
+def validate(config: EngineConfig) -> None:
+    """Raise ConfigError naming the first key outside its allowed range."""
+    for (section, key), (low, high) in _RANGES.items():
+        value = getattr(getattr(config, section), key)
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise ConfigError(f"{section}.{key} = {value!r} is outside the allowed range [{low}, {high}]")
+    for (section, key), allowed in _CHOICES.items():
+        value = getattr(getattr(config, section), key)
+        if value not in allowed:
+            raise ConfigError(f"{section}.{key} = {value!r}: allowed values are {', '.join(allowed)}")
+    if config.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device = {config.device!r}: allowed values are auto, cpu, cuda")
+    if config.compile not in ("off", "auto", "on"):
+        raise ConfigError(f"compile = {config.compile!r}: allowed values are off, auto, on")
+    net = config.network
+    n_exc = int(round(net.neurons * net.excitatory_fraction))
+    designated = net.input_size + net.max_labels * net.population_size
+    if designated > n_exc:
+        raise ConfigError(
+            f"network.neurons = {net.neurons}: {n_exc} excitatory neurons cannot hold "
+            f"{net.input_size} input + {net.max_labels}x{net.population_size} output neurons"
+        )
+    if net.readout_fan_in > net.input_size:
+        raise ConfigError(f"network.readout_fan_in = {net.readout_fan_in} must be <= network.input_size")
+    if net.synapses_per_neuron >= net.neurons:
+        raise ConfigError(f"network.synapses_per_neuron = {net.synapses_per_neuron} must be < network.neurons")
+    ip = config.intrinsic
+    if ip.target_low_hz > ip.target_high_hz:
+        raise ConfigError("intrinsic.target_low_hz must be <= intrinsic.target_high_hz")
+    if ip.v_th_min >= ip.v_th_max:
+        raise ConfigError("intrinsic.v_th_min must be < intrinsic.v_th_max")
+    if ip.tau_min >= ip.tau_max:
+        raise ConfigError("intrinsic.tau_min must be < intrinsic.tau_max")
+    lif = config.lif
+    if not lif.v_reset < lif.v_th_mean or not lif.v_rest < lif.v_th_mean:
+        raise ConfigError("lif.v_reset and lif.v_rest must lie below lif.v_th_mean")
+    enc = config.encoder
+    if enc.max_rate_hz * enc.refractory_ms / 1000.0 >= 1.0:
+        raise ConfigError(
+            "encoder.max_rate_hz x encoder.refractory_ms must stay below 1 spike per refractory period"
+        )

@@ -1,0 +1,1 @@
+"""Learning rules applied every cycle: STDP, eligibility traces, reward modulation, intrinsic plasticity."""

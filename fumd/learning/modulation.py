@@ -1,0 +1,40 @@
+"""Reward-modulated weight update, SPEC §3 (seed 002 §5.A.2, §5.B.3, §5.E.4).
+
+    eta_eff = eta * (1 + (2 * sigmoid(total_reward) - 1))       (= 2 eta sigmoid(R))
+    w_ij    = clip(w_ij + eta_eff * total_reward * e_ij, ...)
+
+with the sign of the presynaptic neuron kept (Dale's law): excitatory weights stay in
+``[0, w_max]``, inhibitory in ``[-w_max, 0]`` (SPEC clamps to [-1, 1]; w_max = 1 by default).
+``eta`` is multiplied by ``novelty_boost`` (1.2) when novelty > 0.5, and persistent synapses learn
+at ``persistent_eta_scale`` (0.5) of the rate.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def effective_eta(eta: float, total_reward: float) -> float:
+    """``eta * (1 + (2 sigmoid(R) - 1))``."""
+    return eta * (1.0 + (2.0 / (1.0 + math.exp(-total_reward)) - 1.0))
+
+
+def synapse_update(
+    w: torch.Tensor,
+    e: torch.Tensor,
+    persistent: torch.Tensor,
+    n_exc_synapses: int,
+    coef_exc: float,
+    coef_inh: float,
+    persistent_scale: float,
+    w_max: float,
+) -> None:
+    """In place ``w += coef * e`` (per presynaptic type), persistent synapses scaled, then clipped
+    to the sign range of their type."""
+    k = n_exc_synapses
+    delta = e.to(w.dtype)
+    if persistent_scale != 1.0:
+        delta = torch.where(persistent, delta * persistent_scale, delta)
+    w[:k].add_(delta[:k], alpha=coef_exc).clamp_(0.0, w_max)
+    w[k:].add_(delta[k:], alpha=coef_inh).clamp_(-w_max, 0.0)

@@ -1,0 +1,1 @@
+"""The spiking network: state, construction, LIF dynamics and event-driven simulation."""

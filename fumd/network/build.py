@@ -1,0 +1,157 @@
+"""Network construction, SPEC §1 (seed 002 §5.A.2).
+
+- N LIF neurons, 80 % excitatory; ``tau ~ N(20, 2)`` ms, ``v_th ~ N(-55, 2)`` mV, ``V = v_reset``.
+- Neurons sit on a virtual 2-D grid (side ``ceil(sqrt(N))``, random placement). Each neuron draws
+  ``K`` distinct targets with probability proportional to ``exp(-d / sigma)`` (``torch.multinomial``
+  without replacement, as the seed says), among the grid cells within ``max_radius_sigmas * sigma``
+  (the truncated tail holds < 2 % of the mass at 6 sigma), so building costs O(N x radius^2),
+  not O(N^2).
+- Initial weights ``U(0, 0.3)`` for excitatory presynaptic neurons, ``U(-0.3, 0)`` for inhibitory.
+- Input neurons (one per input feature) and output populations are disjoint random subsets of the
+  excitatory neurons. Each output neuron also receives ``readout_fan_in`` synapses from random
+  input neurons (the designated input->output pathway; docs/mechanisms.md), initialised like all
+  excitatory synapses. Initial clusters are ``initial_clusters`` spatial blocks of the grid.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..config import EngineConfig
+from .state import NetworkState
+
+
+def grid_side(n: int) -> int:
+    return int(math.ceil(math.sqrt(n)))
+
+
+def candidate_offsets(sigma: float, radius: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer grid offsets within ``radius`` (excluding 0) and their weights exp(-d/sigma)."""
+    r = int(math.floor(radius))
+    ax = torch.arange(-r, r + 1, device=device)
+    dx, dy = torch.meshgrid(ax, ax, indexing="ij")
+    dx, dy = dx.reshape(-1), dy.reshape(-1)
+    d = torch.sqrt((dx * dx + dy * dy).double())
+    keep = (d <= radius) & (d > 0)
+    return torch.stack([dx[keep], dy[keep]], 1), torch.exp(-d[keep] / sigma)
+
+
+def sample_connectivity(
+    grid_xy: torch.Tensor, side: int, fan_out: int, sigma: float, radius: float, gen: torch.Generator,
+    batch: int = 2048,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distance-biased targets for every neuron; returns (indptr int64, col int32), rows sorted."""
+    n = grid_xy.shape[0]
+    device = grid_xy.device
+    offsets, weight = candidate_offsets(sigma, radius, device)
+    cell_to_neuron = torch.full((side * side,), -1, dtype=torch.int64, device=device)
+    cell_to_neuron[grid_xy[:, 0].long() * side + grid_xy[:, 1].long()] = torch.arange(n, device=device)
+    cols = []
+    for start in range(0, n, batch):
+        xy = grid_xy[start : start + batch].long()
+        tx = xy[:, None, 0] + offsets[None, :, 0]
+        ty = xy[:, None, 1] + offsets[None, :, 1]
+        inside = (tx >= 0) & (tx < side) & (ty >= 0) & (ty < side)
+        target = torch.where(inside, cell_to_neuron[(tx.clamp(0, side - 1) * side + ty.clamp(0, side - 1))], -1)
+        p = torch.where(target >= 0, weight[None, :], torch.zeros((), dtype=weight.dtype, device=device))
+        k = min(fan_out, int((p > 0).sum(1).min()))
+        if k < fan_out:
+            # Small or edge-heavy grids: top up from the whole network (still distance-weighted).
+            return _sample_dense(grid_xy, fan_out, sigma, gen)
+        pick = torch.multinomial(p, fan_out, replacement=False, generator=gen)
+        cols.append(torch.sort(target.gather(1, pick), dim=1).values)
+    col = torch.cat(cols).reshape(-1).to(torch.int32)
+    indptr = torch.arange(0, n + 1, device=device, dtype=torch.int64) * fan_out
+    return indptr, col
+
+
+def _sample_dense(grid_xy: torch.Tensor, fan_out: int, sigma: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact O(N^2) sampler for small networks whose grid cannot offer fan_out local candidates."""
+    n = grid_xy.shape[0]
+    xy = grid_xy.double()
+    d = torch.cdist(xy, xy)
+    p = torch.exp(-d / sigma)
+    p.fill_diagonal_(0.0)
+    pick = torch.multinomial(p, fan_out, replacement=False, generator=gen)
+    col = torch.sort(pick, dim=1).values.reshape(-1).to(torch.int32)
+    indptr = torch.arange(0, n + 1, device=grid_xy.device, dtype=torch.int64) * fan_out
+    return indptr, col
+
+
+def add_synapses(indptr: torch.Tensor, col: torch.Tensor, pre: torch.Tensor, post: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge extra (pre, post) synapses into a CSR structure; duplicates are kept once, rows sorted."""
+    counts = indptr[1:] - indptr[:-1]
+    old_pre = torch.repeat_interleave(torch.arange(n, device=col.device), counts)
+    key = torch.cat([old_pre * n + col.long(), pre.long() * n + post.long()])
+    key = torch.unique(key)  # sorted: by pre, then post
+    new_pre, new_col = key // n, key % n
+    new_indptr = torch.zeros(n + 1, dtype=torch.int64, device=col.device)
+    new_indptr[1:] = torch.cumsum(torch.bincount(new_pre, minlength=n), 0)
+    return new_indptr, new_col.to(torch.int32)
+
+
+def spatial_clusters(grid_xy: torch.Tensor, side: int, k: int) -> torch.Tensor:
+    """Split the grid into k near-equal rectangular blocks (rows x cols with rows*cols >= k)."""
+    rows = int(math.floor(math.sqrt(k)))
+    while k % rows:
+        rows -= 1
+    cols = k // rows
+    bx = (grid_xy[:, 0].long() * rows) // side
+    by = (grid_xy[:, 1].long() * cols) // side
+    return bx * cols + by
+
+
+def build_network(config: EngineConfig, gen: torch.Generator, device: torch.device) -> NetworkState:
+    net, lif = config.network, config.lif
+    n = net.neurons
+    n_exc = int(round(n * net.excitatory_fraction))
+    side = grid_side(n)
+
+    tau = (lif.tau_mean + lif.tau_std * torch.randn(n, generator=gen, device=device)).clamp(
+        config.intrinsic.tau_min, config.intrinsic.tau_max
+    )
+    v_th = lif.v_th_mean + lif.v_th_std * torch.randn(n, generator=gen, device=device)
+    v_th = v_th.clamp(min=lif.v_rest + 1.0)  # a threshold below rest would fire forever
+    cells = torch.randperm(side * side, generator=gen, device=device)[:n]
+    grid_xy = torch.stack([cells // side, cells % side], 1).to(torch.int32)
+
+    indptr, col = sample_connectivity(
+        grid_xy, side, net.synapses_per_neuron, net.sigma, net.max_radius_sigmas * net.sigma, gen
+    )
+    designated = torch.randperm(n_exc, generator=gen, device=device)
+    n_out = net.max_labels * net.population_size
+    input_idx = torch.sort(designated[: net.input_size]).values
+    output_idx = designated[net.input_size : net.input_size + n_out].reshape(net.max_labels, net.population_size)
+    if net.readout_fan_in:
+        scores = torch.rand(n_out, net.input_size, generator=gen, device=device)
+        pick = torch.topk(scores, net.readout_fan_in, dim=1).indices  # distinct inputs per output
+        extra_pre = input_idx[pick].reshape(-1)
+        extra_post = output_idx.reshape(-1, 1).expand(-1, net.readout_fan_in).reshape(-1)
+        indptr, col = add_synapses(indptr, col, extra_pre, extra_post, n)
+    nnz = col.shape[0]
+    n_exc_syn = int(indptr[n_exc])
+    w = torch.rand(nnz, generator=gen, device=device) * net.init_weight_max
+    w[n_exc_syn:] = -w[n_exc_syn:]
+    w.clamp_(-1.0, 1.0)
+
+    trace_dtype = getattr(torch, config.learning.trace_dtype)
+    return NetworkState(
+        n_exc=n_exc,
+        v=torch.full((n,), lif.v_reset, device=device),
+        tau_mem=tau.float(),
+        v_th=v_th.float(),
+        rate_ema=torch.zeros(n, device=device),
+        last_spikes=torch.zeros(n, dtype=torch.bool, device=device),
+        grid_xy=grid_xy,
+        cluster=spatial_clusters(grid_xy, side, net.initial_clusters),
+        indptr=indptr,
+        col=col,
+        w=w,
+        e=torch.zeros(nnz, dtype=trace_dtype, device=device),
+        persistent=torch.zeros(nnz, dtype=torch.bool, device=device),
+        input_idx=input_idx,
+        output_idx=output_idx,
+        global_inhibition=float(lif.global_inhibition),
+        n_clusters=net.initial_clusters,
+    )

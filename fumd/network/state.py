@@ -1,0 +1,70 @@
+"""NetworkState: every tensor of the spiking network, in one object.
+
+Layout (why it is this way):
+- Neurons ``[0, n_exc)`` are excitatory, ``[n_exc, N)`` inhibitory. Position on the 2-D grid is a
+  separate random permutation, so the index order carries no spatial meaning.
+- Synapses are stored CSR by *presynaptic* neuron (``indptr``, ``col`` = postsynaptic index), so
+  the out-synapses of a spiking neuron are one contiguous slice: propagation costs
+  spikes x fan-out. Because excitatory neurons come first, synapses ``[0, n_exc_synapses)`` are
+  excitatory and the rest inhibitory: Dale's law and per-type clipping are two slice operations.
+- ``w`` (float32), ``e`` (eligibility trace, float16 by default), ``persistent`` (bool) are
+  aligned with ``col``: 4 + 4 + 2 + 1 = 11 bytes per synapse.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class NetworkState:
+    n_exc: int
+    # per neuron [N]
+    v: torch.Tensor
+    tau_mem: torch.Tensor  # ms
+    v_th: torch.Tensor  # mV
+    rate_ema: torch.Tensor  # Hz, used by intrinsic plasticity
+    last_spikes: torch.Tensor  # bool, spikes of the last step of the previous cycle
+    grid_xy: torch.Tensor  # int32 [N, 2]
+    cluster: torch.Tensor  # int64 cluster id
+    # per synapse, CSR by presynaptic neuron
+    indptr: torch.Tensor  # int64 [N + 1]
+    col: torch.Tensor  # int32 [nnz]
+    w: torch.Tensor  # float32 [nnz]
+    e: torch.Tensor  # trace [nnz]
+    persistent: torch.Tensor  # bool [nnz]
+    # designated neurons
+    input_idx: torch.Tensor  # int64 [input_size]
+    output_idx: torch.Tensor  # int64 [max_labels, population_size]
+    # scalars
+    global_inhibition: float
+    n_clusters: int
+
+    @property
+    def n(self) -> int:
+        return int(self.v.shape[0])
+
+    @property
+    def nnz(self) -> int:
+        return int(self.col.shape[0])
+
+    @property
+    def n_exc_synapses(self) -> int:
+        return int(self.indptr[self.n_exc])
+
+    @property
+    def device(self) -> torch.device:
+        return self.v.device
+
+    def synapse_bytes(self) -> int:
+        """Bytes held per-synapse plus the row pointer (the state counted by bytes_per_synapse)."""
+        return sum(t.element_size() * t.numel() for t in (self.col, self.w, self.e, self.persistent, self.indptr))
+
+    def pre_index(self) -> torch.Tensor:
+        """Presynaptic neuron of every synapse (derived from indptr; O(nnz), not for the hot path)."""
+        counts = self.indptr[1:] - self.indptr[:-1]
+        return torch.repeat_interleave(torch.arange(self.n, device=self.device), counts)
+
+    def sparsity(self) -> float:
+        return 1.0 - self.nnz / float(self.n * (self.n - 1))

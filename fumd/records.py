@@ -1,0 +1,107 @@
+"""One input record: what ``Engine.cycle`` accepts, validated before any state changes."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from .errors import (
+    DimensionError,
+    EmptyTextError,
+    LabelTypeError,
+    NonFiniteError,
+    RecordFormatError,
+    RewardError,
+)
+
+Label = str
+
+
+@dataclass(frozen=True)
+class Record:
+    """A validated input: exactly one of ``x`` (numeric vector) or ``text``.
+
+    ``label`` (str or int, stored as str) yields an external reward by comparison with the
+    decoded action; ``reward`` in [-1, 1] is an explicit external reward and wins over a label.
+    """
+
+    id: str | None
+    x: np.ndarray | None = None
+    text: str | None = None
+    label: Label | None = None
+    reward: float | None = None
+
+
+def parse_record(data: Record | Mapping[str, Any], input_size: int, max_text_chars: int) -> Record:
+    """Validate a mapping ``{"id", "x" | "text", "label"?, "reward"?}`` (or a Record)."""
+    if isinstance(data, Record):
+        data = {"id": data.id, "x": data.x, "text": data.text, "label": data.label, "reward": data.reward}
+    if not isinstance(data, Mapping):
+        raise RecordFormatError(f"record: expected an object, got {type(data).__name__}")
+    unknown = set(data) - {"id", "x", "text", "label", "reward"}
+    if unknown:
+        raise RecordFormatError(f"record: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+    rid = data.get("id")
+    if rid is not None and not isinstance(rid, (str, int)) or isinstance(rid, bool):
+        raise RecordFormatError(f"id: expected a string or integer, got {type(rid).__name__}")
+    x, text = data.get("x"), data.get("text")
+    if (x is None) == (text is None):
+        raise RecordFormatError("record: exactly one of 'x' or 'text' is required")
+    vector = _parse_vector(x, input_size) if x is not None else None
+    if text is not None:
+        if not isinstance(text, str):
+            raise RecordFormatError(f"text: expected a string, got {type(text).__name__}")
+        if not text.strip():
+            raise EmptyTextError("text: empty or whitespace-only text")
+        if len(text) > max_text_chars:
+            raise RecordFormatError(f"text: {len(text)} characters exceeds the limit of {max_text_chars}")
+    return Record(
+        id=None if rid is None else str(rid),
+        x=vector,
+        text=text,
+        label=_parse_label(data.get("label")),
+        reward=_parse_reward(data.get("reward")),
+    )
+
+
+def _parse_vector(x: Any, input_size: int) -> np.ndarray:
+    if isinstance(x, (str, bytes, Mapping)):
+        raise RecordFormatError(f"x: expected a list of numbers, got {type(x).__name__}")
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise RecordFormatError(f"x: not a numeric vector ({exc})") from exc
+    if arr.dtype == object or arr.dtype.kind not in "biuf":
+        raise RecordFormatError(f"x: expected numbers, got elements of type {arr.dtype}")
+    if arr.ndim != 1:
+        raise DimensionError(f"x: expected a 1-D vector of length {input_size}, got shape {arr.shape}")
+    if arr.shape[0] != input_size:
+        raise DimensionError(f"x: expected length {input_size}, got {arr.shape[0]}")
+    arr = arr.astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(arr))
+    if bad.size:
+        raise NonFiniteError(f"x[{bad[0]}] = {arr[bad[0]]}: values must be finite (no NaN or inf)")
+    return arr
+
+
+def _parse_label(label: Any) -> Label | None:
+    if label is None:
+        return None
+    if isinstance(label, bool) or not isinstance(label, (str, int)):
+        raise LabelTypeError(f"label: expected a string or integer, got {type(label).__name__}")
+    text = str(label)
+    if not text.strip():
+        raise LabelTypeError("label: empty label")
+    return text
+
+
+def _parse_reward(reward: Any) -> float | None:
+    if reward is None:
+        return None
+    if isinstance(reward, bool) or not isinstance(reward, (int, float)):
+        raise RewardError(f"reward: expected a number in [-1, 1], got {type(reward).__name__}")
+    if not math.isfinite(reward) or not -1.0 <= reward <= 1.0:
+        raise RewardError(f"reward: {reward} is outside [-1, 1]")
+    return float(reward)

@@ -1,0 +1,1 @@
+"""Self-Improvement Engine: TD(0), novelty, habituation, self-benefit, combined reward (SPEC §4)."""

@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+import torch
+
+from fumd.coding.decoder import decode, population_rates
+from fumd.coding.encoder import features_to_unit, lowpass_rates, poisson_refractory
+from fumd.coding.text import text_features
+from fumd.coding.vocabulary import LabelVocabulary
+from fumd.errors import VocabularyFullError
+
+
+def test_poisson_encoder_respects_refractory_period_and_rate():
+    gen = torch.Generator().manual_seed(0)
+    rates = torch.full((50, 200), 150.0)  # close to the 1/5 ms ceiling
+    since = torch.full((200,), 10**6, dtype=torch.int64)
+    trains = []
+    for _ in range(40):  # 2 s of simulated time, the refractory clock carried across cycles
+        s, since = poisson_refractory(rates, since, 1.0, 5.0, gen)
+        trains.append(s)
+    spikes = torch.cat(trains)
+    for n in range(200):
+        t = spikes[:, n].nonzero().squeeze(1)
+        assert t.numel() > 10
+        assert int(torch.diff(t).min()) >= 5  # never two spikes within 5 ms
+    rate = spikes.float().mean() * 1000.0
+    assert float(rate) == pytest.approx(150.0, rel=0.08)  # dead-time correction keeps the rate
+
+
+def test_lowpass_ramps_over_five_steps():
+    r = lowpass_rates(torch.tensor([0.0]), torch.tensor([100.0]), 8, 5)
+    assert r[:, 0].tolist() == pytest.approx([20, 40, 60, 80, 100, 100, 100, 100])
+
+
+def test_feature_scaling():
+    assert features_to_unit(np.array([2.0, 4.0, 6.0]), "minmax").tolist() == [0.0, 0.5, 1.0]
+    assert features_to_unit(np.array([-1.0, 0.5, 3.0]), "clip01").tolist() == [0.0, 0.5, 1.0]
+    assert features_to_unit(np.array([3.0, 3.0]), "minmax").tolist() == [1.0, 1.0]
+
+
+def test_text_features_are_stable_and_discriminative():
+    a = text_features("The quick brown fox", 64)
+    assert a.shape == (64,) and np.isclose(np.linalg.norm(a), 1.0)
+    assert np.array_equal(a, text_features("the  QUICK brown fox", 64))
+    assert float(a @ text_features("lorem ipsum dolor", 64)) < float(a @ text_features("the quick brown cat", 64))
+
+
+def test_decoder_argmax_and_confidence():
+    raster = torch.zeros(50, 6, dtype=torch.bool)
+    raster[:10, 0] = True  # population 0: neurons 0, 1
+    raster[:4, 2] = True  # population 1: neurons 2, 3
+    out = torch.tensor([[0, 1], [2, 3], [4, 5]])
+    rates = population_rates(raster, out, 1.0)
+    assert rates.tolist() == pytest.approx([100.0, 40.0, 0.0])
+    assert decode(rates) == (0, pytest.approx(0.6))
+    assert decode(torch.zeros(3, dtype=torch.float64)) == (0, 0.0)
+
+
+def test_vocabulary_grows_to_capacity():
+    v = LabelVocabulary(2)
+    assert v.add("a") == 0 and v.add("b") == 1 and v.add("a") == 0
+    with pytest.raises(VocabularyFullError, match="vocabulary is full"):
+        v.add("c")
+    assert v.name(1) == "b" and v.name(5) == "action_5"

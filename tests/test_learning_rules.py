@@ -1,0 +1,131 @@
+import math
+
+import pytest
+import torch
+
+from fumd.config import IntrinsicConfig, STDPConfig
+from fumd.learning.eligibility import update_trace
+from fumd.learning.intrinsic import intrinsic_update, update_rate
+from fumd.learning.modulation import effective_eta, synapse_update
+from fumd.learning.stdp import event_updates, make_kernels, pair_sum_reference, stdp_window
+
+CFG = STDPConfig()
+
+
+@pytest.mark.parametrize(
+    "dt, expected",
+    [
+        (1, 0.1 * math.exp(-1 / 20)),
+        (5, 0.1 * math.exp(-5 / 20)),
+        (10, 0.1 * math.exp(-10 / 20)),
+        (-1, -0.12 * math.exp(-1 / 20)),
+        (-7, -0.12 * math.exp(-7 / 20)),
+        (0, 0.0),
+        (11, 0.0),  # outside tau_max = 10
+        (-11, 0.0),
+    ],
+)
+def test_stdp_window_values(dt, expected):
+    assert float(stdp_window(torch.tensor([dt]), CFG)[0]) == pytest.approx(expected, abs=1e-12)
+
+
+def test_event_updates_match_hand_pair_sum():
+    """One excitatory synapse, pre spikes at 10 and 30, post spikes at 12, 25 and 45."""
+    raster = torch.zeros(50, 2, dtype=torch.bool)
+    pre_t, post_t = [10, 30], [12, 25, 45]
+    raster[pre_t, 0] = True
+    raster[post_t, 1] = True
+    kernels = make_kernels(CFG, 1.0, torch.device("cpu"))
+    post = torch.tensor([1, 1], dtype=torch.int32)
+    step = torch.tensor(pre_t)
+    dw = event_updates(raster, post, step, torch.zeros(2, dtype=torch.bool), kernels)
+    hand = (0.1 * math.exp(-2 / 20)) + (-0.12 * math.exp(-5 / 20)) + (0.1 * math.exp(-15 / 20) * 0)  # 45-30=15 > 10
+    assert float(dw.sum()) == pytest.approx(hand, rel=1e-5)
+    assert float(dw.sum()) == pytest.approx(pair_sum_reference(pre_t, post_t, CFG), rel=1e-5)
+
+
+def test_inhibitory_rule_is_symmetric_and_homeostatic():
+    kernels = make_kernels(CFG, 1.0, torch.device("cpu"))
+    raster = torch.zeros(50, 3, dtype=torch.bool)
+    raster[20, 0] = True  # inhibitory pre
+    raster[17, 1] = True  # post 3 ms before
+    raster[23, 2] = True  # post 3 ms after
+    post = torch.tensor([1, 2], dtype=torch.int32)
+    dw = event_updates(raster, post, torch.tensor([20, 20]), torch.ones(2, dtype=torch.bool), kernels)
+    assert float(dw[0]) == pytest.approx(float(dw[1]))  # symmetric in dt
+    expected = -CFG.inh_amplitude * math.exp(-3 / 20) + kernels.inhibitory_offset
+    assert float(dw[0]) == pytest.approx(expected, rel=1e-5)
+    assert float(dw[0]) < 0  # coincident firing strengthens inhibition (more negative)
+    # a silent postsynaptic neuron lets the inhibitory synapse weaken (toward 0)
+    silent = event_updates(torch.zeros(50, 3, dtype=torch.bool), post, torch.tensor([20, 20]), torch.ones(2, dtype=torch.bool), kernels)
+    assert float(silent[0]) == pytest.approx(kernels.inhibitory_offset) and kernels.inhibitory_offset > 0
+
+
+def test_trace_decay_and_accumulation():
+    e = torch.tensor([1.0, 0.5, 0.0])
+    update_trace(e, torch.tensor([2, 2, 0]), torch.tensor([0.1, 0.2, 1.0]), 0.95)
+    assert e.tolist() == pytest.approx([0.95 + 1.0, 0.475, 0.3])
+    for _ in range(10):
+        update_trace(e, torch.tensor([], dtype=torch.int64), torch.tensor([]), 0.95)
+    assert float(e[1]) == pytest.approx(0.475 * 0.95**10)
+
+
+@pytest.mark.parametrize("reward", [-2.0, -1.0, 0.0, 0.5, 1.0, 3.0])
+def test_effective_eta(reward):
+    sig = 1 / (1 + math.exp(-reward))
+    assert effective_eta(0.01, reward) == pytest.approx(0.01 * (1 + (2 * sig - 1)))
+    assert effective_eta(0.01, 0.0) == pytest.approx(0.01)
+
+
+def test_clipping_and_dale_after_many_updates():
+    gen = torch.Generator().manual_seed(3)
+    k = 500
+    w = torch.cat([torch.rand(k, generator=gen) * 0.3, -torch.rand(500, generator=gen) * 0.3])
+    persistent = torch.zeros(1000, dtype=torch.bool)
+    for i in range(300):
+        e = torch.randn(1000, generator=gen) * 5
+        r = float(torch.randn(1, generator=gen)) * 2
+        synapse_update(w, e, persistent, k, effective_eta(0.01, r) * r, effective_eta(0.01, r) * r, 0.5, 1.0)
+        assert bool((w[:k] >= 0).all()) and bool((w[:k] <= 1).all())
+        assert bool((w[k:] <= 0).all()) and bool((w[k:] >= -1).all())
+    assert bool((w[:k] == 1).any()) and bool((w[:k] == 0).any())  # the bounds were reached
+
+
+def test_persistent_synapses_learn_at_half_rate():
+    w = torch.tensor([0.2, 0.2, -0.2, -0.2])
+    e = torch.tensor([1.0, 1.0, -1.0, -1.0])
+    persistent = torch.tensor([False, True, False, True])
+    synapse_update(w, e, persistent, 2, 0.1, 0.1, 0.5, 1.0)
+    assert w.tolist() == pytest.approx([0.3, 0.25, -0.3, -0.25])
+
+
+def test_intrinsic_plasticity_moves_rate_toward_target():
+    cfg = IntrinsicConfig(target_low_hz=5.0, target_high_hz=20.0)
+    rate = torch.tensor([60.0, 10.0, 0.0])
+    v_th = torch.tensor([-55.0, -55.0, -55.0])
+    tau = torch.tensor([20.0, 20.0, 20.0])
+    new_v, new_tau = intrinsic_update(rate, v_th, tau, cfg)
+    assert float(new_v[0]) == pytest.approx(-55.0 + cfg.eta_v_th * 40.0)  # too fast: threshold up
+    assert float(new_v[1]) == -55.0 and float(new_tau[1]) == 20.0  # inside the band: untouched
+    assert float(new_v[2]) == pytest.approx(-55.0 - cfg.eta_v_th * 5.0)  # silent: threshold down
+    assert float(new_tau[0]) < 20.0 < float(new_tau[2])
+    assert update_rate(torch.tensor([0.0]), torch.tensor([1]), 50.0, 0.1).item() == pytest.approx(2.0)
+
+
+def test_intrinsic_plasticity_in_a_running_network_lowers_an_overactive_rate():
+    from fumd.engine import Engine
+    from tests.conftest import small_config
+
+    cfg = small_config(
+        lif={"synaptic_gain": 200.0, "global_inhibition": 3.0},
+        intrinsic={"target_low_hz": 1.0, "target_high_hz": 5.0, "eta_v_th": 0.02, "rate_alpha": 0.5, "v_th_max": -30.0},
+        learning={"eta": 0.0},
+    )
+    engine = Engine(cfg)
+    x = [0.5] * 16
+    early = sum(engine.cycle({"x": x}).rate_hz for _ in range(10)) / 10
+    for _ in range(150):
+        engine.cycle({"x": x})
+    late = sum(engine.cycle({"x": x}).rate_hz for _ in range(10)) / 10
+    assert late < 0.7 * early
+    assert float(engine.state.v_th.mean()) > -55.0
