@@ -98,7 +98,7 @@ def event_updates(
     pairing = F.conv1d(trains, weight, padding=kernels.window)
     pairing = torch.cat([pairing, pairing.new_zeros(1, 2, steps)])  # row for inactive neurons
     flat = (local[event_post.long()] * 2 + event_is_inhibitory.long()) * steps + event_step
-    dw = pairing.reshape(-1)[flat]
+    dw = torch.index_select(pairing.reshape(-1), 0, flat)
     dw = dw + event_is_inhibitory.to(dw.dtype) * kernels.inhibitory_offset
     if post_eligible is not None:
         dw = dw * post_eligible[event_post.long()]

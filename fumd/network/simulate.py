@@ -62,9 +62,10 @@ def simulate_cycle(
         rows = spikes.nonzero().squeeze(1)
         if rows.numel():
             pos = row_positions(state.indptr, rows)
-            post = state.col[pos]
+            # index_select: a much faster 1-D gather than advanced indexing on CPU
+            post = torch.index_select(state.col, 0, pos)
             n_exc_events = int(torch.searchsorted(pos, n_exc_syn))
-            recurrent_current(current, post, state.w[pos], n_exc_events, synaptic_gain, inhib)
+            recurrent_current(current, post, torch.index_select(state.w, 0, pos), n_exc_events, synaptic_gain, inhib)
             if record_events and t > 0:  # spikes of step t-1 of *this* cycle
                 positions.append(pos)
                 posts.append(post)
@@ -77,7 +78,7 @@ def simulate_cycle(
         if rows.numel():
             pos = row_positions(state.indptr, rows)
             positions.append(pos)
-            posts.append(state.col[pos])
+            posts.append(torch.index_select(state.col, 0, pos))
             times.append(torch.full_like(pos, steps - 1))
     state.v, state.last_spikes = v, spikes
 
