@@ -11,11 +11,9 @@ same seed and inputs give a bit-identical state on CPU.
 from __future__ import annotations
 
 import ctypes
-import time
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 
 from .coding.decoder import decode, population_rates

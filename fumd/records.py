@@ -44,7 +44,7 @@ def parse_record(data: Record | Mapping[str, Any], input_size: int, max_text_cha
     if unknown:
         raise RecordFormatError(f"record: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
     rid = data.get("id")
-    if rid is not None and not isinstance(rid, (str, int)) or isinstance(rid, bool):
+    if rid is not None and (isinstance(rid, bool) or not isinstance(rid, (str, int))):
         raise RecordFormatError(f"id: expected a string or integer, got {type(rid).__name__}")
     x, text = data.get("x"), data.get("text")
     if (x is None) == (text is None):
