@@ -1,12 +1,12 @@
-"""Command line: ``fumd bench`` and ``fumd run`` (until the daemon lands: the engine's demo run)."""
+"""Command line: ``fumd run`` (the daemon), ``feed``, ``status``, ``inspect``, ``bench``, ``demo``."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
-import numpy as np
 
 from .config import EngineConfig
 from .errors import FumdError
@@ -24,11 +24,29 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--compile", choices=["off", "auto", "on"], default="off")
     bench.add_argument("--seed", type=int, default=0)
 
-    run = sub.add_parser("run", help="demo: run the perception-action loop on a synthetic labelled stream")
-    run.add_argument("--state-dir", default="./state", help="state directory (used by the daemon, issue #3)")
-    run.add_argument("--cycles", type=int, default=0, help="stop after this many cycles (0: run until interrupted)")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--report-every", type=int, default=100)
+    run = sub.add_parser("run", help="run the daemon: learn from every file dropped in STATE_DIR/inbox")
+    run.add_argument("--state-dir", default="./state", type=Path, help="state directory (default ./state)")
+    run.add_argument("--config", type=Path, default=None, help="TOML config (default: built-in defaults)")
+    run.add_argument("--seed", type=int, default=None, help="overrides network.seed")
+    run.add_argument("--exit-when-idle", action="store_true",
+                     help="process everything in the inbox, checkpoint and exit 0 (batch use)")
+
+    feed = sub.add_parser("feed", help="copy files atomically into the daemon's inbox")
+    feed.add_argument("files", nargs="+", type=Path)
+    feed.add_argument("--state-dir", default="./state", type=Path)
+
+    status = sub.add_parser("status", help="print the daemon's status as JSON")
+    status.add_argument("--state-dir", default="./state", type=Path)
+
+    inspect = sub.add_parser("inspect", help="print a JSON summary of a checkpoint (or a state dir's newest)")
+    inspect.add_argument("path", type=Path)
+
+    sub.add_parser("config", help="print every config key with its default (TOML)")
+
+    demo = sub.add_parser("demo", help="run the engine on a synthetic labelled stream and print accuracy")
+    demo.add_argument("--cycles", type=int, default=0, help="stop after this many cycles (0: run until interrupted)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--report-every", type=int, default=100)
 
     args = parser.parse_args(argv)
     try:
@@ -36,6 +54,33 @@ def main(argv: list[str] | None = None) -> int:
             from .bench import run_bench
 
             print(json.dumps(run_bench(args.neurons, args.synapses_per_neuron, args.cycles, args.device, args.compile, args.seed)))
+            return 0
+        if args.command == "run":
+            from .daemon.config import load_config
+
+            config = load_config(args.config, seed=args.seed)  # refuse a bad config before importing torch
+            from .daemon.service import run_daemon
+
+            return run_daemon(args.state_dir, config, args.config, args.exit_when_idle)
+        if args.command == "feed":
+            from .io.feed import feed_files
+
+            feed_files(args.files, args.state_dir / "inbox")
+            return 0
+        if args.command == "status":
+            from .ops.status import read_status
+
+            print(json.dumps(read_status(args.state_dir), indent=2))
+            return 0
+        if args.command == "inspect":
+            from .persistence.checkpoint import inspect_checkpoint
+
+            print(json.dumps(inspect_checkpoint(args.path), indent=2))
+            return 0
+        if args.command == "config":
+            from .daemon.config import default_toml
+
+            print(default_toml(), end="")
             return 0
         return _demo(args)
     except FumdError as exc:
@@ -46,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from .engine import Engine
 
     engine = Engine(EngineConfig().replace(network={"seed": args.seed}))

@@ -30,6 +30,7 @@ class NetworkConfig:
     readout_fan_in: int = 32  # designated input->output synapses per output neuron (0: none)
     seed: int = 0
     initial_clusters: int = 8  # k_min before the first clustering job
+    activity_history: int = 32  # cycles of per-neuron spike counts kept (clustering, pruning)
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,7 @@ _RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("network", "readout_fan_in"): (0, 1_000_000),
     ("network", "seed"): (0, 2**63 - 1),
     ("network", "initial_clusters"): (1, 100_000),
+    ("network", "activity_history"): (1, 4096),
     ("lif", "dt_ms"): (0.01, 10.0),
     ("lif", "steps"): (2, 10_000),
     ("lif", "tau_mean"): (1.0, 1000.0),

@@ -119,6 +119,7 @@ class Engine:
             )
         self.last_spikes = spikes
         counts = spikes.counts
+        self.state.record_activity(counts)
 
         n_actions = len(self.vocabulary) or cfg.network.max_labels
         pop_rates = population_rates(spikes.raster, self.state.output_idx[:n_actions], cfg.lif.dt_ms)

@@ -42,3 +42,12 @@ class RewardError(InputError):
 
 class VocabularyFullError(InputError):
     reason = "vocabulary_full"
+
+
+class InputFileError(FumdError):
+    """A file in the inbox cannot be used as a whole; it goes to ``failed/`` with this reason."""
+
+    def __init__(self, reason: str, message: str, where: str | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.where = where

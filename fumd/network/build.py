@@ -145,6 +145,7 @@ def build_network(config: EngineConfig, gen: torch.Generator, device: torch.devi
         last_spikes=torch.zeros(n, dtype=torch.bool, device=device),
         grid_xy=grid_xy,
         cluster=spatial_clusters(grid_xy, side, net.initial_clusters),
+        activity=torch.zeros(n, net.activity_history, dtype=torch.uint8, device=device),
         indptr=indptr,
         col=col,
         w=w,

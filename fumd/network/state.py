@@ -28,6 +28,7 @@ class NetworkState:
     last_spikes: torch.Tensor  # bool, spikes of the last step of the previous cycle
     grid_xy: torch.Tensor  # int32 [N, 2]
     cluster: torch.Tensor  # int64 cluster id
+    activity: torch.Tensor  # uint8 [N, H]: spike counts of the last H cycles (clustering, pruning)
     # per synapse, CSR by presynaptic neuron
     indptr: torch.Tensor  # int64 [N + 1]
     col: torch.Tensor  # int32 [nnz]
@@ -40,6 +41,12 @@ class NetworkState:
     # scalars
     global_inhibition: float
     n_clusters: int
+    activity_pos: int = 0  # next column of ``activity`` to write (ring buffer)
+    structure_version: int = 0  # bumped whenever neurons or synapses are added or removed
+
+    # Arrays aligned with neurons / with synapses: whatever adds or removes either keeps all aligned.
+    NEURON_ARRAYS = ("v", "tau_mem", "v_th", "rate_ema", "last_spikes", "grid_xy", "cluster", "activity")
+    SYNAPSE_ARRAYS = ("col", "w", "e", "persistent")
 
     @property
     def n(self) -> int:
@@ -65,6 +72,11 @@ class NetworkState:
         """Presynaptic neuron of every synapse (derived from indptr; O(nnz), not for the hot path)."""
         counts = self.indptr[1:] - self.indptr[:-1]
         return torch.repeat_interleave(torch.arange(self.n, device=self.device), counts)
+
+    def record_activity(self, counts: torch.Tensor) -> None:
+        """Store one cycle's spike counts per neuron in the activity ring (saturating at 255)."""
+        self.activity[:, self.activity_pos] = counts.clamp(max=255).to(torch.uint8)
+        self.activity_pos = (self.activity_pos + 1) % self.activity.shape[1]
 
     def sparsity(self) -> float:
         return 1.0 - self.nnz / float(self.n * (self.n - 1))

@@ -1,0 +1,1 @@
+"""The long-running service: configuration, the input ledger, the perception-action loop."""

@@ -1,0 +1,466 @@
+"""``fumd run``: the perception-action loop as a long-running service.
+
+One loop, one thread owns the engine. Each turn of the loop does at most one cycle, then looks at
+what the outside world asked for (signals, a due checkpoint, new files), so a stop request waits
+for at most one cycle. Checkpoints snapshot the state between cycles (a copy, the only stall) and
+are written by a background thread while the loop goes on; a file moves to ``done/`` only once a
+finished checkpoint covers it (see ``ledger.py`` and ``fumd/io/``).
+
+Signals: SIGTERM/SIGINT finish the current cycle, checkpoint and exit 0; SIGHUP reloads the
+reloadable config sections; SIGUSR1 checkpoints now.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..engine import Engine
+from ..errors import ConfigError, InputError, InputFileError
+from ..io.inbox import Inbox, QueuedFile
+from ..io.outbox import Outbox
+from ..io.readers import InputItem, RecordProblem, read_input_file
+from ..ops.logging import configure_logging, get_logger
+from ..ops.metrics import Metrics
+from ..ops.sdnotify import SystemdNotifier, WatchdogPinger
+from ..ops.status import write_status
+from ..persistence.checkpoint import CheckpointError, CheckpointInfo, load_latest, snapshot, write_checkpoint
+from .config import ServiceConfig, load_config, reloadable_changes
+from .ledger import Ledger
+
+# Fault injection for the crash tests: sleep this long at every progress point of a checkpoint
+# write, so that a SIGKILL can land in the middle of one. Never set in production.
+FAULT_PAUSE_ENV = "FUMD_FAULT_CHECKPOINT_PAUSE_S"
+
+
+@dataclass
+class _OpenFile:
+    queued: QueuedFile
+    items: list[InputItem]
+    next_index: int
+
+
+@dataclass
+class _PendingCheckpoint:
+    thread: threading.Thread
+    ledger: Ledger
+    started: float
+    info: CheckpointInfo | None = None
+    error: BaseException | None = None
+
+
+class Daemon:
+    def __init__(self, state_dir: Path, config: ServiceConfig, config_path: Path | None = None,
+                 environ: dict[str, str] | None = None):
+        self.state_dir = Path(state_dir)
+        self.config = config
+        self.config_path = config_path
+        self.log = get_logger(state_dir=str(self.state_dir))
+        self.metrics = Metrics()
+        self.notifier = SystemdNotifier(environ)
+        self.pinger = WatchdogPinger(self.notifier)
+        self.wake = threading.Event()
+        self._stop = False
+        self._checkpoint_now = False
+        self._reload = False
+        self._phase = "starting"
+        self._fault_pause = float((environ if environ is not None else os.environ).get(FAULT_PAUSE_ENV, "0") or 0)
+        self.engine: Engine | None = None
+        self.ledger = Ledger()
+        self.current: _OpenFile | None = None
+        self.completed: list[QueuedFile] = []  # learned, waiting for a checkpoint to cover them
+        self.pending: _PendingCheckpoint | None = None
+        self.last_checkpoint: dict[str, Any] | None = None
+        self.metrics_port: int | None = None
+        self._cycles_since_checkpoint = 0
+        self._last_checkpoint_time = time.monotonic()
+        self._last_status = 0.0
+        self._last_scan = 0.0
+        self._files_done = 0
+        self._rate_window: list[float] = []
+
+    # -- life cycle -----------------------------------------------------------------------
+    def run(self, exit_when_idle: bool = False) -> int:
+        self._install_signal_handlers()
+        (self.state_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        if self.config.metrics.enabled:
+            self.metrics_port = self.metrics.serve(self.config.metrics.host, self.config.metrics.port)
+        self._restore()
+        assert self.engine is not None
+        self.inbox = Inbox(self.state_dir, self.config.inbox.max_file_bytes, min_seq=self.ledger.next_seq)
+        self.outbox = Outbox(self.state_dir)
+        self._recover_queue()
+        watching = self.inbox.watch(self.wake.set)
+        self._files_done = sum(1 for _ in os.scandir(self.inbox.done))
+        self._observe_network()
+        self._phase = "running"
+        self.log.info("started", step=self.engine.steps_done, ledger=self.ledger.to_dict(), watching=watching,
+                      metrics_port=self.metrics_port, pid=os.getpid(), version=__version__)
+        self.notifier.ready(status=f"step {self.engine.steps_done}")
+        self._write_status(force=True)
+        try:
+            self._loop(exit_when_idle)
+        finally:
+            self._shutdown()
+        return 0
+
+    def _loop(self, exit_when_idle: bool) -> None:
+        while not self._stop:
+            self.pinger.maybe_ping()
+            self._handle_requests()
+            self._collect_checkpoint()
+            if self.current is None:
+                self._scan_if_due()
+                self.current = self._open_next()
+                if self.current is None and self.inbox.pending_names():
+                    self._scan_if_due(force=True)
+                    self.current = self._open_next()
+            if self.current is not None:
+                self._step_current()
+                self._maybe_checkpoint()
+                self._write_status()
+                continue
+            # idle: nothing admitted and nothing in progress
+            if exit_when_idle and not self.inbox.pending_names():
+                break
+            self._maybe_checkpoint()
+            self._phase = "idle"
+            self._write_status()
+            self.wake.wait(self._idle_timeout())
+            self.wake.clear()
+            self._phase = "running"
+
+    def _shutdown(self) -> None:
+        self._phase = "stopping"
+        self.notifier.stopping(status="final checkpoint")
+        self.log.info("stopping", step=self.engine.steps_done if self.engine else None)
+        try:
+            self._wait_checkpoint()
+            if self.engine is not None and (self._cycles_since_checkpoint > 0 or self.last_checkpoint is None or self.completed):
+                self._checkpoint(background=False)
+        finally:
+            if hasattr(self, "outbox"):
+                self.outbox.close()
+            if hasattr(self, "inbox"):
+                self.inbox.close()
+            self._phase = "stopped"
+            self._write_status(force=True)
+            self.metrics.close()
+            self.log.info("stopped", step=self.engine.steps_done if self.engine else None)
+
+    # -- start-up -------------------------------------------------------------------------
+    def _restore(self) -> None:
+        ckpt_dir = self.state_dir / "checkpoints"
+        self.notifier.extend_timeout(120)
+        try:
+            loaded = load_latest(ckpt_dir, progress=lambda: self.notifier.extend_timeout(60))
+        except CheckpointError as exc:
+            # checkpoints exist but none is usable: refuse, rather than silently start from scratch
+            raise CheckpointError(f"{exc}\nNo usable checkpoint in {ckpt_dir}; to start a fresh network, move that directory aside.") from None
+        engine_config = self.config.engine
+        if loaded is not None:
+            for path, reason in loaded.skipped:
+                self.log.error("checkpoint_unusable", path=str(path), reason=reason)
+                self.metrics.errors.labels("checkpoint_unusable").inc()
+            saved = loaded.meta.get("config", {})
+            if "network" in saved and saved["network"] != engine_config.to_dict()["network"]:
+                # the network's shape lives in the checkpoint; the config cannot change it
+                self.log.warning("network_config_from_checkpoint", config=engine_config.to_dict()["network"], checkpoint=saved["network"])
+                engine_config = engine_config.replace(network=saved["network"])
+        self.engine = Engine(engine_config)
+        if loaded is None:
+            self.log.info("fresh_network", neurons=self.engine.state.n, synapses=self.engine.state.nnz, seed=engine_config.network.seed)
+            return
+        self.engine.load_state_dict(loaded.state)
+        self.ledger = Ledger.from_dict(loaded.meta["ledger"])
+        self.last_checkpoint = {"path": str(loaded.path), "step": self.engine.steps_done, "time": loaded.meta.get("created_at")}
+        if loaded.meta.get("created_at"):
+            self.metrics.checkpoint_timestamp.set(loaded.meta["created_at"])
+        self.log.info("restored", checkpoint=str(loaded.path), step=self.engine.steps_done, ledger=self.ledger.to_dict())
+
+    def _recover_queue(self) -> None:
+        """After a restart: files the restored state has fully learned go to done/; files in done/
+        that it has not learned (its newer checkpoint was unusable) go back to the queue."""
+        for qf in self.inbox.queued():
+            if self.ledger.covers_file(qf.seq):
+                self.inbox.finish(qf)
+        for qf in self.inbox.done_files():
+            if not self.ledger.covers_file(qf.seq):
+                self.log.warning("input_replayed", file=qf.name, seq=qf.seq, reason="not covered by the restored checkpoint")
+                self.inbox.requeue(qf)
+        self.outbox.drop_partials_below(self.ledger.seq)
+
+    # -- input ----------------------------------------------------------------------------
+    def _scan_if_due(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_scan < self.config.inbox.rescan_seconds:
+            return
+        self._last_scan = now
+        admitted, rejected = self.inbox.admit()
+        for rej in rejected:
+            self._count_failed_file(rej.name, rej.reason, rej.message)
+        for qf in admitted:
+            self.log.info("input_admitted", file=qf.name, seq=qf.seq)
+        self.metrics.queue_depth.set(len(self.inbox.queued()) + len(self.inbox.pending_names()))
+
+    def _open_next(self) -> _OpenFile | None:
+        for qf in self.inbox.queued():
+            if self.ledger.covers_file(qf.seq):
+                continue  # learned; waiting for a checkpoint to cover it
+            if any(c.seq == qf.seq for c in self.completed):
+                continue
+            try:
+                items = read_input_file(self.inbox.read(qf), qf.name, self.config.inbox.max_records_per_file)
+            except InputFileError as exc:
+                self.inbox.fail(qf, exc)
+                self._count_failed_file(qf.name, exc.reason, str(exc))
+                self.outbox.discard_partial(qf.seq)
+                continue
+            except Exception as exc:  # noqa: BLE001 - OSError, or a reader bug: the file fails, the daemon lives
+                err = InputFileError("unreadable", f"{qf.name}: cannot read: {type(exc).__name__}: {exc}")
+                if not isinstance(exc, OSError):
+                    self.metrics.errors.labels("reader").inc()
+                    self.log.exception("reader_error", file=qf.name)
+                self.inbox.fail(qf, err)
+                self._count_failed_file(qf.name, err.reason, str(err))
+                continue
+            resume = self.ledger.seq == qf.seq
+            start = self.ledger.record if resume else 0
+            self.outbox.begin(qf.seq, qf.name, self.ledger.partial_bytes if resume else 0)
+            self.ledger = Ledger(qf.seq, start, 0, self.inbox.next_seq)
+            self.log.info("input_started", file=qf.name, seq=qf.seq, records=len(items), resume_at=start)
+            return _OpenFile(qf, items, start)
+        return None
+
+    def _step_current(self) -> None:
+        assert self.current is not None and self.engine is not None
+        cur = self.current
+        if cur.next_index < len(cur.items):
+            self._run_record(cur, cur.items[cur.next_index])
+            cur.next_index += 1
+            self.ledger = Ledger(cur.queued.seq, cur.next_index, 0, self.inbox.next_seq)
+        if cur.next_index >= len(cur.items):
+            results = self.outbox.publish(cur.queued.seq, cur.queued.name)
+            self.completed.append(cur.queued)
+            self.ledger = Ledger(cur.queued.seq + 1, 0, 0, self.inbox.next_seq)
+            self.metrics.files.labels("done").inc()
+            self.log.info("input_finished", file=cur.queued.name, seq=cur.queued.seq, records=len(cur.items), results=results.name)
+            self.current = None
+
+    def _run_record(self, cur: _OpenFile, item: InputItem) -> None:
+        assert self.engine is not None
+        base = {"seq": cur.queued.seq, "file": cur.queued.name, "record": cur.next_index, "where": item.where}
+        if isinstance(item.record, RecordProblem):
+            self._record_failed(base, None, item.record.reason, item.record.message)
+            return
+        started = time.perf_counter()
+        try:
+            result = self.engine.cycle(item.record)
+        except InputError as exc:
+            self._record_failed(base, item.record.get("id"), exc.reason, f"{item.where}: {exc}")
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug must not take the service down; it is counted and logged
+            self.metrics.errors.labels("cycle").inc()
+            self.log.exception("cycle_error", file=cur.queued.name, where=item.where)
+            self._record_failed(base, item.record.get("id"), "internal_error", f"{item.where}: {type(exc).__name__}: {exc}")
+            return
+        seconds = time.perf_counter() - started
+        self._cycles_since_checkpoint += 1
+        self._rate_window.append(time.monotonic())
+        counts = self.engine.last_spikes.counts if self.engine.last_spikes is not None else torch.zeros(1)
+        rates = counts.float() * (1000.0 / (self.engine.config.lif.steps * self.engine.config.lif.dt_ms))
+        self.metrics.observe_cycle(result, seconds, float(rates.var()) if rates.numel() > 1 else 0.0)
+        line = {**base, **result.to_dict(), "latency_ms": (time.time() - cur.queued.admitted_at) * 1000.0}
+        self.outbox.append(line)
+
+    def _record_failed(self, base: dict[str, Any], rid: Any, reason: str, message: str) -> None:
+        self.metrics.records.labels("failed").inc()
+        self.metrics.records_failed.labels(reason).inc()
+        self.log.warning("record_rejected", file=base["file"], where=base["where"], reason=reason, message=message)
+        self.outbox.append({**base, "id": rid if isinstance(rid, (str, int)) else None, "error": {"reason": reason, "message": message}})
+
+    def _count_failed_file(self, name: str, reason: str, message: str) -> None:
+        self.metrics.files.labels("failed").inc()
+        self.metrics.files_failed.labels(reason).inc()
+        self.log.warning("input_rejected", file=name, reason=reason, message=message)
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def _maybe_checkpoint(self) -> None:
+        cfg = self.config
+        due = self._checkpoint_now
+        every_cycles = cfg.checkpoint_every_cycles()
+        if every_cycles and self._cycles_since_checkpoint >= every_cycles:
+            due = True
+        every_s = cfg.checkpoint_every_seconds()
+        if every_s and time.monotonic() - self._last_checkpoint_time >= every_s and (self._cycles_since_checkpoint or self.completed):
+            due = True
+        if due and self.pending is None:
+            self._checkpoint_now = False
+            self._checkpoint(background=True)
+
+    def _checkpoint(self, background: bool) -> None:
+        assert self.engine is not None
+        stall_start = time.perf_counter()
+        partial = self.outbox.partial_bytes() if self.current is not None else 0
+        ledger = Ledger(self.ledger.seq, self.ledger.record, partial, self.inbox.next_seq)
+        state = snapshot(self.engine.state_dict())
+        meta = {"ledger": ledger.to_dict(), "config": self.engine.config.to_dict(), "created_at": time.time(),
+                "fumd_version": __version__}
+        step = self.engine.steps_done
+        self.metrics.checkpoint_stall.set(time.perf_counter() - stall_start)
+        self._cycles_since_checkpoint = 0
+        self._last_checkpoint_time = time.monotonic()
+        pending = _PendingCheckpoint(threading.Thread(target=lambda: None), ledger, time.monotonic())
+
+        def write() -> None:
+            try:
+                pending.info = write_checkpoint(self.state_dir / "checkpoints", state, meta, step=step,
+                                                fmt=self.config.checkpoint.format, keep=self.config.checkpoint.keep,
+                                                progress=self._checkpoint_progress)
+            except BaseException as exc:  # noqa: BLE001 - reported by the loop
+                pending.error = exc
+
+        if background:
+            pending.thread = threading.Thread(target=write, name="fumd-checkpoint", daemon=True)
+            self.pending = pending
+            pending.thread.start()
+        else:
+            write()
+            self.pending = pending
+            self._collect_checkpoint()
+
+    def _checkpoint_progress(self) -> None:
+        if self._phase in ("starting", "stopping"):
+            self.notifier.extend_timeout(60)
+        if self._fault_pause:
+            time.sleep(self._fault_pause)
+
+    def _collect_checkpoint(self) -> None:
+        """Handle a finished background write: on success, move the inputs it covers to done/."""
+        pending = self.pending
+        if pending is None or pending.thread.is_alive():
+            return
+        self.pending = None
+        if pending.error is not None or pending.info is None:
+            self.metrics.checkpoints.labels("failed").inc()
+            self.metrics.errors.labels("checkpoint").inc()
+            self.log.error("checkpoint_failed", error=repr(pending.error))
+            self._cycles_since_checkpoint = max(self._cycles_since_checkpoint, 1)  # try again next time
+            return
+        info = pending.info
+        now = time.time()
+        self.metrics.observe_checkpoint(info.seconds, info.bytes, now)
+        self.last_checkpoint = {"path": str(info.path), "step": info.step, "time": now, "bytes": info.bytes,
+                                "seconds": info.seconds, "format": info.format}
+        still_waiting = []
+        for qf in self.completed:
+            if pending.ledger.covers_file(qf.seq):
+                self.inbox.finish(qf)
+                self._files_done += 1
+            else:
+                still_waiting.append(qf)
+        self.completed = still_waiting
+        self.outbox.drop_partials_below(pending.ledger.seq)
+        self.log.info("checkpoint_written", path=str(info.path), step=info.step, bytes=info.bytes, seconds=round(info.seconds, 3))
+
+    def _wait_checkpoint(self) -> None:
+        if self.pending is not None:
+            self.pending.thread.join()
+            self._collect_checkpoint()
+
+    # -- signals and requests ---------------------------------------------------------------
+    def _install_signal_handlers(self) -> None:
+        def stop(signum: int, _frame: Any) -> None:
+            self._stop = True
+            self.wake.set()
+
+        def checkpoint_now(_signum: int, _frame: Any) -> None:
+            self._checkpoint_now = True
+            self.wake.set()
+
+        def reload(_signum: int, _frame: Any) -> None:
+            self._reload = True
+            self.wake.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGUSR1, checkpoint_now)
+        signal.signal(signal.SIGHUP, reload)
+
+    def _handle_requests(self) -> None:
+        if self._reload:
+            self._reload = False
+            self._reload_config()
+        if self._checkpoint_now and self.pending is None:
+            self._checkpoint_now = False
+            self.log.info("checkpoint_requested")
+            self._checkpoint(background=True)
+
+    def _reload_config(self) -> None:
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path, seed=self.config.engine.network.seed) if self.config_path else self.config
+        except ConfigError as exc:
+            self.metrics.errors.labels("config_reload").inc()
+            self.log.error("config_reload_rejected", error=str(exc))
+            self.notifier.ready(status="config reload rejected")
+            return
+        self.config, ignored = reloadable_changes(self.config, new)
+        self.inbox.max_file_bytes = self.config.inbox.max_file_bytes
+        configure_logging(self.config.log.level, self.config.log.format)
+        self.log.info("config_reloaded", needs_restart=ignored)
+        self.notifier.ready(status="config reloaded")
+
+    # -- status -----------------------------------------------------------------------------
+    def _idle_timeout(self) -> float:
+        timeout = self.config.inbox.rescan_seconds
+        interval = self.notifier.watchdog_interval()
+        if interval:
+            timeout = min(timeout, interval)
+        every_s = self.config.checkpoint_every_seconds()
+        if every_s:
+            timeout = min(timeout, max(0.05, every_s - (time.monotonic() - self._last_checkpoint_time)))
+        if self.pending is not None:
+            timeout = min(timeout, 0.1)
+        return timeout
+
+    def _observe_network(self) -> None:
+        assert self.engine is not None
+        st = self.engine.state
+        self.metrics.observe_network(st.n, st.nnz, int(st.persistent.sum()), st.sparsity())
+
+    def _write_status(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_status < self.config.status.every_seconds:
+            return
+        self._last_status = now
+        self._observe_network()
+        self._rate_window = [t for t in self._rate_window if now - t <= 10.0]
+        queue_depth = (len(self.inbox.queued()) - len(self.completed) + len(self.inbox.pending_names())) if hasattr(self, "inbox") else 0
+        self.metrics.queue_depth.set(queue_depth)
+        engine = self.engine
+        status = {
+            "pid": os.getpid(), "phase": self._phase, "version": __version__, "state_dir": str(self.state_dir),
+            "step": engine.steps_done if engine else 0,
+            "neurons": engine.state.n if engine else None, "synapses": engine.state.nnz if engine else None,
+            "inputs_done": self._files_done, "inputs_waiting_for_checkpoint": len(self.completed),
+            "queue_depth": queue_depth, "current_file": self.current.queued.name if self.current else None,
+            "ledger": self.ledger.to_dict(), "last_checkpoint": self.last_checkpoint,
+            "cycles_per_s": len(self._rate_window) / 10.0,
+            "metrics_url": f"http://{self.config.metrics.host}:{self.metrics_port}/metrics" if self.metrics_port else None,
+        }
+        write_status(self.state_dir, status)
+        self.notifier.status(f"{self._phase}: step {status['step']}, queue {queue_depth}")
+
+
+def run_daemon(state_dir: Path, config: ServiceConfig, config_path: Path | None, exit_when_idle: bool) -> int:
+    configure_logging(config.log.level, config.log.format)
+    return Daemon(state_dir, config, config_path).run(exit_when_idle=exit_when_idle)
+

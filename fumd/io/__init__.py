@@ -1,0 +1,1 @@
+"""The input/output queue: the watched inbox, input-file readers, results in the outbox."""

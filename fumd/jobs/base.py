@@ -1,0 +1,33 @@
+"""The shape of a scheduled job: snapshot -> compute -> apply.
+
+No job may mutate the network while a cycle runs, and heavy work (k-means, GP fitting) must not
+stall the loop. So every job is split in three:
+
+* ``snapshot(engine)``: on the loop thread, between cycles; copies the little the job needs.
+* ``compute(snap)``: pure, anywhere (a worker thread in wall-clock mode, inline in deterministic
+  mode); never touches the engine; returns a plan (or None: nothing to do).
+* ``apply(engine, plan)``: on the loop thread, between cycles; cheap; returns the key outputs
+  (name -> number) that go to metrics and the log.
+
+A plan is stamped with the engine's ``structure_version``; if the network's shape changed between
+snapshot and apply (structural plasticity ran), the runner discards the plan and the job runs again
+next time. Jobs that keep their own state (the tuner's trials, the structural job's per-pair rewire
+counts) expose ``state_dict``/``load_state_dict`` of JSON-able values or tensors, saved in checkpoints.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class Job(Protocol):
+    name: str
+
+    def snapshot(self, engine: Any) -> Any: ...
+
+    def compute(self, snap: Any) -> Any: ...
+
+    def apply(self, engine: Any, plan: Any) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, data: dict[str, Any]) -> None: ...

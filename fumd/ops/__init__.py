@@ -1,0 +1,1 @@
+"""Operations: metrics, logging, sd_notify, status file."""

@@ -1,0 +1,1 @@
+"""Persistence: crash-safe checkpoints of the full state (SPEC §9)."""
