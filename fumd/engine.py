@@ -90,6 +90,7 @@ class Engine:
         self.vocabulary = LabelVocabulary(cfg.network.max_labels)
         self.kernels = make_kernels(cfg.stdp, cfg.lif.dt_ms, self.device)
         self.eta = cfg.learning.eta  # adaptive (tuning / criticality jobs act on it)
+        self.gamma = cfg.learning.gamma  # trace decay, adaptive (tuning job)
         self.steps_done = 0
         self.learning_enabled = cfg.learning.enabled
         self.last_spikes: CycleSpikes | None = None
@@ -159,7 +160,7 @@ class Engine:
             losers = torch.cat([st.output_idx[:action], st.output_idx[action + 1 :]]).reshape(-1)
             gate[losers] = 0.0
         dw = event_updates(spikes.raster, spikes.event_post, spikes.event_step, is_inh, self.kernels, gate)
-        update_trace(st.e, spikes.event_pos, dw, cfg.learning.gamma)
+        update_trace(st.e, spikes.event_pos, dw, self.gamma)
         # reward-modulated weight update
         reward = sie.total_reward
         eta = self.eta * (cfg.learning.novelty_boost if sie.novelty > cfg.learning.novelty_boost_threshold else 1.0)
@@ -184,6 +185,7 @@ class Engine:
         out["vocabulary"] = list(self.vocabulary.labels)
         out["rng"] = self.generator.get_state()
         out["eta"] = self.eta
+        out["gamma"] = self.gamma
         out["steps_done"] = self.steps_done
         return out
 
@@ -197,6 +199,7 @@ class Engine:
         self.vocabulary = LabelVocabulary(self.config.network.max_labels, list(data["vocabulary"]))
         self.generator.set_state(data["rng"].cpu() if torch.is_tensor(data["rng"]) else torch.as_tensor(data["rng"]))
         self.eta = float(data["eta"])
+        self.gamma = float(data.get("gamma", self.config.learning.gamma))
         self.steps_done = int(data["steps_done"])
 
 

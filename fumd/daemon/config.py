@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from ..config import EngineConfig, _from_mapping
 from ..errors import ConfigError
+from ..jobs.config import JobsConfig
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class ServiceConfig:
     inbox: InboxConfig = field(default_factory=InboxConfig)
     log: LogConfig = field(default_factory=LogConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -78,7 +80,7 @@ class ServiceConfig:
 
 SERVICE_SECTIONS = {f.name: f for f in dataclasses.fields(ServiceConfig) if f.name != "engine"}
 # sections SIGHUP may change in a running daemon (nothing that touches the network's state)
-RELOADABLE_SECTIONS = ("checkpoint", "inbox", "log", "status")
+RELOADABLE_SECTIONS = ("checkpoint", "inbox", "log", "status")  # jobs: restart (cadences live in the scheduler)
 
 _RANGES: dict[str, tuple[float, float]] = {
     "checkpoint.every_seconds": (0.0, 7 * 86400.0),
@@ -108,6 +110,7 @@ def _validate(cfg: ServiceConfig) -> None:
         value = getattr(getattr(cfg, section), name)
         if value not in allowed:
             raise ConfigError(f"{key} = {value!r}: allowed values are {', '.join(allowed)}")
+    cfg.jobs.validate()
     if not cfg.metrics.host:
         raise ConfigError("metrics.host: must not be empty")
 
@@ -172,14 +175,27 @@ def default_toml() -> str:
     tables = [(f.name, getattr(cfg.engine, f.name)) for f in dataclasses.fields(cfg.engine) if dataclasses.is_dataclass(getattr(cfg.engine, f.name))]
     tables += [(name, getattr(cfg, name)) for name in SERVICE_SECTIONS]
     for name, section in tables:
-        doc = (type(section).__doc__ or "").strip().splitlines()
-        lines.append("")
-        if doc and not doc[0].startswith(type(section).__name__ + "("):
-            lines.append(f"# {doc[0]}")
-        lines.append(f"[{name}]")
-        comments = _field_comments(type(section))
-        lines += [_toml_line(f.name, getattr(section, f.name), comments.get(f.name)) for f in dataclasses.fields(section)]
+        lines += _toml_table(name, section)
     return "\n".join(lines) + "\n"
+
+
+def _toml_table(name: str, section: Any) -> list[str]:
+    doc = (type(section).__doc__ or "").strip().splitlines()
+    lines = [""]
+    if doc and not doc[0].startswith(type(section).__name__ + "("):
+        lines.append(f"# {doc[0]}")
+    lines.append(f"[{name}]")
+    comments = _field_comments(type(section))
+    nested = []
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            nested.append((f"{name}.{f.name}", value))
+        else:
+            lines.append(_toml_line(f.name, value, comments.get(f.name)))
+    for sub_name, sub in nested:
+        lines += _toml_table(sub_name, sub)
+    return lines
 
 
 def _field_comments(cls: type) -> dict[str, str]:

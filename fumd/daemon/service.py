@@ -25,6 +25,8 @@ from .. import __version__
 from ..engine import Engine
 from ..errors import ConfigError, InputError, InputFileError
 from ..io.inbox import Inbox, QueuedFile
+from ..jobs.registry import build_jobs, job_cadences
+from ..jobs.runner import JobRunner
 from ..io.outbox import Outbox
 from ..io.readers import InputItem, RecordProblem, read_input_file
 from ..ops.logging import configure_logging, get_logger
@@ -100,6 +102,7 @@ class Daemon:
         watching = self.inbox.watch(self.wake.set)
         self._files_done = sum(1 for _ in os.scandir(self.inbox.done))
         self._observe_network()
+        self.jobs.start()
         self._phase = "running"
         self.log.info("started", step=self.engine.steps_done, ledger=self.ledger.to_dict(), watching=watching,
                       metrics_port=self.metrics_port, pid=os.getpid(), version=__version__)
@@ -115,6 +118,7 @@ class Daemon:
         while not self._stop:
             self.pinger.maybe_ping()
             self._handle_requests()
+            self.jobs.run_due(self.engine)  # plans computed off-loop from wall-clock triggers
             self._collect_checkpoint()
             if self.current is None:
                 self._scan_if_due()
@@ -142,6 +146,9 @@ class Daemon:
         self.notifier.stopping(status="final checkpoint")
         self.log.info("stopping", step=self.engine.steps_done if self.engine else None)
         try:
+            if hasattr(self, "jobs"):
+                self.jobs.wait_idle(self.engine)
+                self.jobs.shutdown()
             self._wait_checkpoint()
             if self.engine is not None and (self._cycles_since_checkpoint > 0 or self.last_checkpoint is None or self.completed):
                 self._checkpoint(background=False)
@@ -175,10 +182,13 @@ class Daemon:
                 self.log.warning("network_config_from_checkpoint", config=engine_config.to_dict()["network"], checkpoint=saved["network"])
                 engine_config = engine_config.replace(network=saved["network"])
         self.engine = Engine(engine_config)
+        self.jobs = JobRunner(build_jobs(self.config.jobs, seed=engine_config.network.seed), job_cadences(self.config.jobs, self.config.deterministic),
+                              self.config.deterministic, self.metrics, self.log, self.wake.set)
         if loaded is None:
             self.log.info("fresh_network", neurons=self.engine.state.n, synapses=self.engine.state.nnz, seed=engine_config.network.seed)
             return
         self.engine.load_state_dict(loaded.state)
+        self.jobs.load_state_dict(loaded.state)
         self.ledger = Ledger.from_dict(loaded.meta["ledger"])
         self.last_checkpoint = {"path": str(loaded.path), "step": self.engine.steps_done, "time": loaded.meta.get("created_at")}
         if loaded.meta.get("created_at"):
@@ -279,6 +289,9 @@ class Daemon:
         self.metrics.observe_cycle(result, seconds, float(rates.var()) if rates.numel() > 1 else 0.0)
         line = {**base, **result.to_dict(), "latency_ms": (time.time() - cur.queued.admitted_at) * 1000.0}
         self.outbox.append(line)
+        # jobs observe every cycle and, when due, run right here: before any checkpoint can be taken
+        self.jobs.after_cycle(self.engine, result)
+        self.jobs.run_due(self.engine)
 
     def _record_failed(self, base: dict[str, Any], rid: Any, reason: str, message: str) -> None:
         self.metrics.records.labels("failed").inc()
@@ -310,7 +323,7 @@ class Daemon:
         stall_start = time.perf_counter()
         partial = self.outbox.partial_bytes() if self.current is not None else 0
         ledger = Ledger(self.ledger.seq, self.ledger.record, partial, self.inbox.next_seq)
-        state = snapshot(self.engine.state_dict())
+        state = snapshot({**self.engine.state_dict(), **self.jobs.state_dict()})
         meta = {"ledger": ledger.to_dict(), "config": self.engine.config.to_dict(), "created_at": time.time(),
                 "fumd_version": __version__}
         step = self.engine.steps_done

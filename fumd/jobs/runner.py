@@ -46,7 +46,8 @@ class JobRunner:
         self.log = log
         self.wake = wake
         self.cycles = 0
-        self._due: set[str] = set()
+        self._due: set[str] = set()  # by the cycle clock: run inline at the safe point
+        self._due_timed: set[str] = set()  # by APScheduler: compute in the worker thread
         self._due_lock = threading.Lock()
         self._running: dict[str, _Running] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fumd-job")
@@ -68,7 +69,7 @@ class JobRunner:
 
     def _mark_due(self, name: str) -> None:
         with self._due_lock:
-            self._due.add(name)
+            self._due_timed.add(name)
         self.wake()
 
     def _missed(self, event: Any) -> None:
@@ -97,9 +98,10 @@ class JobRunner:
                 del self._running[name]
                 self._finish(engine, name, running)
         with self._due_lock:
-            due = sorted(self._due)
+            inline, timed = set(self._due), self._due_timed - self._due
             self._due.clear()
-        for name in due:  # sorted: a fixed order, part of determinism
+            self._due_timed.clear()
+        for name in sorted(inline | timed):  # sorted: a fixed order, part of determinism
             if name in self._running:
                 continue  # max one instance: the due mark is coalesced
             job = self.jobs[name]
@@ -109,7 +111,7 @@ class JobRunner:
             except Exception:  # noqa: BLE001
                 self._failed(name, "snapshot")
                 continue
-            if self.deterministic or self.cadences.get(name, (0, 0.0))[0]:
+            if name in inline:
                 try:
                     plan = job.compute(snap)
                     self._apply(engine, name, plan, started)
@@ -127,7 +129,7 @@ class JobRunner:
         if engine.state.structure_version != running.structure_version:
             self.log.info("job_plan_stale", job=name)
             with self._due_lock:
-                self._due.add(name)
+                self._due_timed.add(name)
             return
         try:
             self._apply(engine, name, plan, running.started)

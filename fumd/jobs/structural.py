@@ -40,12 +40,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from ..network import edit
 from ..network.state import NetworkState
+from .clustering import _check_cadence, _check_range
+
+NAME = "structural"
 
 
 @dataclass(frozen=True)
@@ -83,17 +86,25 @@ class StructuralConfig:
     density_tolerance: float = 0.05  # relative band around the target left alone
     density_cap: float = 0.01  # synapses added or removed for density, fraction per event
 
-    def __post_init__(self) -> None:
-        for name in ("growth_cap", "prune_cap", "rewire_cap", "density_cap", "slow_factor", "prune_floor",
-                     "density_tolerance", "ei_tolerance"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"jobs.structural.{name} must lie in [0, 1]")
-        if self.neuron_cap < 1.0:
-            raise ValueError("jobs.structural.neuron_cap must be >= 1")
-        if self.rewire_pair_cap < 1 or self.rewire_tries < 1:
-            raise ValueError("jobs.structural.rewire_pair_cap and rewire_tries must be >= 1")
-        if self.every_cycles < 0 or self.every_seconds < 0:
-            raise ValueError("jobs.structural cadences must be >= 0")
+    def validate(self) -> None:
+        """Raise ConfigError naming the first ``jobs.structural.*`` key out of range."""
+        _check_cadence(NAME, self.every_seconds, self.every_cycles, self.enabled)
+        for key in ("slow_factor", "growth_cap", "prune_cap", "prune_floor", "ei_tolerance", "rewire_cap",
+                    "density_tolerance", "density_cap"):
+            _check_range(NAME, key, getattr(self, key), 0.0, 1.0)
+        _check_range(NAME, "neuron_cap", self.neuron_cap, 1.0, 1000.0)
+        _check_range(NAME, "growth_window", self.growth_window, 1, 10**9)
+        _check_range(NAME, "growth_min_samples", self.growth_min_samples, 0, 10**9)
+        _check_range(NAME, "prune_rate_hz", self.prune_rate_hz, 0.0, 10_000.0)
+        _check_range(NAME, "grace_cycles", self.grace_cycles, 0, 10**9)
+        _check_range(NAME, "compensation", self.compensation, 0.0, 10.0)
+        _check_range(NAME, "compensation_max_mv", self.compensation_max_mv, 0.0, 100.0)
+        _check_range(NAME, "rewire_weak_threshold", self.rewire_weak_threshold, 0.0, 2.0)
+        _check_range(NAME, "rewire_pair_cap", self.rewire_pair_cap, 1, 255)
+        _check_range(NAME, "rewire_inh_per_100", self.rewire_inh_per_100, 0.0, 1000.0)
+        _check_range(NAME, "rewire_tries", self.rewire_tries, 1, 1000)
+        _check_range(NAME, "integrity_threshold", self.integrity_threshold, 0.0, 1e6)
+        _check_range(NAME, "target_density", self.target_density, 0.0, 1.0)
 
 
 @dataclass
@@ -154,10 +165,15 @@ def initial_density(cfg: Any) -> float:
 
 
 class StructuralJob:
-    name = "structural"
+    """``slow_source`` (optional): called at every snapshot for the slow flag, e.g.
+    ``lambda: criticality_job.slow_structural``; otherwise ``set_slow`` sets it."""
 
-    def __init__(self, config: StructuralConfig | None = None):
+    name = NAME
+
+    def __init__(self, config: StructuralConfig | None = None, slow_source: Callable[[], bool] | None = None):
         self.config = config or StructuralConfig()
+        self.config.validate()
+        self.slow_source = slow_source
         self.slow = False
         self._empty()
 
@@ -180,6 +196,8 @@ class StructuralJob:
     def snapshot(self, engine: Any) -> StructuralSnapshot:
         st: NetworkState = engine.state
         cfg = engine.config
+        if self.slow_source is not None:
+            self.slow = bool(self.slow_source())
         seed = int(torch.randint(0, 2**62, (1,), generator=engine.generator, device=engine.generator.device))
         sie = engine.sie
         params = {
@@ -244,12 +262,12 @@ class StructuralJob:
         halted = self._halted_clusters(snap, pre, post)
         stats["halted_clusters"] = float(halted.sum())
         if c.rewiring and c.rewire_cap > 0 and nnz:
-            budget = int(math.floor(c.rewire_cap * factor * nnz))
+            budget = _floor(c.rewire_cap * factor * nnz)
             ratio = c.rewire_inh_per_100 / 100.0
-            cap_exc = int(math.floor(budget / (1.0 + ratio)))
+            cap_exc = _floor(budget / (1.0 + ratio))
             # the inhibitory count rounds down so rewired + added never exceeds the budget
             rw_pos, rw_new = self._choose_rewires(snap, pre, post, keys, pk_keys, remove_mask, halted, cap_exc, gen)
-            n_inh = min(int(math.floor(ratio * rw_pos.numel() + 1e-9)), budget - rw_pos.numel())
+            n_inh = min(_floor(ratio * rw_pos.numel()), budget - rw_pos.numel())
             new_keys = pre[rw_pos] * n + rw_new
             taken.append(new_keys)
             if n_inh > 0:
@@ -266,7 +284,7 @@ class StructuralJob:
         n_after = n - int(prune.numel())
         nnz_after = nnz - lost_synapses + inh_added
         target = p["target_density"] * n_after * (n_after - 1)
-        dens_cap = int(math.floor(c.density_cap * nnz))
+        dens_cap = _floor(c.density_cap * nnz)
         if c.density_cap > 0 and nnz_after > target * (1 + c.density_tolerance):
             k = min(int(nnz_after - target), dens_cap)
             ok = ~snap.persistent & ~remove_mask[pre] & ~remove_mask[post]
@@ -287,8 +305,8 @@ class StructuralJob:
         grow_exc = grow_inh = 0
         fan = 0
         if c.growth and c.growth_cap > 0:
-            room = int(math.floor(c.neuron_cap * p["target_neurons"])) - n_after
-            budget = min(int(math.floor(c.growth_cap * factor * n)), room)
+            room = _floor(c.neuron_cap * p["target_neurons"]) - n_after
+            budget = min(_floor(c.growth_cap * factor * n), room)
             low = self._low_reward_clusters(snap)
             stats["growth_clusters"] = float(low.numel())
             if budget > 0 and low.numel():
@@ -323,7 +341,7 @@ class StructuralJob:
         grace = c.grace_cycles or int(p["history"])
         young = snap.young_idx[(snap.steps_done - snap.young_born) < grace]
         cand[young] = False
-        cap = int(math.floor(c.prune_cap * factor * n))
+        cap = _floor(c.prune_cap * factor * n)
         cap = min(cap, n - int(math.ceil(c.prune_floor * p["target_neurons"])))
         idx = cand.nonzero().squeeze(1)
         if cap <= 0 or idx.numel() == 0:
@@ -374,8 +392,8 @@ class StructuralJob:
         cand = cand[torch.argsort(snap.w[cand].abs(), stable=True)]
         cand = cand[: 2 * cap]  # a few spares for synapses whose proposals all fail
         src = pre[cand]
-        proposals = edit.sample_near(snap.grid_xy, snap.grid_xy[src], c.rewire_tries, p["sigma"], gen,
-                                     candidates=~remove_mask, exclude=src, radius=p["radius"])
+        proposals = edit.propose_near(snap.grid_xy, snap.grid_xy[src], c.rewire_tries, p["sigma"], gen,
+                                      candidates=~remove_mask, exclude=src, radius=p["radius"])
         existing = keys
         chosen = torch.full((cand.numel(),), -1, dtype=torch.int64, device=dev)
         taken_new = torch.zeros(0, dtype=torch.int64, device=dev)
@@ -437,8 +455,8 @@ class StructuralJob:
         c, p = self.config, snap.params
         n = snap.grid_xy.shape[0]
         dev = snap.w.device
-        prop = edit.sample_near(snap.grid_xy, snap.grid_xy[anchors], c.rewire_tries, p["sigma"], gen,
-                                candidates=pool_mask, exclude=anchors, radius=p["radius"])
+        prop = edit.propose_near(snap.grid_xy, snap.grid_xy[anchors], c.rewire_tries, p["sigma"], gen,
+                                 candidates=pool_mask, exclude=anchors, radius=p["radius"])
         taken = torch.sort(taken_keys).values
         chosen = torch.full((anchors.numel(),), -1, dtype=torch.int64, device=dev)
         for t in range(prop.shape[1]):
@@ -590,6 +608,11 @@ class StructuralJob:
         self.events = int(data.get("events", 0))
         for key in self.totals:
             self.totals[key] = int(data.get(f"total_{key}", 0))
+
+
+def _floor(x: float) -> int:
+    """floor() that does not lose a whole unit to binary rounding (1.025 * 400 -> 410, not 409)."""
+    return int(math.floor(x + 1e-9))
 
 
 def _balanced_split(n: int, n_exc: int, cand_e: int, cand_i: int, cap: int, target: float, tol: float) -> tuple[int, int]:

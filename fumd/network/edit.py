@@ -156,6 +156,54 @@ def sample_near(
     return out
 
 
+def propose_near(
+    grid_xy: torch.Tensor,
+    centers: torch.Tensor,
+    tries: int,
+    sigma: float,
+    gen: torch.Generator,
+    candidates: torch.Tensor | None = None,
+    exclude: torch.Tensor | None = None,
+    radius: float | None = None,
+) -> torch.Tensor:
+    """``tries`` independent distance-biased proposals per center (int64 [M, tries], -1 where a
+    proposal is not a usable neuron). The first usable proposal of a row is distributed as
+    ``exp(-d / sigma)`` restricted to the usable neurons (rejection sampling), which is all the
+    structural job needs, at O(M x tries) cost on large networks: grid offsets are drawn from the
+    fixed offset distribution (within ``radius``, default 6 sigma) and looked up in the grid."""
+    n, m = grid_xy.shape[0], centers.shape[0]
+    device = grid_xy.device
+    if m == 0 or tries == 0 or n == 0:
+        return torch.full((m, tries), -1, dtype=torch.int64, device=device)
+    cand = torch.ones(n, dtype=torch.bool, device=device) if candidates is None else candidates
+    excl = torch.full((m,), -1, dtype=torch.int64, device=device) if exclude is None else exclude.long()
+    if m * n <= DENSE_SAMPLING_LIMIT:
+        d = torch.cdist(centers.double(), grid_xy.double())
+        p = torch.exp(-d / sigma) * cand[None, :]
+        has_ex = excl >= 0
+        p[has_ex.nonzero().squeeze(1), excl[has_ex]] = 0.0
+        ok = p.sum(1) > 0
+        out = torch.full((m, tries), -1, dtype=torch.int64, device=device)
+        rows = ok.nonzero().squeeze(1)
+        if rows.numel():
+            out[rows] = torch.multinomial(p[rows], tries, replacement=True, generator=gen)
+        return out
+    radius = 6.0 * sigma if radius is None else radius
+    side = int(max(int(grid_xy.max()) + 1, int(centers.max()) + 1))
+    offsets, weight = candidate_offsets(sigma, radius, device)
+    offsets = torch.cat([offsets.new_zeros(1, 2), offsets])
+    weight = torch.cat([weight.new_ones(1), weight])
+    cell = torch.full((side * side,), -1, dtype=torch.int64, device=device)
+    cell[grid_xy[:, 0].long() * side + grid_xy[:, 1].long()] = torch.arange(n, device=device)
+    pick = torch.multinomial(weight, m * tries, replacement=True, generator=gen).reshape(m, tries)
+    tx = centers[:, None, 0].long() + offsets[pick, 0]
+    ty = centers[:, None, 1].long() + offsets[pick, 1]
+    inside = (tx >= 0) & (tx < side) & (ty >= 0) & (ty < side)
+    target = torch.where(inside, cell[tx.clamp(0, side - 1) * side + ty.clamp(0, side - 1)], -1)
+    usable = (target >= 0) & cand[target.clamp(min=0)] & (target != excl[:, None])
+    return torch.where(usable, target, torch.full_like(target, -1))
+
+
 def _sample_dense_rows(grid_xy, centers, count, sigma, gen, cand, excl, rows, out) -> torch.Tensor:
     for start in range(0, rows.numel(), 1024):
         r = rows[start:start + 1024]
@@ -384,7 +432,9 @@ def free_cells_near(
         if members.numel() > anchors_per_cluster:
             members = members[torch.randperm(members.numel(), generator=gen, device=device)[:anchors_per_cluster]]
         if members.numel():
-            d = torch.cdist(free_xy.double(), grid_xy[members].double()).min(1).values
+            anchors = grid_xy[members].double()
+            d = torch.cat([torch.cdist(free_xy[s:s + 16384].double(), anchors).min(1).values
+                           for s in range(0, free.numel(), 16384)])
             p = torch.exp(-(d - d.min()) / sigma)
         else:
             p = torch.ones(free.numel(), dtype=torch.float64, device=device)
@@ -561,6 +611,6 @@ def check_invariants(state: NetworkState) -> None:
 
 __all__ = [
     "DENSE_SAMPLING_LIMIT", "Growth", "NeuronInit", "add_neurons", "add_synapses_to_state", "check_invariants",
-    "find_synapses", "first_occurrence", "free_cells_near", "insert_neurons", "pruning_compensation", "remap",
+    "find_synapses", "first_occurrence", "free_cells_near", "insert_neurons", "propose_near", "pruning_compensation", "remap",
     "remove_neurons", "remove_synapses", "remove_synapses_by_pair", "rewire_synapses", "sample_near", "synapse_keys",
 ]

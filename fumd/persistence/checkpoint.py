@@ -150,7 +150,9 @@ def _tensor_from_storage(arr: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _raw_bytes(t: torch.Tensor) -> np.ndarray:
-    return t.reshape(-1).view(torch.uint8).numpy()
+    if t.numel() == 0:  # an empty tensor may carry any stride (e.g. 0 from numpy), which view() refuses
+        return np.zeros(0, dtype=np.uint8)
+    return t.contiguous().reshape(-1).view(torch.uint8).numpy()
 
 
 def _json_value(key: str, value: Any) -> Any:

@@ -40,6 +40,9 @@ class SIEResult:
 class SelfImprovementEngine:
     def __init__(self, cfg: SIEConfig, n_clusters: int, input_size: int, device: torch.device, deterministic: bool):
         self.cfg = cfg
+        # live weights: start at the config, adapted by the tuning job (SPEC §8), checkpointed
+        self.w_td, self.w_novelty = cfg.w_td, cfg.w_novelty
+        self.w_habituation, self.w_self_benefit = cfg.w_habituation, cfg.w_self_benefit
         self.deterministic = deterministic
         f64 = dict(dtype=torch.float64, device=device)
         self.values = torch.zeros(n_clusters, **f64)  # V_states
@@ -78,7 +81,7 @@ class SelfImprovementEngine:
             self._remember(pattern)
 
         sb, cx = self_benefit(cluster_spikes, confidence)
-        raw = cfg.w_td * td + cfg.w_novelty * nov - cfg.w_habituation * hab + cfg.w_self_benefit * sb
+        raw = self.w_td * td + self.w_novelty * nov - self.w_habituation * hab + self.w_self_benefit * sb
 
         self.recent[self.recent_count % cfg.smoothing_window] = raw
         self.recent_count += 1
@@ -119,9 +122,11 @@ class SelfImprovementEngine:
             "habituation": self.habituation, "recent": self.recent, "recent_count": self.recent_count,
             "avg_reward": self.avg_reward, "reward_history": self.reward_history,
             "reward_count": self.reward_count, "fallbacks": self.fallbacks,
+            "w_td": self.w_td, "w_novelty": self.w_novelty, "w_habituation": self.w_habituation,
+            "w_self_benefit": self.w_self_benefit,
         }
 
     def load_state_dict(self, data: dict) -> None:
         for key, value in data.items():
             current = getattr(self, key)
-            setattr(self, key, value.to(current.device, current.dtype) if torch.is_tensor(current) else int(value))
+            setattr(self, key, value.to(current.device, current.dtype) if torch.is_tensor(current) else type(current)(value))

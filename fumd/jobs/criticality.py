@@ -1,0 +1,567 @@
+"""Criticality and stability control, SPEC §7 (seed 002 §5.C.3, §5.D.2, §5.E.2, §5.E.4, §5.E.7).
+
+Per cycle (``observe``, on the loop thread, O(T * electrodes)):
+
+* **Avalanches** are detected the way they are on a multi-electrode array (Beggs & Plenz 2003):
+  a fixed random subset of ``electrodes`` neurons is "recorded"; their spikes are summed per time
+  bin; the bin width is the mean inter-event interval (IEI) of that merged train, in steps
+  (running estimate); an avalanche is a run of consecutive non-empty bins bracketed by empty bins,
+  its size the number of events in it. Bins and open avalanches carry across cycle boundaries
+  (the daemon runs one continuous time line). With N in the thousands the whole network spikes in
+  every 1 ms step, so the seed's literal "contiguous steps with spikes" would make the whole run
+  one avalanche; subsampling (Priesemann et al. 2009) plus IEI binning is the standard remedy.
+  Sizes from a subsample are *electrode* sizes: their distribution is not the full network's
+  (Priesemann et al. 2009; Levina & Priesemann 2017), so the exponent is the exponent *as measured
+  by the fixed electrode set*, as in the experiments the seed's 1.5 comes from.
+* A **large avalanche** is one whose estimated network size ``s * N / m`` exceeds
+  ``large_fraction * N`` (seed: 0.1 N), i.e. ``s > 0.1 m``. **Sustained** = the *median* size of
+  the avalanches of the last ``sustain_window`` cycles (the still-open one included) is large.
+* The population rate (``CycleResult.rate_hz``) and ``total_reward`` go into bounded rings.
+
+Per run (``snapshot -> compute -> apply``):
+
+* ``tau``: discrete power-law MLE of the avalanche sizes with ``x_min`` chosen by the KS distance
+  (Clauset, Shalizi & Newman 2009), ``criticality_index = |tau - 1.5|``.
+* index > ``index_threshold`` -> ``global_inhibition *= inhibition_factor`` (bounded by
+  ``inhibition_max``) and ``slow_structural = True`` (read by the structural job); ``inhibition_mode
+  = "signed"`` instead raises inhibition only for tau < 1.5 (too many large avalanches,
+  supercritical) and lowers it for tau > 1.5 (subcritical).
+* sustained large avalanches -> ``global_inhibition *= inhibition_factor`` (one increase per run
+  even when both rules fire).
+* variability of the population rate over the last ``variance_window`` cycles (squared CV by
+  default, see ``rate_variance``) > ``variance_threshold``
+  -> ``eta *= eta_factor``, bounded below by ``eta_min``.
+* anomalies (seed §5.E.2): excessive variance (> ``anomaly_variance_threshold``), sustained
+  extreme reward (mean over ``reward_window`` cycles outside ±``reward_extreme``), silent clusters
+  (clusters with neurons but zero spikes over the activity window ``state.activity``). Counted per
+  run and in total, returned as outputs and listed in ``last_anomalies`` for the log.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.optimize import minimize_scalar
+from scipy.special import zeta
+
+from ..errors import ConfigError
+
+NAME = "criticality"
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration
+@dataclass(frozen=True)
+class CriticalityConfig:
+    enabled: bool = True
+    every_seconds: float = 60.0
+    every_cycles: int = 500
+    # avalanche detection
+    electrodes: int = 64  # recorded neurons (Beggs & Plenz 2003: 60-electrode array)
+    bin_steps: int = 0  # 0: automatic, mean inter-event interval of the electrode train
+    iei_alpha: float = 0.02  # EMA weight of the per-cycle electrode event rate (automatic bin)
+    max_bin_steps: int = 50
+    ring_size: int = 10_000  # avalanche sizes kept for the fit
+    # power-law fit, criticality index
+    min_avalanches: int = 500  # fewer: no fit, no criticality action
+    min_tail: int = 50  # samples required at or above x_min
+    min_tail_fraction: float = 0.1  # ... and at least this fraction of all sizes (fit the bulk, not the cutoff)
+    max_xmin_candidates: int = 100
+    target_tau: float = 1.5
+    index_threshold: float = 0.2
+    inhibition_mode: str = "seed"  # seed | signed
+    inhibition_factor: float = 1.1
+    inhibition_max: float = 10.0  # absolute bound on global_inhibition (2x the default 5)
+    inhibition_min: float = 1.0  # lower bound, only reached in "signed" mode
+    # large avalanches
+    large_fraction: float = 0.1  # of N, estimated from the electrodes: s * N / m > 0.1 N  <=>  s > 0.1 m
+    sustain_window: int = 20  # cycles: the median avalanche of the last 20 cycles must be large
+    # rate variance -> eta
+    variance_window: int = 200  # cycles of population rate (seed: spike_rates[-1000:])
+    variance_measure: str = "cv2"  # cv2: var / mean^2 (scale-free) | hz2: var in Hz^2
+    variance_threshold: float = 0.1  # seed 0.1 (§5.C.3), read as a squared CV (docs/mechanisms.md)
+    eta_factor: float = 0.9
+    eta_min: float = 0.005  # = the tuner's lower bound, so the two jobs never fight over the range
+    # anomalies
+    anomaly_variance_threshold: float = 0.2  # "excessive": 2x the control threshold, so control acts first
+    reward_window: int = 50  # cycles
+    reward_extreme: float = 2.0
+
+    def validate(self) -> None:
+        ranges: dict[str, tuple[float, float]] = {
+            "every_seconds": (0.0, 1e7), "every_cycles": (1, 10**9), "electrodes": (1, 10**7),
+            "bin_steps": (0, 10**6), "iei_alpha": (1e-6, 1.0), "max_bin_steps": (1, 10**6),
+            "ring_size": (10, 10**7), "min_avalanches": (10, 10**7), "min_tail": (5, 10**7),
+            "max_xmin_candidates": (1, 10**6), "target_tau": (1.0, 10.0), "index_threshold": (0.0, 10.0),
+            "inhibition_factor": (1.0, 10.0), "inhibition_max": (0.0, 1000.0), "inhibition_min": (0.0, 1000.0),
+            "large_fraction": (0.0, 1.0), "sustain_window": (1, 10**6), "min_tail_fraction": (0.0, 1.0),
+            "variance_window": (2, 10**7), "variance_threshold": (0.0, 1e9), "eta_factor": (0.0, 1.0),
+            "eta_min": (0.0, 1.0), "anomaly_variance_threshold": (0.0, 1e9), "reward_window": (1, 10**7),
+            "reward_extreme": (0.0, 1e9),
+        }
+        for key, (low, high) in ranges.items():
+            value = getattr(self, key)
+            if not (low <= value <= high) or (isinstance(value, float) and not math.isfinite(value)):
+                raise ConfigError(f"jobs.{NAME}.{key} = {value!r} is outside the allowed range [{low}, {high}]")
+        if self.variance_measure not in ("cv2", "hz2"):
+            raise ConfigError(f"jobs.{NAME}.variance_measure = {self.variance_measure!r}: allowed values are cv2, hz2")
+        if self.inhibition_mode not in ("seed", "signed"):
+            raise ConfigError(f"jobs.{NAME}.inhibition_mode = {self.inhibition_mode!r}: allowed values are seed, signed")
+        if self.inhibition_min > self.inhibition_max:
+            raise ConfigError(f"jobs.{NAME}.inhibition_min must be <= jobs.{NAME}.inhibition_max")
+        if self.min_tail > self.min_avalanches:
+            raise ConfigError(f"jobs.{NAME}.min_tail must be <= jobs.{NAME}.min_avalanches")
+        if self.min_avalanches > self.ring_size:
+            raise ConfigError(f"jobs.{NAME}.min_avalanches must be <= jobs.{NAME}.ring_size")
+
+
+# ---------------------------------------------------------------------------------------------
+# pure math
+@dataclass(frozen=True)
+class PowerLawFit:
+    tau: float  # exponent alpha of p(x) ~ x^-alpha, x >= x_min
+    x_min: int
+    ks: float  # KS distance of the tail to the fitted model
+    n_tail: int
+    sigma: float  # asymptotic standard error (alpha - 1) / sqrt(n_tail)  (Clauset et al. eq. 3.2)
+    loglik_ratio_exp: float  # normalised log-likelihood ratio power law vs. discrete exponential (Vuong)
+
+
+def _fit_alpha(n: float, sum_log: float, x_min: int, lo: float = 1.0 + 1e-6, hi: float = 8.0) -> float:
+    """Discrete power-law MLE for a given x_min (Clauset, Shalizi & Newman 2009, eq. 3.5)::
+
+        L(alpha) = -n ln zeta(alpha, x_min) - alpha * sum_i ln x_i,   maximised numerically
+
+    (``zeta(alpha, q)`` is the Hurwitz zeta function). No closed form; the approximation
+    ``1 + n / sum ln(x_i / (x_min - 1/2))`` is only good for x_min >~ 6, so it is not used.
+    """
+    def nll(alpha: float) -> float:
+        return n * math.log(zeta(alpha, x_min)) + alpha * sum_log
+
+    res = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-5})
+    return float(res.x)
+
+
+def fit_discrete_power_law(sizes: np.ndarray, min_tail: int = 50, max_candidates: int = 100,
+                           min_tail_fraction: float = 0.0) -> PowerLawFit | None:
+    """Fit ``p(x) = x^-tau / zeta(tau, x_min)`` for integer ``x >= x_min`` (Clauset et al. 2009, §3).
+
+    For every candidate ``x_min`` (the smallest distinct values, keeping at least ``min_tail``
+    samples, and at least ``min_tail_fraction`` of them, in the tail; at most ``max_candidates``
+    candidates) ``tau`` is the discrete MLE and the
+    KS distance ``D = max_x |S(x) - P(x)|`` between the tail's empirical CDF ``S`` and the model CDF
+    ``P(x) = 1 - zeta(tau, x + 1) / zeta(tau, x_min)`` is computed; the ``x_min`` with the smallest
+    ``D`` wins. Returns None when fewer than ``min_tail`` positive samples are given.
+
+    Also returned: Vuong's normalised log-likelihood ratio against a discrete exponential
+    (geometric) tail on the same ``x >= x_min``; positive favours the power law (Clauset et al.
+    §5). An inhomogeneous Poisson process can mimic a power law, so the ratio is reported with tau.
+    """
+    x = np.asarray(sizes, dtype=np.int64)
+    x = x[x >= 1]
+    if x.size < min_tail:
+        return None
+    values, counts = np.unique(x, return_counts=True)
+    logs = np.log(values.astype(np.float64))
+    # tail statistics for x_min = values[k]: n_k = sum counts[k:], S_k = sum counts[k:] * log values[k:]
+    n_tail = np.cumsum(counts[::-1])[::-1].astype(np.float64)
+    s_tail = np.cumsum((counts * logs)[::-1])[::-1]
+    candidates = np.nonzero(n_tail >= max(min_tail, min_tail_fraction * x.size))[0][:max_candidates]
+    best: tuple[float, int, float] | None = None
+    for k in candidates:
+        x_min = int(values[k])
+        alpha = _fit_alpha(float(n_tail[k]), float(s_tail[k]), x_min)
+        v = values[k:].astype(np.float64)
+        model_cdf = 1.0 - zeta(alpha, v + 1.0) / zeta(alpha, float(x_min))
+        emp_cdf = np.cumsum(counts[k:]) / n_tail[k]
+        d = float(np.max(np.abs(emp_cdf - model_cdf)))
+        if best is None or d < best[0]:
+            best = (d, int(k), alpha)
+    assert best is not None
+    d, k, alpha = best
+    x_min = int(values[k])
+    tail = x[x >= x_min].astype(np.float64)
+    n = tail.size
+    # Vuong test vs geometric p(x) = (1 - q) q^(x - x_min): q = m / (1 + m), m = mean(x - x_min)
+    m = float(np.mean(tail - x_min))
+    if m > 0:
+        q = m / (1.0 + m)
+        l_exp = math.log(1.0 - q) + (tail - x_min) * math.log(q)
+    else:  # all samples equal x_min: the exponential is a point mass
+        l_exp = np.zeros_like(tail)
+    l_pl = -alpha * np.log(tail) - math.log(zeta(alpha, x_min))
+    diff = l_pl - l_exp
+    sd = float(np.std(diff))
+    ratio = float(diff.sum() / (math.sqrt(n) * sd)) if sd > 0 else 0.0
+    return PowerLawFit(tau=alpha, x_min=x_min, ks=d, n_tail=int(n), sigma=(alpha - 1.0) / math.sqrt(n),
+                       loglik_ratio_exp=ratio)
+
+
+def criticality_index(tau: float, target: float = 1.5) -> float:
+    """``|tau - 1.5|`` (seed 002 §5.C.3): distance of the avalanche-size exponent from the mean-field
+    critical branching value 3/2 (Beggs & Plenz 2003)."""
+    return abs(tau - target)
+
+
+def avalanches_from_bins(bins: np.ndarray, open_size: int) -> tuple[list[int], int]:
+    """Split a sequence of binned event counts into avalanches (runs of non-empty bins).
+
+    ``open_size`` is the size of an avalanche still running at the end of the previous call (0:
+    none); it is joined to a run starting at the first bin. Returns the sizes of the avalanches
+    that ended (an empty bin followed them) and the size of the one still open at the end.
+    """
+    if bins.size == 0:
+        return [], open_size
+    nz = bins > 0
+    padded = np.concatenate(([False], nz, [False])).astype(np.int8)
+    edges = np.diff(padded)
+    starts = np.nonzero(edges == 1)[0]
+    ends = np.nonzero(edges == -1)[0]  # exclusive
+    csum = np.concatenate(([0], np.cumsum(bins)))
+    sizes = (csum[ends] - csum[starts]).astype(np.int64).tolist()
+    closed: list[int] = []
+    if open_size and nz[0]:
+        sizes[0] += open_size
+    elif open_size:  # first bin empty: the open avalanche ended at the cycle boundary
+        closed.append(open_size)
+    still_open = 0
+    if nz[-1]:
+        still_open = sizes.pop()
+    closed.extend(sizes)
+    return closed, still_open
+
+
+def rate_variance(rates: np.ndarray, measure: str = "cv2") -> float:
+    """Temporal variability of the population firing rate over the recorded cycles (seed §5.D.2
+    ``variance = torch.var(spike_rates[-1000:])``), unbiased (n - 1) as torch.var:
+
+        hz2:  var(r)            (Hz^2)
+        cv2:  var(r) / mean(r)^2   (squared coefficient of variation, dimensionless)
+
+    The seed's thresholds (0.05-0.1 "Hz") are far below the Poisson sampling floor of a rate
+    measured in one 50 ms cycle (``1000 r / (N T)`` Hz^2, 0.3 Hz^2 for N = 1000 at 15 Hz) and of
+    the input-driven variation, so the default reads them as a squared CV (docs/mechanisms.md).
+    """
+    if rates.size < 2:
+        return 0.0
+    var = float(np.var(rates, ddof=1))
+    if measure == "hz2":
+        return var
+    mean = float(np.mean(rates))
+    return var / (mean * mean) if mean > 0 else 0.0
+
+
+def silent_clusters(activity_per_neuron: torch.Tensor, cluster: torch.Tensor, n_clusters: int) -> list[int]:
+    """Clusters that have neurons but no spike in the activity window (seed §5.E.2 ``num_inputs == 0``)."""
+    cl = cluster.to(torch.int64).cpu()
+    spikes = torch.bincount(cl, weights=activity_per_neuron.to(torch.float64).cpu(), minlength=n_clusters)
+    members = torch.bincount(cl, minlength=n_clusters)
+    return [int(c) for c in torch.nonzero((members > 0) & (spikes == 0)).flatten()]
+
+
+def large_sustained(recent_sizes: np.ndarray, threshold: float) -> bool:
+    """seed §5.C.3 "flag if > 0.1 N sustained": the *median* avalanche of the recent window (the
+    open one included) exceeds the threshold. A single large avalanche is not an alarm: at
+    criticality avalanches of every size up to the system size occur; a typical avalanche that
+    large, or one that never ends, is runaway activity."""
+    return bool(recent_sizes.size) and float(np.median(recent_sizes)) > threshold
+
+
+def next_inhibition(current: float, tau: float | None, index: float | None, sustained_large: bool,
+                    cfg: CriticalityConfig) -> tuple[float, bool, str]:
+    """New global inhibition gain, whether structural plasticity should slow down, and why.
+
+    seed §5.C.3: ``criticality_index > 0.2`` -> more inhibition and slower structural plasticity;
+    large avalanches sustained -> ``global_inhib_rate *= 1.1``. At most one step per run, clamped
+    to ``[inhibition_min, inhibition_max]`` (a bound never moves a value away from its range).
+    """
+    off_critical = index is not None and index > cfg.index_threshold
+    direction = 0
+    reason = ""
+    if sustained_large:
+        direction, reason = 1, "large_avalanches"
+    if off_critical:
+        if cfg.inhibition_mode == "seed" or (tau is not None and tau < cfg.target_tau):
+            direction, reason = 1, reason + ("+" if reason else "") + "criticality"
+        elif direction == 0:
+            direction, reason = -1, "subcritical"
+    new = current
+    if direction > 0 and current < cfg.inhibition_max:
+        new = min(current * cfg.inhibition_factor, cfg.inhibition_max)
+    elif direction < 0 and current > cfg.inhibition_min:
+        new = max(current / cfg.inhibition_factor, cfg.inhibition_min)
+    return new, off_critical, reason
+
+
+def next_eta(eta: float, variance: float, cfg: CriticalityConfig) -> float:
+    """seed §5.C.3/§5.D.2: rate variance above threshold -> ``eta *= 0.9``, never below ``eta_min``
+    (an eta already below the floor is left alone)."""
+    if variance > cfg.variance_threshold and eta > cfg.eta_min:
+        return max(eta * cfg.eta_factor, cfg.eta_min)
+    return eta
+
+
+# ---------------------------------------------------------------------------------------------
+# the job
+@dataclass
+class CriticalitySnapshot:
+    sizes: np.ndarray
+    recent_sizes: np.ndarray  # avalanches of the last sustain_window cycles, the open one included
+    electrodes: int
+    rates: np.ndarray
+    rewards: np.ndarray
+    activity: torch.Tensor  # spikes per neuron over the activity window
+    cluster: torch.Tensor
+    n_clusters: int
+
+
+@dataclass
+class CriticalityPlan:
+    fit: PowerLawFit | None
+    index: float | None
+    sustained_large: bool
+    variance: float
+    mean_reward: float | None
+    silent: list[int]
+    n_avalanches: int
+
+
+class _Ring:
+    """Fixed-capacity ring of floats (numpy), saved as a tensor."""
+
+    def __init__(self, capacity: int, dtype=np.float64):
+        self.buf = np.zeros(capacity, dtype=dtype)
+        self.count = 0  # total ever written
+
+    def extend(self, values) -> None:
+        values = np.asarray(values, dtype=self.buf.dtype).ravel()
+        cap, size = self.buf.size, values.size
+        keep = values[-cap:] if size > cap else values
+        positions = (self.count + size - keep.size + np.arange(keep.size)) % cap
+        self.buf[positions] = keep
+        self.count += size
+
+    def values(self) -> np.ndarray:
+        """Chronological copy of what is held."""
+        cap = self.buf.size
+        if self.count < cap:
+            return self.buf[: self.count].copy()
+        pos = self.count % cap
+        return np.concatenate((self.buf[pos:], self.buf[:pos]))
+
+    def __len__(self) -> int:
+        return min(self.count, self.buf.size)
+
+
+class CriticalityJob:
+    name = NAME
+
+    def __init__(self, config: CriticalityConfig | None = None, seed: int = 0):
+        self.config = config or CriticalityConfig()
+        self.config.validate()
+        self.seed = seed  # electrode placement: a private stream, so the engine's RNG is untouched
+        c = self.config
+        self.sizes = _Ring(c.ring_size, np.int64)
+        self.per_cycle = _Ring(c.sustain_window, np.int64)  # avalanches closed in each recent cycle
+        self.rates = _Ring(c.variance_window, np.float64)
+        self.rewards = _Ring(c.reward_window, np.float64)
+        self.electrode_idx: torch.Tensor | None = None
+        self.electrode_version = -1  # structure_version the electrodes were drawn for
+        self.electrode_n = -1
+        self.carry = np.zeros(0, dtype=np.int64)  # steps not yet filling a bin
+        self.open_size = 0
+        self.event_rate = -1.0  # EMA of electrode events per step (< 0: not yet measured)
+        self.slow_structural = False
+        self.totals = {"variance": 0, "reward": 0, "silent_clusters": 0}
+        self.last_anomalies: list[str] = []
+        self.last_tau = float("nan")
+        self.last_reason = ""  # why inhibition moved at the last run (for the log line)
+
+    # -- per cycle --------------------------------------------------------------------------
+    def bin_width(self) -> int:
+        c = self.config
+        if c.bin_steps > 0:
+            return c.bin_steps
+        if self.event_rate <= 0:
+            return 1
+        return int(min(max(round(1.0 / self.event_rate), 1), c.max_bin_steps))
+
+    def _electrodes(self, engine: Any) -> torch.Tensor:
+        st = engine.state
+        version = int(getattr(st, "structure_version", 0))
+        if self.electrode_idx is None or version != self.electrode_version or st.n != self.electrode_n:
+            g = torch.Generator().manual_seed((self.seed * 1_000_003 + version * 7919 + 12345) % (2**63 - 1))
+            m = min(self.config.electrodes, st.n)
+            self.electrode_idx = torch.randperm(st.n, generator=g)[:m].sort().values
+            self.electrode_version, self.electrode_n = version, st.n
+            self.carry = np.zeros(0, dtype=np.int64)
+            self.open_size = 0
+        return self.electrode_idx
+
+    def observe_raster(self, raster: torch.Tensor, n: int) -> tuple[list[int], bool]:
+        """Feed one cycle's raster [T, N]; returns the closed avalanche sizes and whether the
+        cycle was *large*. O(T * electrodes)."""
+        assert self.electrode_idx is not None
+        idx = self.electrode_idx.to(raster.device)
+        per_step = raster.index_select(1, idx).sum(1).cpu().numpy().astype(np.int64)
+        m = int(idx.numel())
+        b = self.bin_width()
+        seq = np.concatenate((self.carry, per_step))
+        full = seq.size // b
+        bins = seq[: full * b].reshape(full, b).sum(1)
+        self.carry = seq[full * b:]
+        closed, self.open_size = avalanches_from_bins(bins, self.open_size)
+        # running mean inter-event interval of the electrode train
+        rate = float(per_step.sum()) / max(per_step.size, 1)
+        a = self.config.iei_alpha
+        self.event_rate = rate if self.event_rate < 0 else (1 - a) * self.event_rate + a * rate
+        if closed:
+            self.sizes.extend(closed)
+        self.per_cycle.extend([len(closed)])
+        return closed, self.open_size > self.config.large_fraction * m or any(
+            s > self.config.large_fraction * m for s in closed)
+
+    def recent_sizes(self) -> np.ndarray:
+        """Sizes of the avalanches that ended in the last ``sustain_window`` cycles, plus the one
+        still open (a saturated network never closes one)."""
+        k = min(int(self.per_cycle.values().sum()), len(self.sizes))
+        closed = self.sizes.values()[len(self.sizes) - k:] if k else np.zeros(0, dtype=np.int64)
+        if self.open_size > 0:
+            closed = np.concatenate((closed, [self.open_size]))
+        return closed
+
+    def observe(self, engine: Any, result: Any) -> None:
+        spikes = getattr(engine, "last_spikes", None)
+        if spikes is not None:
+            self._electrodes(engine)
+            self.observe_raster(spikes.raster, engine.state.n)
+        self.rates.extend([float(result.rate_hz)])
+        self.rewards.extend([float(result.total_reward)])
+
+    # -- snapshot -> compute -> apply ---------------------------------------------------------
+    def snapshot(self, engine: Any) -> CriticalitySnapshot:
+        st = engine.state
+        return CriticalitySnapshot(
+            sizes=self.sizes.values(), recent_sizes=self.recent_sizes(),
+            electrodes=int(self.electrode_idx.numel()) if self.electrode_idx is not None else 0,
+            rates=self.rates.values(),
+            rewards=self.rewards.values(), activity=st.activity.sum(1, dtype=torch.int64).cpu(),
+            cluster=st.cluster.clone().cpu(), n_clusters=int(st.n_clusters),
+        )
+
+    def compute(self, snap: CriticalitySnapshot) -> CriticalityPlan:
+        c = self.config
+        fit = None
+        if snap.sizes.size >= c.min_avalanches:
+            fit = fit_discrete_power_law(snap.sizes, c.min_tail, c.max_xmin_candidates, c.min_tail_fraction)
+        index = criticality_index(fit.tau, c.target_tau) if fit is not None else None
+        sustained = large_sustained(snap.recent_sizes, c.large_fraction * snap.electrodes)
+        rewards = snap.rewards
+        mean_reward = float(rewards.mean()) if rewards.size >= c.reward_window else None
+        return CriticalityPlan(
+            fit=fit, index=index, sustained_large=bool(sustained), variance=rate_variance(snap.rates, c.variance_measure),
+            mean_reward=mean_reward, silent=silent_clusters(snap.activity, snap.cluster, snap.n_clusters),
+            n_avalanches=int(snap.sizes.size),
+        )
+
+    def apply(self, engine: Any, plan: CriticalityPlan) -> dict[str, float]:
+        c = self.config
+        st = engine.state
+        fit = plan.fit
+        tau = fit.tau if fit is not None else None
+        before = float(st.global_inhibition)
+        st.global_inhibition, self.slow_structural, self.last_reason = next_inhibition(
+            before, tau, plan.index, plan.sustained_large, c)
+        eta_before = float(engine.eta)
+        engine.eta = next_eta(eta_before, plan.variance, c)
+
+        anomalies: list[str] = []
+        if plan.variance > c.anomaly_variance_threshold:
+            anomalies.append(f"rate_variance={plan.variance:.3g}Hz^2")
+            self.totals["variance"] += 1
+        if plan.mean_reward is not None and abs(plan.mean_reward) > c.reward_extreme:
+            anomalies.append(f"extreme_reward={plan.mean_reward:.3g}")
+            self.totals["reward"] += 1
+        if plan.silent:
+            anomalies.append("silent_clusters=" + ",".join(map(str, plan.silent)))
+            self.totals["silent_clusters"] += len(plan.silent)
+        self.last_anomalies = anomalies
+        self.last_tau = tau if tau is not None else float("nan")
+        nan = float("nan")
+        return {
+            "tau": self.last_tau,
+            "criticality_index": plan.index if plan.index is not None else nan,
+            "x_min": float(fit.x_min) if fit is not None else nan,
+            "ks": fit.ks if fit is not None else nan,
+            "loglik_ratio_exp": fit.loglik_ratio_exp if fit is not None else nan,
+            "avalanches": float(plan.n_avalanches),
+            "bin_steps": float(self.bin_width()),
+            "large_avalanches_sustained": float(plan.sustained_large),
+            "global_inhibition": float(st.global_inhibition),
+            "inhibition_changed": float(st.global_inhibition != before),
+            "slow_structural": float(self.slow_structural),
+            "rate_variance": plan.variance,
+            "eta": float(engine.eta),
+            "eta_reduced": float(engine.eta < eta_before),
+            "anomaly_variance": float(plan.variance > c.anomaly_variance_threshold),
+            "anomaly_reward": float(plan.mean_reward is not None and abs(plan.mean_reward) > c.reward_extreme),
+            "silent_clusters": float(len(plan.silent)),
+            "anomalies": float(len(anomalies)),
+            "anomalies_total": float(sum(self.totals.values())),
+        }
+
+    # -- persistence --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        def ring(r: _Ring, prefix: str) -> dict[str, Any]:
+            return {f"{prefix}.buf": torch.from_numpy(r.buf.copy()), f"{prefix}.count": int(r.count)}
+
+        out: dict[str, Any] = {}
+        out.update(ring(self.sizes, "sizes"))
+        out.update(ring(self.per_cycle, "per_cycle"))
+        out.update(ring(self.rates, "rates"))
+        out.update(ring(self.rewards, "rewards"))
+        out["electrode_idx"] = self.electrode_idx.clone() if self.electrode_idx is not None else torch.zeros(0, dtype=torch.int64)
+        out["electrode_version"] = int(self.electrode_version)
+        out["electrode_n"] = int(self.electrode_n)
+        out["carry"] = torch.from_numpy(self.carry.copy())
+        out["open_size"] = int(self.open_size)
+        out["event_rate"] = float(self.event_rate)
+        out["slow_structural"] = bool(self.slow_structural)
+        for key, value in self.totals.items():
+            out[f"totals.{key}"] = int(value)
+        return out
+
+    def load_state_dict(self, data: dict[str, Any]) -> None:
+        if not data:  # a checkpoint from before this job was enabled: start fresh
+            return
+        for prefix, r in (("sizes", self.sizes), ("per_cycle", self.per_cycle), ("rates", self.rates), ("rewards", self.rewards)):
+            buf = data[f"{prefix}.buf"].cpu().numpy().astype(r.buf.dtype)
+            if buf.size != r.buf.size:  # capacity changed in the config: keep the newest values
+                held = _Ring(buf.size, r.buf.dtype)
+                held.buf[:] = buf
+                held.count = int(data[f"{prefix}.count"])
+                r.buf[:] = 0
+                r.count = 0
+                r.extend(held.values())
+            else:
+                r.buf[:] = buf
+                r.count = int(data[f"{prefix}.count"])
+        idx = data["electrode_idx"]
+        self.electrode_idx = idx.clone().to(torch.int64) if idx.numel() else None
+        self.electrode_version = int(data["electrode_version"])
+        self.electrode_n = int(data["electrode_n"])
+        self.carry = data["carry"].cpu().numpy().astype(np.int64)
+        self.open_size = int(data["open_size"])
+        self.event_rate = float(data["event_rate"])
+        self.slow_structural = bool(data["slow_structural"])
+        for key in self.totals:
+            self.totals[key] = int(data.get(f"totals.{key}", 0))
+
+
+__all__ = [
+    "CriticalityConfig", "CriticalityJob", "PowerLawFit", "fit_discrete_power_law", "criticality_index",
+    "avalanches_from_bins", "large_sustained", "rate_variance", "silent_clusters", "next_inhibition", "next_eta",
+]

@@ -1,0 +1,133 @@
+"""Decay job (SPEC §8): exactly the right synapses times exactly the right factor, persistent ones
+untouched, |w| < 0.01 pruned with the CSR kept aligned."""
+import pytest
+import torch
+
+from fumd.engine import Engine
+from fumd.errors import ConfigError
+from fumd.jobs.decay import DecayConfig, DecayJob, neuron_rates_hz, window_reward_stats
+from tests.conftest import small_config
+
+K = 8
+
+
+def set_rewards(sie, c: int, values) -> None:
+    """Write ``values`` into cluster c's reward ring as the SIE would (slot = count % H)."""
+    h = sie.reward_history.shape[1]
+    sie.reward_count[c] = 0
+    for v in values:
+        sie.reward_history[c, int(sie.reward_count[c]) % h] = v
+        sie.reward_count[c] += 1
+
+
+def setup_engine(seed: int = 0) -> Engine:
+    """Clusters by index mod 8. Activity: 3 spikes/cycle (60 Hz) except clusters 1 and 3 (silent:
+    low activity). Rewards: clusters 2, 3 low (mean 0.2 over 50); 4 low but only 10 rewards (no
+    evidence); 5 exactly 0.5 (not below); 6 low long ago but high in its last 200 (window)."""
+    engine = Engine(small_config())
+    st, sie = engine.state, engine.sie
+    n = st.n
+    st.cluster = torch.arange(n) % K
+    st.activity.fill_(3)
+    for c in (1, 3):
+        st.activity[st.cluster == c] = 0
+    engine.steps_done = 100
+    set_rewards(sie, 2, [0.2] * 50)
+    set_rewards(sie, 3, [0.2] * 50)
+    set_rewards(sie, 4, [-1.0] * 10)
+    set_rewards(sie, 5, [0.5] * 50)
+    set_rewards(sie, 6, [-1.0] * 100 + [1.0] * 200)
+    set_rewards(sie, 7, [1.0] * 1500)  # ring wrapped
+    g = torch.Generator().manual_seed(seed)
+    st.persistent = torch.rand(st.nnz, generator=g) < 0.15
+    # weights at the pruning edge, both signs (sign must follow the presynaptic neuron)
+    exc = torch.arange(st.nnz) < st.n_exc_synapses
+    edge = torch.randint(0, 6, (st.nnz,), generator=g)
+    mags = torch.tensor([0.0100, 0.0102, 0.01005, 0.0101, 0.2, 0.0099])
+    pick = torch.rand(st.nnz, generator=g) < 0.3
+    st.w[pick] = torch.where(exc[pick], mags[edge[pick]], -mags[edge[pick]])
+    st.e = torch.randn(st.nnz, generator=g).to(st.e.dtype)
+    return engine
+
+
+EXPECTED_FACTOR = {0: 0.99, 1: 0.995, 2: 0.965, 3: 0.965, 4: 0.99, 5: 0.99, 6: 0.99, 7: 0.99}
+
+
+def test_decay_multiplies_exactly_the_right_synapses_and_prunes_aligned():
+    engine = setup_engine()
+    st = engine.state
+    pre0, col0, w0 = st.pre_index().clone(), st.col.clone(), st.w.clone()
+    e0, p0 = st.e.clone(), st.persistent.clone()
+    # reference, built independently of the job: post cluster = col % 8, factor from the table
+    factor = torch.tensor([EXPECTED_FACTOR[c] for c in range(K)], dtype=torch.float64)[col0.long() % K]
+    w_dec = torch.where(p0, w0, (w0.double() * factor).float())
+    keep = p0 | (w_dec.abs() >= 0.01)
+    ref = list(zip(pre0[keep].tolist(), col0[keep].tolist(), w_dec[keep], e0[keep], p0[keep].tolist()))
+    n_pruned_expected = st.nnz - len(ref)
+    assert n_pruned_expected > 0
+    job = DecayJob()
+    out = job.apply(engine, job.compute(job.snapshot(engine)))
+    assert out["pruned"] == n_pruned_expected and out["decayed"] == int((~p0).sum())
+    assert out["low_activity_clusters"] == 1 and out["low_reward_clusters"] == 2
+    assert st.nnz == len(ref) and int(st.indptr[-1]) == st.nnz
+    pre = st.pre_index()
+    assert pre.tolist() == [r[0] for r in ref]
+    assert st.col.tolist() == [r[1] for r in ref]
+    assert torch.equal(st.w, torch.stack([r[2] for r in ref]))
+    assert torch.equal(st.e, torch.stack([r[3] for r in ref]))
+    assert st.persistent.tolist() == [r[4] for r in ref]
+    # persistent synapses survive even below the pruning threshold, with their weight untouched
+    tiny_persistent = p0 & (w0.abs() < 0.01)
+    assert int(tiny_persistent.sum()) > 0 and int(st.persistent.sum()) == int(p0.sum())
+    # Dale's law: excitatory synapses still first and still non-negative
+    assert bool((st.w[: st.n_exc_synapses] >= 0).all()) and bool((st.w[st.n_exc_synapses :] <= 0).all())
+
+
+def test_decay_outputs_counts_by_class():
+    engine = setup_engine()
+    st = engine.state
+    post_c = st.cluster[st.col.long()]
+    movable = ~st.persistent
+    job = DecayJob()
+    out = job.apply(engine, job.compute(job.snapshot(engine)))
+    assert out["slow"] == int((movable & (post_c == 1)).sum())
+    assert out["fast"] == int((movable & ((post_c == 2) | (post_c == 3))).sum())
+
+
+def test_reclustering_between_snapshot_and_apply_uses_the_new_partition():
+    engine = setup_engine()
+    st = engine.state
+    job = DecayJob()
+    plan = job.compute(job.snapshot(engine))
+    st.cluster = torch.zeros(st.n, dtype=torch.int64)  # everything in cluster 0 (normal: 0.99)
+    st.persistent.zero_()
+    w0 = st.w.clone()
+    job.apply(engine, plan)
+    big = (w0.double() * 0.99).float().abs() >= 0.01
+    assert torch.equal(st.w, (w0.double() * 0.99).float()[big])
+
+
+def test_window_reward_stats_reads_the_ring_backwards():
+    hist = torch.zeros(2, 4)
+    count = torch.tensor([6, 2])
+    hist[0] = torch.tensor([5.0, 6.0, 3.0, 4.0])  # written 1..6: slots 0,1 hold 5,6
+    hist[1, :2] = torch.tensor([1.0, 3.0])
+    mean, var, n = window_reward_stats(hist, count, 3)
+    assert n.tolist() == [3, 2]
+    assert mean.tolist() == pytest.approx([5.0, 2.0])
+    assert var.tolist() == pytest.approx([1.0, 2.0])
+
+
+def test_neuron_rates_use_only_written_cycles():
+    act = torch.zeros(2, 32, dtype=torch.uint8)
+    act[0, :4] = 1
+    assert neuron_rates_hz(act, 4, 50.0).tolist() == pytest.approx([20.0, 0.0])
+    assert neuron_rates_hz(act, 1000, 50.0).tolist() == pytest.approx([2.5, 0.0])
+
+
+def test_config_validation_names_the_key():
+    with pytest.raises(ConfigError, match=r"jobs\.decay\.low_reward_factor"):
+        DecayConfig(low_reward_factor=1.5).validate()
+    with pytest.raises(ConfigError, match=r"jobs\.decay\.min_window_rewards"):
+        DecayConfig(min_window_rewards=500).validate()
+    assert DecayConfig().every_cycles == 200 and DecayConfig().factor == 0.99
