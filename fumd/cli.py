@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("config", help="print every config key with its default (TOML)")
 
+    plot = sub.add_parser("plot", help="PNG figures from a state directory (newest checkpoint + history)")
+    plot.add_argument("--state-dir", default="./state", type=Path)
+    plot.add_argument("--out", default=None, type=Path, help="output directory (default STATE_DIR/plots)")
+
     demo = sub.add_parser("demo", help="run the engine on a synthetic labelled stream and print accuracy")
     demo.add_argument("--cycles", type=int, default=0, help="stop after this many cycles (0: run until interrupted)")
     demo.add_argument("--seed", type=int, default=0)
@@ -76,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
             from .persistence.checkpoint import inspect_checkpoint
 
             print(json.dumps(inspect_checkpoint(args.path), indent=2))
+            return 0
+        if args.command == "plot":
+            from .ops.plots import make_plots
+
+            paths = make_plots(args.state_dir, args.out or args.state_dir / "plots")
+            print(json.dumps({"plots": [str(p) for p in paths]}, indent=2))
             return 0
         if args.command == "config":
             from .daemon.config import default_toml

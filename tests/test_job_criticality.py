@@ -123,17 +123,17 @@ def test_avalanche_continues_across_cycles():
 
 
 def test_off_critical_index_raises_inhibition_and_slows_structural():
-    job, engine = CriticalityJob(CriticalityConfig(min_avalanches=100)), fake_engine(1000)
+    job, engine = CriticalityJob(CriticalityConfig(min_avalanches=100, inhibition_mode="seed")), fake_engine(1000)
     job.sizes.extend(np.random.default_rng(0).geometric(0.3, 3000))  # steep: far from tau = 1.5
     out = run(job, engine)
     assert out["criticality_index"] > 0.2 and out["slow_structural"] == 1.0 and job.slow_structural
     assert engine.state.global_inhibition == pytest.approx(5.5)
-    job2, engine2 = CriticalityJob(CriticalityConfig(min_avalanches=100)), fake_engine(1000)
+    job2, engine2 = CriticalityJob(CriticalityConfig(min_avalanches=100, inhibition_mode="seed")), fake_engine(1000)
     job2.sizes.extend(discrete_power_law(1.5, 3000, 0))
     out2 = run(job2, engine2)
     assert out2["criticality_index"] < 0.2 and out2["slow_structural"] == 0.0
     assert engine2.state.global_inhibition == 5.0
-    # signed mode: subcritical (tau > 1.7) lowers inhibition instead
+    # signed mode (the default): subcritical (tau > 1.7) lowers inhibition instead
     job3, engine3 = CriticalityJob(CriticalityConfig(min_avalanches=100, inhibition_mode="signed")), fake_engine(1000)
     job3.sizes.extend(np.random.default_rng(0).geometric(0.3, 3000))
     run(job3, engine3)

@@ -241,7 +241,7 @@ def _same(a, b):
 def _shadow(snap):
     from fumd.jobs.structural import _shadow_state
 
-    return _shadow_state(snap, None)
+    return _shadow_state(snap)
 
 
 def test_slow_halves_every_cap():

@@ -52,6 +52,12 @@ class StatusConfig:
 
 
 @dataclass(frozen=True)
+class HistoryConfig:
+    every_cycles: int = 10  # one line of history/cycles.jsonl per this many cycles (0: off)
+    max_bytes: int = 64 * 1024 * 1024  # rotate a history file past this size (one old file kept)
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -59,6 +65,7 @@ class ServiceConfig:
     inbox: InboxConfig = field(default_factory=InboxConfig)
     log: LogConfig = field(default_factory=LogConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
 
     def __post_init__(self) -> None:
@@ -80,7 +87,7 @@ class ServiceConfig:
 
 SERVICE_SECTIONS = {f.name: f for f in dataclasses.fields(ServiceConfig) if f.name != "engine"}
 # sections SIGHUP may change in a running daemon (nothing that touches the network's state)
-RELOADABLE_SECTIONS = ("checkpoint", "inbox", "log", "status")  # jobs: restart (cadences live in the scheduler)
+RELOADABLE_SECTIONS = ("checkpoint", "inbox", "log", "status", "history")  # jobs: restart (cadences live in the scheduler)
 
 _RANGES: dict[str, tuple[float, float]] = {
     "checkpoint.every_seconds": (0.0, 7 * 86400.0),
@@ -91,6 +98,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "inbox.max_file_bytes": (1, 1 << 40),
     "inbox.max_records_per_file": (1, 10**9),
     "status.every_seconds": (0.1, 3600.0),
+    "history.every_cycles": (0, 10**9),
+    "history.max_bytes": (1024, 1 << 40),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "checkpoint.format": ("zarr", "hdf5"),

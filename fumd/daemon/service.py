@@ -29,6 +29,7 @@ from ..jobs.registry import build_jobs, job_cadences
 from ..jobs.runner import JobRunner
 from ..io.outbox import Outbox
 from ..io.readers import InputItem, RecordProblem, read_input_file
+from ..ops.history import History
 from ..ops.logging import configure_logging, get_logger
 from ..ops.metrics import Metrics
 from ..ops.sdnotify import SystemdNotifier, WatchdogPinger
@@ -97,6 +98,8 @@ class Daemon:
         self._restore()
         assert self.engine is not None
         self.inbox = Inbox(self.state_dir, self.config.inbox.max_file_bytes, min_seq=self.ledger.next_seq)
+        self.history = History(self.state_dir, self.config.history.every_cycles, self.config.history.max_bytes)
+        self.jobs.on_run = lambda name, outputs: self.history.job(self.engine.steps_done, name, outputs)
         self.outbox = Outbox(self.state_dir)
         self._recover_queue()
         watching = self.inbox.watch(self.wake.set)
@@ -289,6 +292,7 @@ class Daemon:
         self.metrics.observe_cycle(result, seconds, float(rates.var()) if rates.numel() > 1 else 0.0)
         line = {**base, **result.to_dict(), "latency_ms": (time.time() - cur.queued.admitted_at) * 1000.0}
         self.outbox.append(line)
+        self.history.cycle(self.engine, result)
         # jobs observe every cycle and, when due, run right here: before any checkpoint can be taken
         self.jobs.after_cycle(self.engine, result)
         self.jobs.run_due(self.engine)
@@ -324,6 +328,7 @@ class Daemon:
         partial = self.outbox.partial_bytes() if self.current is not None else 0
         ledger = Ledger(self.ledger.seq, self.ledger.record, partial, self.inbox.next_seq)
         state = snapshot({**self.engine.state_dict(), **self.jobs.state_dict()})
+        self.history.raster(self.engine)
         meta = {"ledger": ledger.to_dict(), "config": self.engine.config.to_dict(), "created_at": time.time(),
                 "fumd_version": __version__}
         step = self.engine.steps_done
@@ -427,6 +432,7 @@ class Daemon:
             return
         self.config, ignored = reloadable_changes(self.config, new)
         self.inbox.max_file_bytes = self.config.inbox.max_file_bytes
+        self.history.every_cycles, self.history.max_bytes = self.config.history.every_cycles, self.config.history.max_bytes
         configure_logging(self.config.log.level, self.config.log.format)
         self.log.info("config_reloaded", needs_restart=ignored)
         self.notifier.ready(status="config reloaded")

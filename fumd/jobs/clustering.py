@@ -305,6 +305,7 @@ class ClusteringJob:
         remap_sie(engine.sie, overlap)
         st.cluster = new  # a new object: jobs keyed on the partition notice by identity
         st.n_clusters = plan.k
+        st.structure_version += 1  # plans computed on the old partition (off-loop) are now stale
         return {"k": plan.k, "silhouette": plan.silhouette, "active": plan.active, "fitted": plan.fitted,
                 "changed": changed}
 

@@ -72,9 +72,9 @@ class CriticalityConfig:
     max_xmin_candidates: int = 100
     target_tau: float = 1.5
     index_threshold: float = 0.2
-    inhibition_mode: str = "seed"  # seed | signed
+    inhibition_mode: str = "signed"  # signed (docs/mechanisms.md) | seed
     inhibition_factor: float = 1.1
-    inhibition_max: float = 10.0  # absolute bound on global_inhibition (2x the default 5)
+    inhibition_max: float = 25.0  # absolute bound on global_inhibition (5x the default 5)
     inhibition_min: float = 1.0  # lower bound, only reached in "signed" mode
     # large avalanches
     large_fraction: float = 0.1  # of N, estimated from the electrodes: s * N / m > 0.1 N  <=>  s > 0.1 m

@@ -53,6 +53,7 @@ class JobRunner:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fumd-job")
         self._scheduler: BackgroundScheduler | None = None
         self.last_outputs: dict[str, dict[str, float]] = {}
+        self.on_run: Callable[[str, dict[str, float]], None] | None = None  # e.g. the history file
 
     # -- clocks ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -144,6 +145,8 @@ class JobRunner:
         for key, value in (outputs or {}).items():
             self.metrics.jobs_output.labels(name, key).set(float(value))
         self.last_outputs[name] = dict(outputs or {})
+        if self.on_run is not None:
+            self.on_run(name, self.last_outputs[name])
         self.log.info("job_ran", job=name, seconds=round(seconds, 4), **{k: _loggable(v) for k, v in (outputs or {}).items()})
 
     def _failed(self, name: str, phase: str) -> None:

@@ -249,7 +249,7 @@ class StructuralJob:
         remove_mask = torch.zeros(n, dtype=torch.bool, device=dev)
         remove_mask[prune] = True
         if prune.numel() and c.compensation > 0:
-            tmp = _shadow_state(snap, pre)
+            tmp = _shadow_state(snap)
             shift = edit.pruning_compensation(tmp, remove_mask, c.compensation, c.compensation_max_mv, p["v_rest"])
         lost_synapses = int((remove_mask[pre] | remove_mask[post]).sum()) if prune.numel() else 0
 
@@ -636,7 +636,7 @@ def _balanced_split(n: int, n_exc: int, cand_e: int, cand_i: int, cap: int, targ
     return int(e[best]), int(i_max[best])
 
 
-def _shadow_state(snap: StructuralSnapshot, pre: torch.Tensor) -> NetworkState:
+def _shadow_state(snap: StructuralSnapshot) -> NetworkState:
     """A NetworkState view of the snapshot for the edit helpers that read one (no copies)."""
     n = snap.grid_xy.shape[0]
     z = torch.zeros(n, device=snap.w.device)

@@ -8,7 +8,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 
 REWARD_COMPONENTS = ("td_error", "novelty", "habituation", "self_benefit", "external")
 
@@ -16,6 +24,8 @@ REWARD_COMPONENTS = ("td_error", "novelty", "habituation", "self_benefit", "exte
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        ProcessCollector(registry=r)  # process_resident_memory_bytes etc. (memory-growth alert)
+        PlatformCollector(registry=r)
         self.cycles = Counter("fumd_cycles_total", "Perception-action cycles run (one per learned record)", registry=r)
         self.records = Counter("fumd_records_total", "Input records handled, by outcome", ["outcome"], registry=r)
         self.cycle_duration = Histogram(
