@@ -97,11 +97,15 @@ def event_updates(
     weight = torch.stack([kernels.excitatory, kernels.inhibitory]).unsqueeze(1)
     pairing = F.conv1d(trains, weight, padding=kernels.window)
     pairing = torch.cat([pairing, pairing.new_zeros(1, 2, steps)])  # row for inactive neurons
-    flat = (local[event_post.long()] * 2 + event_is_inhibitory.long()) * steps + event_step
+    # flat = (local[post] * 2 + is_inhibitory) * steps + step, in place on one int64 buffer
+    # (index_select: a much faster 1-D gather than advanced indexing on CPU)
+    flat = torch.index_select(local, 0, event_post)
+    flat.mul_(2).add_(event_is_inhibitory).mul_(steps).add_(event_step)
     dw = torch.index_select(pairing.reshape(-1), 0, flat)
-    dw = dw + event_is_inhibitory.to(dw.dtype) * kernels.inhibitory_offset
+    del flat
+    dw += event_is_inhibitory.to(dw.dtype) * kernels.inhibitory_offset
     if post_eligible is not None:
-        dw = dw * post_eligible[event_post.long()]
+        dw *= torch.index_select(post_eligible, 0, event_post)
     return dw
 
 
