@@ -11,3 +11,10 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --no-deps "norse==1.1.0"
 .venv/bin/python -m pip install -q -e ".[test]"
 .venv/bin/python -c "import fumd, norse.torch.functional.lif_box" >/dev/null
+# Prometheus (promtool + server) for the monitoring tests, from Debian's package; optional: those
+# tests skip with a reason where it cannot be installed (no apt, not root).
+if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus \
+      || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; }; } >/dev/null 2>&1 \
+      || echo "setup.sh: could not install prometheus; the monitoring tests will be skipped" >&2
+fi

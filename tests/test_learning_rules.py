@@ -129,3 +129,29 @@ def test_intrinsic_plasticity_in_a_running_network_lowers_an_overactive_rate():
     late = sum(engine.cycle({"x": x}).rate_hz for _ in range(10)) / 10
     assert late < 0.7 * early
     assert float(engine.state.v_th.mean()) > -55.0
+
+
+def test_event_updates_table_matches_per_event_definition():
+    """The gather-from-table implementation equals the per-event definition
+    (conv1d correlation + inhibitory offset, then the eligibility gate)."""
+    import torch.nn.functional as F
+
+    from fumd.config import STDPConfig
+    from fumd.learning.stdp import event_updates, make_kernels
+
+    g = torch.Generator().manual_seed(2)
+    steps, n, events = 50, 300, 4000
+    raster = torch.rand(steps, n, generator=g) < 0.05
+    raster[:, 250:] = False  # some silent neurons
+    post = torch.randint(0, n, (events,), generator=g, dtype=torch.int32)
+    step = torch.randint(0, steps, (events,), generator=g, dtype=torch.int32)
+    inh = torch.rand(events, generator=g) < 0.2
+    gate = (torch.rand(n, generator=g) < 0.8).float()
+    kernels = make_kernels(STDPConfig(), 1.0, torch.device("cpu"))
+    got = event_updates(raster, post, step, inh, kernels, gate)
+    weight = torch.stack([kernels.excitatory, kernels.inhibitory]).unsqueeze(1).double()
+    pairing = F.conv1d(raster.T.unsqueeze(1).double(), weight, padding=kernels.window)  # [N, 2, T]
+    expected = pairing[post.long(), inh.long(), step.long()].float() + inh.float() * kernels.inhibitory_offset
+    expected = expected * gate[post.long()]
+    assert torch.allclose(got, expected, rtol=1e-6, atol=1e-7)
+    assert torch.equal(event_updates(raster, post.long(), step.long(), inh, kernels, gate), got)

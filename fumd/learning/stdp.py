@@ -23,7 +23,7 @@ inhibitory synapse is a more negative weight, hence ``dw = -d|w|``.
 Implementation: each presynaptic spike at step ``t`` with out-synapse to ``j`` contributes
 ``K(t, j) = sum_d kernel[d] S_j(t + d)``. ``K`` is one 1-D correlation of the spike raster of the
 *active* neurons with the window kernel, then one gather per propagation event: cost
-O(active x T x window + events), no neuron-pair search, no all-synapse pass.
+O(active x T x window + N x T + events), no neuron-pair search, no all-synapse pass.
 """
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..config import STDPConfig
 
@@ -88,21 +87,40 @@ def event_updates(
     cycle (the output populations that lost the action competition, see engine)."""
     if event_post.numel() == 0:
         return torch.zeros(0, device=raster.device)
-    steps = raster.shape[0]
+    steps, n = raster.shape
     active = raster.any(0).nonzero().squeeze(1)
-    local = torch.full((raster.shape[1],), active.numel(), dtype=torch.int64, device=raster.device)
-    local[active] = torch.arange(active.numel(), device=raster.device)
-    # [A, 1, T] spike trains of active neurons, correlated with both kernels -> [A + 1, 2, T]
-    trains = raster[:, active].T.unsqueeze(1).float()
-    weight = torch.stack([kernels.excitatory, kernels.inhibitory]).unsqueeze(1)
-    pairing = F.conv1d(trains, weight, padding=kernels.window)
-    pairing = torch.cat([pairing, pairing.new_zeros(1, 2, steps)])  # row for inactive neurons
-    flat = (local[event_post.long()] * 2 + event_is_inhibitory.long()) * steps + event_step
-    dw = torch.index_select(pairing.reshape(-1), 0, flat)
-    dw = dw + event_is_inhibitory.to(dw.dtype) * kernels.inhibitory_offset
+    # [A, T] spike trains of active neurons, correlated with both kernels -> [A, 2, T]
+    pairing = (raster[:, active].T.double() @ _correlation_matrix(kernels, steps)).view(-1, 2, steps).float()
+    # Per-neuron table [N, 2, T] of the weight change of an event onto that neuron, with the
+    # inhibitory offset and the eligibility gate folded in (the same float ops as applying them
+    # per event: (K + offset) * gate), so each event is a single gather.
+    table = torch.zeros(n, 2, steps, device=raster.device)
+    table[active] = pairing
+    table[:, 1, :] += kernels.inhibitory_offset
     if post_eligible is not None:
-        dw = dw * post_eligible[event_post.long()]
-    return dw
+        table *= post_eligible.to(table.dtype)[:, None, None]
+    # flat = post * 2T + is_inhibitory * T + step (int32 when it fits: half the memory traffic)
+    idx = torch.int32 if n * 2 * steps < 2**31 else torch.int64
+    flat = torch.mul(event_post.to(idx), 2 * steps)
+    flat.add_(event_step.to(idx))
+    flat.add_(event_is_inhibitory, alpha=steps)
+    return torch.index_select(table.reshape(-1), 0, flat)
+
+
+def _correlation_matrix(kernels: STDPKernels, steps: int) -> torch.Tensor:
+    """[T, 2T] float64 matrix ``M`` with ``(S @ M)[j, c T + t] = sum_d kernel_c[d] S_j(t + d - D)``
+    (the same correlation as ``F.conv1d(S, kernel, padding=D)``). The sums are accumulated in
+    float64 and rounded once to float32: for the default windows (all kernel values within 2^24 of
+    each other, at most 2D + 1 terms) they are exact, so the result does not depend on the order of
+    summation chosen by the BLAS (thread count, CPU). A matrix product is also ~2x faster than
+    the 1-channel convolution on CPU."""
+    d = kernels.window
+    lag = torch.arange(steps, device=kernels.excitatory.device)
+    k = lag[:, None] - lag[None, :] + d  # [s, t] -> kernel index
+    valid = (k >= 0) & (k <= 2 * d)
+    k = k.clamp(0, 2 * d)
+    zero = torch.zeros((), dtype=torch.float64, device=k.device)
+    return torch.cat([torch.where(valid, kern.double()[k], zero) for kern in (kernels.excitatory, kernels.inhibitory)], 1)
 
 
 def pair_sum_reference(pre_times: list[int], post_times: list[int], cfg: STDPConfig) -> float:

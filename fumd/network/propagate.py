@@ -10,23 +10,50 @@ from __future__ import annotations
 import torch
 
 
-def row_positions(indptr: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Positions of all synapses of ``rows`` (ascending rows give ascending positions)."""
+def row_positions(indptr: torch.Tensor, rows: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Positions (int64) of all synapses of ``rows`` (ascending rows give ascending positions).
+
+    One pass of ``cumsum`` over a vector of ones that jumps at each row start (with ``out``, a
+    1-D int64 buffer with at least ``total + 1`` entries, nothing of size ``total`` is allocated;
+    the result is then a view of ``out``). Rows without synapses are allowed: their jumps add up.
+    """
     starts = indptr[rows]
-    counts = indptr[rows + 1] - starts
-    total = int(counts.sum())
+    ends = indptr[rows + 1]
+    counts = ends - starts
+    total = int(counts.sum()) if rows.numel() else 0
     if total == 0:
         return torch.empty(0, dtype=torch.int64, device=indptr.device)
+    if out is None:
+        out = torch.empty(total + 1, dtype=torch.int64, device=indptr.device)
+    step = out[: total + 1]
+    step.fill_(1)
+    # jump to each row's start from the previous row's end; the first row jumps from -1
+    prev_ends = torch.empty_like(ends)
+    prev_ends[0] = 1
+    prev_ends[1:] = ends[:-1]
     offsets = torch.cumsum(counts, 0) - counts
-    return torch.arange(total, device=indptr.device) + torch.repeat_interleave(starts - offsets, counts, output_size=total)
+    step.index_add_(0, offsets, starts - prev_ends)
+    pos = step[:total]
+    pos.cumsum_(0)
+    return pos
 
 
 def recurrent_current(
     out: torch.Tensor, post: torch.Tensor, weight: torch.Tensor, n_exc_events: int, gain: float, inhib_gain: float
 ) -> None:
     """Add ``gain * w`` of each event into ``out[post]``; inhibitory events (the tail) also get
-    the global inhibition gain (SPEC §1, controlled by §7)."""
+    the global inhibition gain (SPEC §1, controlled by §7). ``weight`` is not modified."""
     vals = weight * gain
     if inhib_gain != 1.0 and n_exc_events < vals.shape[0]:
         vals[n_exc_events:] *= inhib_gain
-    out.index_add_(0, post.long(), vals)
+    out.index_add_(0, post, vals)
+
+
+def recurrent_current_(
+    out: torch.Tensor, post: torch.Tensor, weight: torch.Tensor, n_exc_events: int, gain: float, inhib_gain: float
+) -> None:
+    """``recurrent_current`` that scales ``weight`` (a scratch gather of ``w``) in place."""
+    weight.mul_(gain)
+    if inhib_gain != 1.0 and n_exc_events < weight.shape[0]:
+        weight[n_exc_events:].mul_(inhib_gain)
+    out.index_add_(0, post, weight)

@@ -1,9 +1,14 @@
 """One cycle of simulation: T steps of LIF dynamics with event-driven recurrence (SPEC §1-§2).
 
 Per step: ``I(t) = gain * w @ spikes(t-1) + I_encoded(t)`` computed from the neurons that spiked
-at t-1 only, then Norse's LIF step. V and the last step's spikes carry over between cycles: the
-daemon runs one continuous simulated time line. The synapse positions read for propagation are
-kept as the cycle's *events*; STDP reuses them instead of searching for spike pairs again.
+at t-1 only, then Norse's LIF step (in its in-place, bit-identical form ``LIFStepper``). V and the
+last step's spikes carry over between cycles: the daemon runs one continuous simulated time line.
+The synapse positions read for propagation are kept as the cycle's *events*; STDP reuses them
+instead of searching for spike pairs again.
+
+Speed: the loop allocates nothing of size N or of size events per step. Event positions are
+written straight into growing per-cycle buffers (no concatenation at the end), the spike raster
+rows are written by the LIF step itself, and the per-step scratch vectors are reused.
 """
 from __future__ import annotations
 
@@ -11,8 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .lif import lif_parameters, lif_step
-from .propagate import recurrent_current, row_positions
+from .lif import LIFStepper, lif_parameters
+from .propagate import recurrent_current_, row_positions
 from .state import NetworkState
 
 
@@ -21,7 +26,7 @@ class CycleSpikes:
     raster: torch.Tensor  # bool [T, N]
     event_pos: torch.Tensor  # int64 [E] synapse positions, one per (presynaptic spike, out-synapse)
     event_post: torch.Tensor  # int32 [E] postsynaptic neuron of each event
-    event_step: torch.Tensor  # int64 [E] step of the presynaptic spike
+    event_step: torch.Tensor  # int32 [E] step of the presynaptic spike
 
     @property
     def counts(self) -> torch.Tensor:
@@ -31,6 +36,27 @@ class CycleSpikes:
     @property
     def total(self) -> int:
         return int(self.raster.sum())
+
+
+class _Growing:
+    """A 1-D buffer that doubles when full; ``take(k)`` hands out the next ``k`` entries."""
+
+    def __init__(self, capacity: int, dtype: torch.dtype, device: torch.device):
+        self.buf = torch.empty(max(capacity, 16), dtype=dtype, device=device)
+        self.size = 0
+
+    def take(self, k: int) -> torch.Tensor:
+        need = self.size + k
+        if need > self.buf.numel():
+            bigger = torch.empty(max(need, 2 * self.buf.numel()), dtype=self.buf.dtype, device=self.buf.device)
+            bigger[: self.size] = self.buf[: self.size]
+            self.buf = bigger
+        view = self.buf[self.size : need]
+        self.size = need
+        return view
+
+    def used(self) -> torch.Tensor:
+        return self.buf[: self.size]
 
 
 def simulate_cycle(
@@ -44,50 +70,75 @@ def simulate_cycle(
     input_current: float,
     record_events: bool = True,
 ) -> CycleSpikes:
-    """Run ``T = input_spikes.shape[0]`` steps in place on ``state`` (V, last_spikes)."""
+    """Run ``T = input_spikes.shape[0]`` steps on ``state`` (replaces V and last_spikes)."""
     steps, n = input_spikes.shape[0], state.n
     device = state.device
-    params = lif_parameters(state.tau_mem, state.v_th, v_rest, v_reset)
+    lif = LIFStepper(lif_parameters(state.tau_mem, state.v_th, v_rest, v_reset), dt_ms)
     n_exc_syn = torch.tensor([state.n_exc_synapses], device=device)
     drive = input_spikes.to(state.v.dtype) * input_current  # [T, n_in]
-    raster = torch.zeros(steps, n, dtype=torch.bool, device=device)
-    current = torch.zeros(n, device=device)
-    positions, posts, times = [], [], []
-    spikes, v = state.last_spikes, state.v
+    raster = torch.empty(steps, n, dtype=torch.bool, device=device)
+    current = torch.empty(n, device=device)
+    v = state.v.clone()  # callers may hold the old V (checkpoints); never write into it
     inhib = state.global_inhibition
+    indptr, col, w, input_idx = state.indptr, state.col, state.w, state.input_idx
+    # per-step scratch, sized for the largest step seen so far
+    pos_scratch = torch.empty(0, dtype=torch.int64, device=device)
+    vals = torch.empty(0, device=device)
+    post_scratch = torch.empty(0, dtype=torch.int32, device=device)
+    # this cycle's events (estimate: every neuron spikes once)
+    guess = min(state.nnz, 1 << 20) if record_events else 0
+    ev_pos = _Growing(guess + 1, torch.int64, device)
+    ev_post = _Growing(guess, torch.int32, device)
+    ev_step = _Growing(guess, torch.int32, device)
 
+    def propagate_from(spikes: torch.Tensor, t_pre: int, inject: bool) -> None:
+        nonlocal pos_scratch, vals, post_scratch
+        rows = spikes.nonzero().squeeze(1)
+        if rows.numel() == 0:
+            return
+        record = record_events and t_pre >= 0
+        if record:
+            # positions go straight into the event buffer (one spare entry for row_positions)
+            total = int((indptr[rows + 1] - indptr[rows]).sum())
+            if total == 0:
+                return
+            slot = ev_pos.take(total + 1)
+            ev_pos.size -= 1
+            pos = row_positions(indptr, rows, out=slot)
+            post = torch.index_select(col, 0, pos, out=ev_post.take(total))
+            ev_step.take(total).fill_(t_pre)
+        else:
+            total = int((indptr[rows + 1] - indptr[rows]).sum())
+            if total == 0:
+                return
+            if pos_scratch.numel() < total + 1:
+                pos_scratch = torch.empty(2 * total + 1, dtype=torch.int64, device=device)
+                post_scratch = torch.empty(2 * total, dtype=torch.int32, device=device)
+            pos = row_positions(indptr, rows, out=pos_scratch)
+            post = torch.index_select(col, 0, pos, out=post_scratch[:total]) if inject else None
+        if inject:
+            if vals.numel() < total:
+                vals = torch.empty(2 * total, device=device)
+            weight = torch.index_select(w, 0, pos, out=vals[:total])
+            n_exc_events = int(torch.searchsorted(pos, n_exc_syn))
+            recurrent_current_(current, post, weight, n_exc_events, synaptic_gain, inhib)
+
+    spikes = state.last_spikes
     for t in range(steps):
         current.zero_()
-        current.index_put_((state.input_idx,), drive[t])
-        rows = spikes.nonzero().squeeze(1)
-        if rows.numel():
-            pos = row_positions(state.indptr, rows)
-            # index_select: a much faster 1-D gather than advanced indexing on CPU
-            post = torch.index_select(state.col, 0, pos)
-            n_exc_events = int(torch.searchsorted(pos, n_exc_syn))
-            recurrent_current(current, post, torch.index_select(state.w, 0, pos), n_exc_events, synaptic_gain, inhib)
-            if record_events and t > 0:  # spikes of step t-1 of *this* cycle
-                positions.append(pos)
-                posts.append(post)
-                times.append(torch.full_like(pos, t - 1))
-        spikes, v = lif_step(current, v, params, dt_ms)
-        raster[t] = spikes
+        current.index_put_((input_idx,), drive[t])
+        # spikes of step t-1 (at t = 0: the previous cycle's last step, recorded there)
+        propagate_from(spikes, t - 1, inject=True)
+        spikes = raster[t]
+        lif.step(current, v, spikes)
 
     if record_events:  # the last step's spikes propagate next cycle, but pair with this cycle's
-        rows = spikes.nonzero().squeeze(1)
-        if rows.numel():
-            pos = row_positions(state.indptr, rows)
-            positions.append(pos)
-            posts.append(torch.index_select(state.col, 0, pos))
-            times.append(torch.full_like(pos, steps - 1))
-    state.v, state.last_spikes = v, spikes
-
-    def cat(parts: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-        return torch.cat(parts) if parts else torch.empty(0, dtype=dtype, device=device)
+        propagate_from(spikes, steps - 1, inject=False)
+    state.v, state.last_spikes = v, spikes.clone()
 
     return CycleSpikes(
         raster=raster,
-        event_pos=cat(positions, torch.int64),
-        event_post=cat(posts, torch.int32),
-        event_step=cat(times, torch.int64),
+        event_pos=ev_pos.used(),
+        event_post=ev_post.used(),
+        event_step=ev_step.used(),
     )
