@@ -43,6 +43,14 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("config", help="print every config key with its default (TOML)")
 
+    soak = sub.add_parser("soak", help="long-run check: the daemon with all jobs over a varied stream (JSON)")
+    soak.add_argument("--cycles", type=int, default=20000)
+    soak.add_argument("--neurons", type=int, default=1000)
+    soak.add_argument("--switch-every", type=int, default=2000, help="cycles per stream domain")
+    soak.add_argument("--sample-seconds", type=float, default=10.0)
+    soak.add_argument("--seed", type=int, default=0)
+    soak.add_argument("--state-dir", type=Path, default=None, help="work directory (default: a new temp dir)")
+
     plot = sub.add_parser("plot", help="PNG figures from a state directory (newest checkpoint + history)")
     plot.add_argument("--state-dir", default="./state", type=Path)
     plot.add_argument("--out", default=None, type=Path, help="output directory (default STATE_DIR/plots)")
@@ -86,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
 
             paths = make_plots(args.state_dir, args.out or args.state_dir / "plots")
             print(json.dumps({"plots": [str(p) for p in paths]}, indent=2))
+            return 0
+        if args.command == "soak":
+            from .soak import run_soak
+
+            print(json.dumps(run_soak(args.cycles, args.neurons, args.switch_every, args.sample_seconds, args.seed, args.state_dir)))
             return 0
         if args.command == "config":
             from .daemon.config import default_toml
