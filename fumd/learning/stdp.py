@@ -20,6 +20,15 @@ neuron toward a target rate ``rho0``::
 so the expected change is zero when the postsynaptic neuron fires at ``rho0``. A stronger
 inhibitory synapse is a more negative weight, hence ``dw = -d|w|``.
 
+Readout synapses (excitatory synapses onto output neurons, ``learning.readout_window = causal``):
+only the pre-before-post half of the window, ``W_c(dt) = A+ exp(-dt / tau+)`` for
+``0 < dt <= tau_max`` and 0 otherwise. Their eligibility then counts the pairs in which the input
+spike can have contributed to the output spike (a Hebbian "pre active and post followed" signal,
+always >= 0); the reward's sign alone decides potentiation or depression. With the full window and
+A- > A+, the many uncorrelated pairs of Poisson inputs at tens of Hz make the eligibility a net
+depression whatever the input's role, and R-STDP then learns against the reward (measured,
+docs/mechanisms.md).
+
 Implementation: each presynaptic spike at step ``t`` with out-synapse to ``j`` contributes
 ``K(t, j) = sum_d kernel[d] S_j(t + d)``. ``K`` is one 1-D correlation of the spike raster of the
 *active* neurons with the window kernel, then one gather per propagation event: cost
@@ -42,6 +51,7 @@ class STDPKernels:
     inhibitory: torch.Tensor  # [2D+1], signed (-A_i exp(-|dt|/tau_i))
     inhibitory_offset: float  # +A_i * alpha per inhibitory presynaptic spike
     window: int
+    causal: torch.Tensor | None = None  # [2D+1] pre-before-post half of ``excitatory`` (readout synapses)
 
 
 def stdp_window(dt: torch.Tensor, cfg: STDPConfig) -> torch.Tensor:
@@ -60,11 +70,13 @@ def make_kernels(cfg: STDPConfig, dt_ms: float, device: torch.device) -> STDPKer
     decay = torch.exp(-lags.abs().double() * dt_ms / cfg.inh_tau_ms)
     p0 = cfg.inh_target_rate_hz * dt_ms / 1000.0
     alpha = p0 * float(decay.sum())
+    exc = exc.float()
     return STDPKernels(
-        excitatory=exc.float(),
+        excitatory=exc,
         inhibitory=(-cfg.inh_amplitude * decay).float(),
         inhibitory_offset=cfg.inh_amplitude * alpha,
         window=d,
+        causal=torch.where(lags > 0, exc, torch.zeros_like(exc)),
     )
 
 
@@ -81,11 +93,14 @@ def event_updates(
     event_is_inhibitory: torch.Tensor,
     kernels: STDPKernels,
     post_eligible: torch.Tensor | None = None,
+    causal_post: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Weight change of every propagation event (one presynaptic spike through one synapse).
 
-    ``post_eligible`` (bool [N], optional) zeroes events onto neurons that may not learn this
-    cycle (the output populations that lost the action competition, see engine)."""
+    ``post_eligible`` (float [N], optional) scales events onto each neuron: 0 for neurons that may
+    not learn this cycle (the output populations that lost the action competition, see engine).
+    ``causal_post`` (bool [N], optional) marks the neurons whose excitatory in-synapses use the
+    causal (pre-before-post) kernel ``kernels.causal`` instead of the full window."""
     if event_post.numel() == 0:
         return torch.zeros(0, device=raster.device)
     steps = raster.shape[0]
@@ -96,6 +111,11 @@ def event_updates(
     trains = raster[:, active].T.unsqueeze(1).float()
     weight = torch.stack([kernels.excitatory, kernels.inhibitory]).unsqueeze(1)
     pairing = F.conv1d(trains, weight, padding=kernels.window)
+    if causal_post is not None and kernels.causal is not None:
+        rows = causal_post[active].nonzero().squeeze(1)
+        if rows.numel():  # few (output neurons): recompute their excitatory channel
+            causal = F.conv1d(trains[rows], kernels.causal.view(1, 1, -1), padding=kernels.window)
+            pairing[rows, 0:1] = causal
     pairing = torch.cat([pairing, pairing.new_zeros(1, 2, steps)])  # row for inactive neurons
     flat = (local[event_post.long()] * 2 + event_is_inhibitory.long()) * steps + event_step
     dw = torch.index_select(pairing.reshape(-1), 0, flat)
