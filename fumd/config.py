@@ -91,6 +91,14 @@ class LearningConfig:
     novelty_boost: float = 1.2
     action_credit: bool = True  # only the acting output population is eligible (docs/mechanisms.md)
     trace_dtype: str = "float16"  # float16 keeps state at 11 bytes/synapse; float32 for exactness
+    # Learning from rewards (docs/mechanisms.md "Learning from labels"):
+    reward_baseline: str = "action"  # none | global | action: delta = R - b (b per acting population)
+    baseline_alpha: float = 0.05  # EMA rate of the reward baseline b
+    eta_modulation: str = "magnitude"  # magnitude: eta (1 + (2 sig(|delta|) - 1)); signed: SPEC's sig(delta)
+    readout_eta: float = 0.03  # eta of the excitatory synapses onto output neurons (the readout layer)
+    readout_window: str = "causal"  # causal: only pre-before-post pairs onto output neurons; full: SPEC window
+    readout_normalize: bool = True  # keep each output neuron's summed excitatory input weight fixed
+    readout_weight_mean: float = 0.15  # target mean of those weights (the U(0, 0.3) mean)
 
 
 @dataclass(frozen=True)
@@ -250,6 +258,9 @@ _RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("learning", "persistent_eta_scale"): (0.0, 1.0),
     ("learning", "novelty_boost_threshold"): (0.0, 1.0),
     ("learning", "novelty_boost"): (0.0, 10.0),
+    ("learning", "baseline_alpha"): (0.0, 1.0),
+    ("learning", "readout_eta"): (0.0, 1.0),
+    ("learning", "readout_weight_mean"): (0.0, 1.0),
     ("sie", "w_td"): (0.0, 10.0),
     ("sie", "w_novelty"): (0.0, 10.0),
     ("sie", "w_habituation"): (0.0, 10.0),
@@ -276,6 +287,9 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("encoder", "normalize"): ("minmax", "clip01"),
     ("stdp", "inh_modulation"): ("reward", "abs_reward", "none"),
     ("learning", "trace_dtype"): ("float16", "float32"),
+    ("learning", "reward_baseline"): ("none", "global", "action"),
+    ("learning", "eta_modulation"): ("magnitude", "signed"),
+    ("learning", "readout_window"): ("causal", "full"),
 }
 
 
@@ -305,6 +319,8 @@ def validate(config: EngineConfig) -> None:
         raise ConfigError(f"network.readout_fan_in = {net.readout_fan_in} must be <= network.input_size")
     if net.synapses_per_neuron >= net.neurons:
         raise ConfigError(f"network.synapses_per_neuron = {net.synapses_per_neuron} must be < network.neurons")
+    if config.learning.readout_weight_mean > config.learning.w_max:
+        raise ConfigError("learning.readout_weight_mean must be <= learning.w_max")
     ip = config.intrinsic
     if ip.target_low_hz > ip.target_high_hz:
         raise ConfigError("intrinsic.target_low_hz must be <= intrinsic.target_high_hz")

@@ -23,7 +23,8 @@ from .coding.vocabulary import LabelVocabulary
 from .config import EngineConfig
 from .learning.eligibility import update_trace
 from .learning.intrinsic import intrinsic_update, update_rate
-from .learning.modulation import effective_eta, synapse_update
+from .learning.modulation import effective_eta, reward_coefficient, synapse_update
+from .learning.readout import ReadoutIndex, normalize_readout, readout_update
 from .learning.stdp import event_updates, make_kernels
 from .network.build import build_network
 from .network.simulate import CycleSpikes, simulate_cycle
@@ -94,6 +95,9 @@ class Engine:
         self.steps_done = 0
         self.learning_enabled = cfg.learning.enabled
         self.last_spikes: CycleSpikes | None = None
+        # reward baseline b[a] per acting population (learning.reward_baseline; readout.py)
+        self.reward_baseline = torch.zeros(cfg.network.max_labels, dtype=torch.float64)
+        self.readout = ReadoutIndex.build(self.state, cfg.learning.readout_weight_mean)
         self._synapse_update = _maybe_compile(synapse_update, cfg.compile)
 
     # -- the cycle --------------------------------------------------------------------------
@@ -150,30 +154,55 @@ class Engine:
         )
 
     def _learn(self, spikes: CycleSpikes, counts: torch.Tensor, sie: SIEResult, action: int, n_actions: int) -> None:
-        cfg, st = self.config, self.state
+        cfg, st, lc = self.config, self.state, self.config.learning
         # STDP -> eligibility traces; only the population that produced the action is eligible
-        # among the output neurons (action credit, docs/mechanisms.md)
+        # among the output neurons (action credit, docs/mechanisms.md); excitatory synapses onto
+        # output neurons count only pre-before-post pairs (readout_window = causal, stdp.py)
         is_inh = spikes.event_pos >= st.n_exc_synapses
         gate = None
-        if cfg.learning.action_credit:
+        if lc.action_credit:
             gate = torch.ones(st.n, dtype=torch.float32, device=self.device)
             losers = torch.cat([st.output_idx[:action], st.output_idx[action + 1 :]]).reshape(-1)
             gate[losers] = 0.0
-        dw = event_updates(spikes.raster, spikes.event_post, spikes.event_step, is_inh, self.kernels, gate)
+        if self.readout.structure_version != st.structure_version:  # synapses moved (jobs): re-derive
+            self.readout = ReadoutIndex.build(st, lc.readout_weight_mean)
+        causal = self.readout.is_output if lc.readout_window == "causal" else None
+        dw = event_updates(spikes.raster, spikes.event_post, spikes.event_step, is_inh, self.kernels, gate, causal)
         update_trace(st.e, spikes.event_pos, dw, self.gamma)
-        # reward-modulated weight update
-        reward = sie.total_reward
-        eta = self.eta * (cfg.learning.novelty_boost if sie.novelty > cfg.learning.novelty_boost_threshold else 1.0)
-        coef = effective_eta(eta, reward) * reward
-        mode = cfg.stdp.inh_modulation
-        coef_inh = coef if mode == "reward" else effective_eta(eta, abs(reward)) * abs(reward) if mode == "abs_reward" else effective_eta(eta, 0.0)
+        # reward-modulated weight update with the centred reward delta = R - b (readout.py)
+        delta = self._centred_reward(sie.total_reward, action)
+        boost = lc.novelty_boost if sie.novelty > lc.novelty_boost_threshold else 1.0
+        eta = self.eta * boost
+        mode = lc.eta_modulation
+        coef = reward_coefficient(eta, delta, mode)
+        inh = cfg.stdp.inh_modulation
+        coef_inh = coef if inh == "reward" else reward_coefficient(eta, abs(delta), mode) if inh == "abs_reward" else effective_eta(eta, 0.0)
+        ro = self.readout
+        eta_ro = lc.readout_eta * boost * (self.eta / lc.eta if lc.eta > 0 else 1.0)
+        coef_ro = reward_coefficient(eta_ro, delta, mode)
+        has_readout = ro.pos.numel() > 0
+        w_before = torch.index_select(st.w, 0, ro.pos) if has_readout else None
         if coef != 0.0 or coef_inh != 0.0:
             self._synapse_update(st.w, st.e, st.persistent, st.n_exc_synapses, coef, coef_inh,
-                                 cfg.learning.persistent_eta_scale, cfg.learning.w_max)
+                                 lc.persistent_eta_scale, lc.w_max)
+        if has_readout and (coef_ro != 0.0 or coef != 0.0):
+            readout_update(st.w, st.e, st.persistent, ro, w_before, coef_ro, lc.persistent_eta_scale, lc.w_max)
+            if lc.readout_normalize:
+                normalize_readout(st.w, ro, lc.w_max)
         # intrinsic plasticity
         st.rate_ema = update_rate(st.rate_ema, counts, cfg.lif.steps * cfg.lif.dt_ms, cfg.intrinsic.rate_alpha)
         if cfg.intrinsic.enabled:
             st.v_th, st.tau_mem = intrinsic_update(st.rate_ema, st.v_th, st.tau_mem, cfg.intrinsic)
+
+    def _centred_reward(self, reward: float, action: int) -> float:
+        """``delta = R - b[a]``, then ``b[a] += alpha (R - b[a])`` (learning.reward_baseline)."""
+        lc = self.config.learning
+        if lc.reward_baseline == "none":
+            return reward
+        slot = action if lc.reward_baseline == "action" else 0
+        b = float(self.reward_baseline[slot])
+        self.reward_baseline[slot] = b + lc.baseline_alpha * (reward - b)
+        return reward - b
 
     # -- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -186,6 +215,7 @@ class Engine:
         out["rng"] = self.generator.get_state()
         out["eta"] = self.eta
         out["gamma"] = self.gamma
+        out["learning.reward_baseline"] = self.reward_baseline
         out["steps_done"] = self.steps_done
         return out
 
@@ -200,6 +230,9 @@ class Engine:
         self.generator.set_state(data["rng"].cpu() if torch.is_tensor(data["rng"]) else torch.as_tensor(data["rng"]))
         self.eta = float(data["eta"])
         self.gamma = float(data.get("gamma", self.config.learning.gamma))
+        if "learning.reward_baseline" in data:
+            self.reward_baseline = torch.as_tensor(data["learning.reward_baseline"], dtype=torch.float64).cpu().clone()
+        self.readout = ReadoutIndex.build(self.state, self.config.learning.readout_weight_mean)
         self.steps_done = int(data["steps_done"])
 
 

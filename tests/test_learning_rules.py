@@ -155,3 +155,31 @@ def test_event_updates_table_matches_per_event_definition():
     expected = expected * gate[post.long()]
     assert torch.allclose(got, expected, rtol=1e-6, atol=1e-7)
     assert torch.equal(event_updates(raster, post.long(), step.long(), inh, kernels, gate), got)
+
+
+def test_causal_kernel_counts_only_pre_before_post():
+    kernels = make_kernels(CFG, 1.0, torch.device("cpu"))
+    raster = torch.zeros(50, 2, dtype=torch.bool)
+    raster[[10, 30], 0] = True
+    raster[[12, 25], 1] = True  # 12: 2 ms after the pre spike at 10; 25: 5 ms before the one at 30
+    post = torch.tensor([1, 1], dtype=torch.int32)
+    causal = torch.tensor([False, True])
+    dw = event_updates(raster, post, torch.tensor([10, 30]), torch.zeros(2, dtype=torch.bool), kernels, None, causal)
+    assert float(dw[0]) == pytest.approx(0.1 * math.exp(-2 / 20), rel=1e-5)
+    assert float(dw[1]) == 0.0  # post-before-pre: no depression on a readout synapse
+
+
+def test_readout_normalisation_and_magnitude_modulation():
+    from fumd.engine import Engine
+    from fumd.learning.modulation import reward_coefficient
+    from fumd.learning.readout import normalize_readout
+    from tests.conftest import small_config
+
+    engine = Engine(small_config())
+    ro = engine.readout
+    engine.state.w[ro.pos] *= 1.7
+    normalize_readout(engine.state.w, ro, 1.0)
+    sums = torch.zeros_like(ro.target_sum).index_add_(0, ro.post_local, engine.state.w[ro.pos])
+    assert torch.allclose(sums, ro.target_sum, rtol=1e-4)
+    assert reward_coefficient(0.01, 0.7, "magnitude") == pytest.approx(-reward_coefficient(0.01, -0.7, "magnitude"))
+    assert reward_coefficient(0.01, 0.7, "signed") > -reward_coefficient(0.01, -0.7, "signed")

@@ -7,6 +7,18 @@ with the sign of the presynaptic neuron kept (Dale's law): excitatory weights st
 ``[0, w_max]``, inhibitory in ``[-w_max, 0]`` (SPEC clamps to [-1, 1]; w_max = 1 by default).
 ``eta`` is multiplied by ``novelty_boost`` (1.2) when novelty > 0.5, and persistent synapses learn
 at ``persistent_eta_scale`` (0.5) of the rate.
+
+fumd applies the rule to the *centred* reward ``delta = R - b`` (``learning.reward_baseline``,
+see ``readout.py``) and, by default (``learning.eta_modulation = magnitude``), modulates the rate
+by the reward's magnitude::
+
+    eta_eff = eta * (1 + (2 * sigmoid(|delta|) - 1))
+
+so that ``eta_eff * delta`` is an odd function of ``delta``: a surprise of either sign raises
+plasticity by the same factor. SPEC's literal ``sigmoid(delta)`` (``signed``) gives
+``eta_eff * delta = eta (delta + delta tanh(delta / 2))``, whose even part is a net potentiation of
+every eligible synapse on every cycle; measured, it makes the acting population win ever more
+often until one population takes every decision (docs/mechanisms.md).
 """
 from __future__ import annotations
 
@@ -18,6 +30,11 @@ import torch
 def effective_eta(eta: float, total_reward: float) -> float:
     """``eta * (1 + (2 sigmoid(R) - 1))``."""
     return eta * (1.0 + (2.0 / (1.0 + math.exp(-total_reward)) - 1.0))
+
+
+def reward_coefficient(eta: float, delta: float, mode: str) -> float:
+    """``eta_eff * delta`` with ``eta_eff`` modulated by ``|delta|`` (magnitude) or ``delta`` (signed)."""
+    return effective_eta(eta, abs(delta) if mode == "magnitude" else delta) * delta
 
 
 def synapse_update(

@@ -20,9 +20,18 @@ neuron toward a target rate ``rho0``::
 so the expected change is zero when the postsynaptic neuron fires at ``rho0``. A stronger
 inhibitory synapse is a more negative weight, hence ``dw = -d|w|``.
 
+Readout synapses (excitatory synapses onto output neurons, ``learning.readout_window = causal``):
+only the pre-before-post half of the window, ``W_c(dt) = A+ exp(-dt / tau+)`` for
+``0 < dt <= tau_max`` and 0 otherwise. Their eligibility then counts the pairs in which the input
+spike can have contributed to the output spike (a Hebbian "pre active and post followed" signal,
+always >= 0); the reward's sign alone decides potentiation or depression. With the full window and
+A- > A+, the many uncorrelated pairs of Poisson inputs at tens of Hz make the eligibility a net
+depression whatever the input's role, and R-STDP then learns against the reward (measured,
+docs/mechanisms.md).
+
 Implementation: each presynaptic spike at step ``t`` with out-synapse to ``j`` contributes
-``K(t, j) = sum_d kernel[d] S_j(t + d)``. ``K`` is one 1-D correlation of the spike raster of the
-*active* neurons with the window kernel, then one gather per propagation event: cost
+``K(t, j) = sum_d kernel[d] S_j(t + d)``. ``K`` is one correlation (a float64 matrix product) of the
+spike raster of the *active* neurons with the window kernels, then one gather per propagation event: cost
 O(active x T x window + N x T + events), no neuron-pair search, no all-synapse pass.
 """
 from __future__ import annotations
@@ -41,6 +50,7 @@ class STDPKernels:
     inhibitory: torch.Tensor  # [2D+1], signed (-A_i exp(-|dt|/tau_i))
     inhibitory_offset: float  # +A_i * alpha per inhibitory presynaptic spike
     window: int
+    causal: torch.Tensor | None = None  # [2D+1] pre-before-post half of ``excitatory`` (readout synapses)
 
 
 def stdp_window(dt: torch.Tensor, cfg: STDPConfig) -> torch.Tensor:
@@ -59,11 +69,13 @@ def make_kernels(cfg: STDPConfig, dt_ms: float, device: torch.device) -> STDPKer
     decay = torch.exp(-lags.abs().double() * dt_ms / cfg.inh_tau_ms)
     p0 = cfg.inh_target_rate_hz * dt_ms / 1000.0
     alpha = p0 * float(decay.sum())
+    exc = exc.float()
     return STDPKernels(
-        excitatory=exc.float(),
+        excitatory=exc,
         inhibitory=(-cfg.inh_amplitude * decay).float(),
         inhibitory_offset=cfg.inh_amplitude * alpha,
         window=d,
+        causal=torch.where(lags > 0, exc, torch.zeros_like(exc)),
     )
 
 
@@ -80,17 +92,25 @@ def event_updates(
     event_is_inhibitory: torch.Tensor,
     kernels: STDPKernels,
     post_eligible: torch.Tensor | None = None,
+    causal_post: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Weight change of every propagation event (one presynaptic spike through one synapse).
 
-    ``post_eligible`` (bool [N], optional) zeroes events onto neurons that may not learn this
-    cycle (the output populations that lost the action competition, see engine)."""
+    ``post_eligible`` (float [N], optional) scales events onto each neuron: 0 for neurons that may
+    not learn this cycle (the output populations that lost the action competition, see engine).
+    ``causal_post`` (bool [N], optional) marks the neurons whose excitatory in-synapses use the
+    causal (pre-before-post) kernel ``kernels.causal`` instead of the full window."""
     if event_post.numel() == 0:
         return torch.zeros(0, device=raster.device)
     steps, n = raster.shape
     active = raster.any(0).nonzero().squeeze(1)
     # [A, T] spike trains of active neurons, correlated with both kernels -> [A, 2, T]
-    pairing = (raster[:, active].T.double() @ _correlation_matrix(kernels, steps)).view(-1, 2, steps).float()
+    trains = raster[:, active].T.double()
+    pairing = (trains @ _correlation_matrix((kernels.excitatory, kernels.inhibitory), kernels.window, steps)).view(-1, 2, steps).float()
+    if causal_post is not None and kernels.causal is not None:
+        rows = causal_post[active].nonzero().squeeze(1)
+        if rows.numel():  # few (output neurons): their excitatory channel uses the causal kernel
+            pairing[rows, 0] = (trains[rows] @ _correlation_matrix((kernels.causal,), kernels.window, steps)).float()
     # Per-neuron table [N, 2, T] of the weight change of an event onto that neuron, with the
     # inhibitory offset and the eligibility gate folded in (the same float ops as applying them
     # per event: (K + offset) * gate), so each event is a single gather.
@@ -107,20 +127,19 @@ def event_updates(
     return torch.index_select(table.reshape(-1), 0, flat)
 
 
-def _correlation_matrix(kernels: STDPKernels, steps: int) -> torch.Tensor:
-    """[T, 2T] float64 matrix ``M`` with ``(S @ M)[j, c T + t] = sum_d kernel_c[d] S_j(t + d - D)``
+def _correlation_matrix(kernels: tuple[torch.Tensor, ...], d: int, steps: int) -> torch.Tensor:
+    """[T, C T] float64 matrix ``M`` with ``(S @ M)[j, c T + t] = sum_d kernel_c[d] S_j(t + d - D)``
     (the same correlation as ``F.conv1d(S, kernel, padding=D)``). The sums are accumulated in
     float64 and rounded once to float32: for the default windows (all kernel values within 2^24 of
     each other, at most 2D + 1 terms) they are exact, so the result does not depend on the order of
     summation chosen by the BLAS (thread count, CPU). A matrix product is also ~2x faster than
     the 1-channel convolution on CPU."""
-    d = kernels.window
-    lag = torch.arange(steps, device=kernels.excitatory.device)
+    lag = torch.arange(steps, device=kernels[0].device)
     k = lag[:, None] - lag[None, :] + d  # [s, t] -> kernel index
     valid = (k >= 0) & (k <= 2 * d)
     k = k.clamp(0, 2 * d)
     zero = torch.zeros((), dtype=torch.float64, device=k.device)
-    return torch.cat([torch.where(valid, kern.double()[k], zero) for kern in (kernels.excitatory, kernels.inhibitory)], 1)
+    return torch.cat([torch.where(valid, kern.double()[k], zero) for kern in kernels], 1)
 
 
 def pair_sum_reference(pre_times: list[int], post_times: list[int], cfg: STDPConfig) -> float:

@@ -1,0 +1,87 @@
+"""Learning from rewards at the readout layer (docs/mechanisms.md "Learning from labels").
+
+The *readout synapses* are the excitatory synapses onto output neurons (the designated
+input->output pathway, ``network.readout_fan_in``, plus the recurrent excitatory synapses that
+happen to end on an output neuron). Three mechanisms make reward-modulated STDP learn a labelled
+stream there:
+
+1. **Causal eligibility** (``learning.readout_window = causal``, see ``stdp.py``): only
+   pre-before-post pairs enter their eligibility.
+2. **Centred reward** (``learning.reward_baseline``; Fremaux, Sprekeler & Gerstner 2010, the
+   "unsupervised bias" of R-STDP vanishes only when the reward is centred)::
+
+       delta = R - b[a];     b[a] <- b[a] + alpha (R - b[a])        (alpha = baseline_alpha)
+
+   with ``R`` the SIE ``total_reward`` and ``a`` the population that acted (``action``), or one
+   global ``b`` (``global``), or none (``none``: ``delta = R`` as SPEC §3 literally). A per-action
+   baseline is the REINFORCE baseline of a stochastic policy: the reward expected when ``a`` acts.
+   It removes the correlation between "which population acts" and the sign of the reward, which
+   otherwise (with the 20-cycle eligibility trace, gamma = 0.95) feeds back into which population
+   wins and freezes the decision on one or two populations (measured).
+3. **Synaptic scaling** (``learning.readout_normalize``; Turrigiano 2008): after each update the
+   excitatory input weights of every output neuron ``j`` are scaled multiplicatively so that their
+   sum stays at ``readout_weight_mean x n_j`` (``n_j`` = number of such synapses)::
+
+       w_ij <- clip(w_ij * readout_weight_mean * n_j / sum_i w_ij, 0, w_max)
+
+   Potentiating the inputs that predicted a rewarded action thereby depresses the others, and
+   the positive eligibility cannot run the output rates away.
+
+Their weight update uses their own rate ``learning.readout_eta``::
+
+    w_ij <- clip(w_ij + eta_eff(readout_eta, delta) * delta * e_ij, 0, w_max)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..network.state import NetworkState
+
+
+@dataclass
+class ReadoutIndex:
+    """Positions of the readout synapses (derived from the CSR structure; not state)."""
+
+    pos: torch.Tensor  # int64 [R] synapse positions, ascending
+    post_local: torch.Tensor  # int64 [R] index of the postsynaptic output neuron in output_idx.reshape(-1)
+    target_sum: torch.Tensor  # float32 [n_out] readout_weight_mean x synapses per output neuron
+    is_output: torch.Tensor  # bool [N]
+    structure_version: int  # of the state it was derived from
+
+    @classmethod
+    def build(cls, state: NetworkState, weight_mean: float) -> "ReadoutIndex":
+        n, device = state.n, state.device
+        out = state.output_idx.reshape(-1)
+        local = torch.full((n,), -1, dtype=torch.int64, device=device)
+        local[out] = torch.arange(out.numel(), device=device)
+        k = state.n_exc_synapses
+        post_local_all = local[state.col[:k].long()]
+        pos = (post_local_all >= 0).nonzero().squeeze(1)
+        post_local = post_local_all[pos]
+        counts = torch.bincount(post_local, minlength=out.numel()).float()
+        is_output = torch.zeros(n, dtype=torch.bool, device=device)
+        is_output[out] = True
+        return cls(pos=pos, post_local=post_local, target_sum=counts * weight_mean, is_output=is_output,
+                   structure_version=state.structure_version)
+
+
+def normalize_readout(w: torch.Tensor, index: ReadoutIndex, w_max: float) -> None:
+    """In place: scale each output neuron's excitatory input weights to their target sum."""
+    vals = torch.index_select(w, 0, index.pos)
+    sums = torch.zeros_like(index.target_sum).index_add_(0, index.post_local, vals)
+    scale = torch.where(sums > 0, index.target_sum / sums.clamp(min=1e-12), torch.ones_like(sums))
+    w[index.pos] = (vals * scale[index.post_local]).clamp(0.0, w_max)
+
+
+def readout_update(
+    w: torch.Tensor, e: torch.Tensor, persistent: torch.Tensor, index: ReadoutIndex, w_before: torch.Tensor,
+    coef: float, persistent_scale: float, w_max: float,
+) -> None:
+    """In place: the readout synapses get ``w_before + coef * e`` (instead of the generic update
+    that ``synapse_update`` applied to all excitatory synapses), persistent ones scaled."""
+    delta = torch.index_select(e, 0, index.pos).to(w.dtype) * coef
+    if persistent_scale != 1.0:
+        delta = torch.where(torch.index_select(persistent, 0, index.pos), delta * persistent_scale, delta)
+    w[index.pos] = (w_before + delta).clamp(0.0, w_max)
