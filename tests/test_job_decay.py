@@ -65,7 +65,7 @@ def test_decay_multiplies_exactly_the_right_synapses_and_prunes_aligned():
     ref = list(zip(pre0[keep].tolist(), col0[keep].tolist(), w_dec[keep], e0[keep], p0[keep].tolist()))
     n_pruned_expected = st.nnz - len(ref)
     assert n_pruned_expected > 0
-    job = DecayJob()
+    job = DecayJob(DecayConfig(low_reward_threshold=0.5))  # the seed's threshold
     out = job.apply(engine, job.compute(job.snapshot(engine)))
     assert out["pruned"] == n_pruned_expected and out["decayed"] == int((~p0).sum())
     assert out["low_activity_clusters"] == 1 and out["low_reward_clusters"] == 2
@@ -88,7 +88,7 @@ def test_decay_outputs_counts_by_class():
     st = engine.state
     post_c = st.cluster[st.col.long()]
     movable = ~st.persistent
-    job = DecayJob()
+    job = DecayJob(DecayConfig(low_reward_threshold=0.5))  # the seed's threshold
     out = job.apply(engine, job.compute(job.snapshot(engine)))
     assert out["slow"] == int((movable & (post_c == 1)).sum())
     assert out["fast"] == int((movable & ((post_c == 2) | (post_c == 3))).sum())
@@ -97,7 +97,7 @@ def test_decay_outputs_counts_by_class():
 def test_reclustering_between_snapshot_and_apply_uses_the_new_partition():
     engine = setup_engine()
     st = engine.state
-    job = DecayJob()
+    job = DecayJob(DecayConfig(low_reward_threshold=0.5))  # the seed's threshold
     plan = job.compute(job.snapshot(engine))
     st.cluster = torch.zeros(st.n, dtype=torch.int64)  # everything in cluster 0 (normal: 0.99)
     st.persistent.zero_()

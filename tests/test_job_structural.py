@@ -26,7 +26,7 @@ def make(cycles: int = HISTORY + 2, **job) -> tuple[Engine, StructuralJob]:
     engine = Engine(config())
     for i in range(cycles):
         engine.cycle(rec(i))
-    return engine, StructuralJob(StructuralConfig(**job))
+    return engine, StructuralJob(StructuralConfig(**{"growth_reward_threshold": 0.5, **job}))  # the seed's threshold
 
 
 def event(job: StructuralJob, engine: Engine, check=None):
@@ -264,7 +264,7 @@ def test_checkpoint_round_trip_with_job_state_is_exact_and_continues_identically
     assert engine.state.structure_version > 0 and job.pair_count.numel() > 0
     other = Engine(config())
     other.load_state_dict({k: (v.clone() if torch.is_tensor(v) else v) for k, v in engine.state_dict().items()})
-    job2 = StructuralJob(StructuralConfig())
+    job2 = StructuralJob(job.config)
     job2.load_state_dict({k: (v.clone() if torch.is_tensor(v) else v) for k, v in job.state_dict().items()})
     assert states_equal(engine.state_dict(), other.state_dict()) and states_equal(job.state_dict(), job2.state_dict())
     for e, j in ((engine, job), (other, job2)):

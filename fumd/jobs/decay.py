@@ -54,7 +54,7 @@ class DecayConfig:
     low_activity_factor: float = 0.995  # seed: slower for low-activity clusters
     low_reward_factor: float = 0.965  # seed: faster for low-reward clusters
     low_activity_hz: float = 2.0  # seed 0.1 Hz; departure, see module docstring
-    low_reward_threshold: float = 0.5  # seed: avg_reward[c] < 0.5
+    low_reward_threshold: float = 0.0  # seed: 0.5; departure, docs/mechanisms.md
     reward_window: int = 200  # rewards of the cluster averaged (10k steps of one cluster's inputs)
     min_window_rewards: int = 20  # fewer: no evidence, the cluster is not "low reward"
     prune_below: float = 0.01  # seed: prune |w| < 0.01

@@ -59,7 +59,7 @@ class StructuralConfig:
     slow_factor: float = 0.5  # per-event caps x this while ``slow`` (criticality index > 0.2)
     # growth
     growth: bool = True
-    growth_reward_threshold: float = 0.5
+    growth_reward_threshold: float = 0.0  # seed: 0.5; departure, docs/mechanisms.md
     growth_window: int = 1000  # reward samples of the cluster averaged for the trigger
     growth_min_samples: int = 100  # a cluster needs this much evidence before it grows
     growth_cap: float = 0.01  # new neurons per event, fraction of N
