@@ -40,6 +40,10 @@ class JobRunner:
                  metrics: Any, log: Any, wake: Callable[[], None]):
         """``cadences``: job name -> (every_cycles, every_seconds); 0 disables that clock."""
         self.jobs = {job.name: job for job in jobs}
+        for name in self.jobs:  # series exist from the start (alerts and panels need them)
+            metrics.jobs_runs.labels(name)
+            metrics.jobs_failures.labels(name)
+            metrics.jobs_misfires.labels(name)
         self.cadences = cadences
         self.deterministic = deterministic
         self.metrics = metrics

@@ -74,6 +74,8 @@ class Metrics:
             self.checkpoints.labels(outcome)
         for status in ("done", "failed"):
             self.files.labels(status)
+        for kind in ("cycle", "reader", "checkpoint", "checkpoint_unusable", "config_reload"):
+            self.errors.labels(kind)
         self._server: Any = None
 
     def _checkpoint_age(self) -> float:
