@@ -72,6 +72,7 @@ def test_feed_results_metrics_status_signals(tmp_path: Path) -> None:
         assert len(list((state / "queue").iterdir())) == 3 and not list((state / "done").iterdir())
         proc.send_signal(signal.SIGUSR1)
         wait_for(lambda: len(list((state / "done").iterdir())) == 3, what="done/ after SIGUSR1 checkpoint")
+        wait_for(lambda: status(state).get("inputs_done") == 3, what="status.json to catch up")
         out = subprocess.run(fumd_cmd("status", "--state-dir", str(state)), capture_output=True, text=True, timeout=60)
         st = json.loads(out.stdout)
         assert st["running"] and st["step"] == 18 and st["inputs_done"] == 3 and st["last_checkpoint"]["step"] == 18

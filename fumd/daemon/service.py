@@ -114,8 +114,8 @@ class Daemon:
         try:
             self._loop(exit_when_idle)
         finally:
-            self._shutdown()
-        return 0
+            saved = self._shutdown()
+        return 0 if saved else 1
 
     def _loop(self, exit_when_idle: bool) -> None:
         while not self._stop:
@@ -144,7 +144,10 @@ class Daemon:
             self.wake.clear()
             self._phase = "running"
 
-    def _shutdown(self) -> None:
+    def _shutdown(self) -> bool:
+        """Final checkpoint and clean-up; False if the final checkpoint could not be written (the
+        inputs since the last good one are then replayed at the next start: nothing is lost)."""
+        saved = False
         self._phase = "stopping"
         self.notifier.stopping(status="final checkpoint")
         self.log.info("stopping", step=self.engine.steps_done if self.engine else None)
@@ -155,6 +158,9 @@ class Daemon:
             self._wait_checkpoint()
             if self.engine is not None and (self._cycles_since_checkpoint > 0 or self.last_checkpoint is None or self.completed):
                 self._checkpoint(background=False)
+            saved = self._cycles_since_checkpoint == 0 and not self.completed
+            if not saved:
+                self.log.error("final_checkpoint_failed", hint="inputs since the last checkpoint are replayed at the next start")
         finally:
             if hasattr(self, "outbox"):
                 self.outbox.close()
@@ -164,6 +170,7 @@ class Daemon:
             self._write_status(force=True)
             self.metrics.close()
             self.log.info("stopped", step=self.engine.steps_done if self.engine else None)
+        return saved
 
     # -- start-up -------------------------------------------------------------------------
     def _restore(self) -> None:
@@ -387,6 +394,7 @@ class Daemon:
         self.completed = still_waiting
         self.outbox.drop_partials_below(pending.ledger.seq)
         self.log.info("checkpoint_written", path=str(info.path), step=info.step, bytes=info.bytes, seconds=round(info.seconds, 3))
+        self._write_status(force=True)
 
     def _wait_checkpoint(self) -> None:
         if self.pending is not None:
