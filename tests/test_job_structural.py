@@ -215,7 +215,7 @@ def test_sparsity_is_pulled_back_to_target_within_the_cap():
     for _ in range(3):
         nnz0 = engine.state.nnz
         _s, plan, out = event(job, engine)
-        assert out["synapses_added"] == math.floor(0.01 * nnz0)
+        assert out["synapses_added"] == math.floor(job.config.density_cap * nnz0)
         n_inh = int((plan.add_pre >= engine.state.n_exc).sum())
         assert n_inh == round(out["synapses_added"] * 20 / 120)  # 100 E : 20 I
         densities.append(1 - engine.state.sparsity())
@@ -227,7 +227,7 @@ def test_sparsity_is_pulled_back_to_target_within_the_cap():
     persistent_before = persistent_table(engine)
     nnz0 = st.nnz
     snap, plan, out = event(job, engine, check=lambda: _same(persistent_table(engine), persistent_before))
-    assert out["synapses_removed"] == math.floor(0.01 * nnz0)
+    assert out["synapses_removed"] == math.floor(job.config.density_cap * nnz0)
     removed_w = snap.w[edit.find_synapses(_shadow(snap), plan.remove_pre, plan.remove_post)].abs()
     kept = ~snap.persistent
     kept[edit.find_synapses(_shadow(snap), plan.remove_pre, plan.remove_post)] = False

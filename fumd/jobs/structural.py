@@ -25,7 +25,7 @@ structural plasticity rates").
 3. **Sparsity**: the connection density is kept within ``density_tolerance`` (relative) of its
    target (by default the initial density implied by the network config, ~95 % sparsity):
    missing synapses are added (distance-biased, 100 E : 20 I), excess removed (weakest
-   non-persistent first), at most ``density_cap`` (1 %) of the synapses per event.
+   non-persistent first), at most ``density_cap`` (5 %) of the synapses per event.
 4. **Growth**: clusters whose ``avg_reward[c]`` and mean reward over their last ``growth_window``
    reward samples are both below ``growth_reward_threshold`` (0.5) get new neurons (at most
    ``growth_cap`` = 1 % of N per event in total, lowest reward first, round-robin), drawn from
@@ -84,7 +84,7 @@ class StructuralConfig:
     # sparsity
     target_density: float = 0.0  # 0: the initial density implied by the network config
     density_tolerance: float = 0.05  # relative band around the target left alone
-    density_cap: float = 0.01  # synapses added or removed for density, fraction per event
+    density_cap: float = 0.05  # synapses added or removed for density, fraction per event (docs/mechanisms.md)
 
     def validate(self) -> None:
         """Raise ConfigError naming the first ``jobs.structural.*`` key out of range."""
