@@ -19,3 +19,12 @@ def small_config(**sections) -> EngineConfig:
 @pytest.fixture
 def cfg() -> EngineConfig:
     return small_config()
+
+
+def set_rewards(sie, c: int, values) -> None:
+    """Write ``values`` into cluster c's reward ring as the SIE would (slot = count % H)."""
+    h = sie.reward_history.shape[1]
+    sie.reward_count[c] = 0
+    for v in values:
+        sie.reward_history[c, int(sie.reward_count[c]) % h] = v
+        sie.reward_count[c] += 1

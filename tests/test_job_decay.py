@@ -6,18 +6,10 @@ import torch
 from fumd.engine import Engine
 from fumd.errors import ConfigError
 from fumd.jobs.decay import DecayConfig, DecayJob, neuron_rates_hz, window_reward_stats
-from tests.conftest import small_config
+from tests.conftest import small_config, set_rewards
 
 K = 8
 
-
-def set_rewards(sie, c: int, values) -> None:
-    """Write ``values`` into cluster c's reward ring as the SIE would (slot = count % H)."""
-    h = sie.reward_history.shape[1]
-    sie.reward_count[c] = 0
-    for v in values:
-        sie.reward_history[c, int(sie.reward_count[c]) % h] = v
-        sie.reward_count[c] += 1
 
 
 def setup_engine(seed: int = 0) -> Engine:

@@ -9,18 +9,11 @@ import torch
 from fumd.engine import Engine
 from fumd.errors import ConfigError
 from fumd.jobs.tagging import TaggingConfig, TaggingJob
-from tests.conftest import small_config
+from tests.conftest import small_config, set_rewards
 
 K = 8
 W_CYCLE = torch.tensor([0.81, 0.79, 0.71, 0.69, 0.95])
 
-
-def set_rewards(sie, c: int, values) -> None:
-    h = sie.reward_history.shape[1]
-    sie.reward_count[c] = 0
-    for v in values:
-        sie.reward_history[c, int(sie.reward_count[c]) % h] = v
-        sie.reward_count[c] += 1
 
 
 def base_engine() -> Engine:
