@@ -1,3 +1,4 @@
+import math
 """Decay job (SPEC §8): exactly the right synapses times exactly the right factor, persistent ones
 untouched, |w| < 0.01 pruned with the CSR kept aligned."""
 import pytest
@@ -57,7 +58,7 @@ def test_decay_multiplies_exactly_the_right_synapses_and_prunes_aligned():
     ref = list(zip(pre0[keep].tolist(), col0[keep].tolist(), w_dec[keep], e0[keep], p0[keep].tolist()))
     n_pruned_expected = st.nnz - len(ref)
     assert n_pruned_expected > 0
-    job = DecayJob(DecayConfig(low_reward_threshold=0.5))  # the seed's threshold
+    job = DecayJob(DecayConfig(low_reward_threshold=0.5, prune_floor=0.0))  # the seed: threshold 0.5, no floor
     out = job.apply(engine, job.compute(job.snapshot(engine)))
     assert out["pruned"] == n_pruned_expected and out["decayed"] == int((~p0).sum())
     assert out["low_activity_clusters"] == 1 and out["low_reward_clusters"] == 2
@@ -80,7 +81,7 @@ def test_decay_outputs_counts_by_class():
     st = engine.state
     post_c = st.cluster[st.col.long()]
     movable = ~st.persistent
-    job = DecayJob(DecayConfig(low_reward_threshold=0.5))  # the seed's threshold
+    job = DecayJob(DecayConfig(low_reward_threshold=0.5, prune_floor=0.0))  # the seed: threshold 0.5, no floor
     out = job.apply(engine, job.compute(job.snapshot(engine)))
     assert out["slow"] == int((movable & (post_c == 1)).sum())
     assert out["fast"] == int((movable & ((post_c == 2) | (post_c == 3))).sum())
@@ -89,7 +90,7 @@ def test_decay_outputs_counts_by_class():
 def test_reclustering_between_snapshot_and_apply_uses_the_new_partition():
     engine = setup_engine()
     st = engine.state
-    job = DecayJob(DecayConfig(low_reward_threshold=0.5))  # the seed's threshold
+    job = DecayJob(DecayConfig(low_reward_threshold=0.5, prune_floor=0.0))  # the seed: threshold 0.5, no floor
     plan = job.compute(job.snapshot(engine))
     st.cluster = torch.zeros(st.n, dtype=torch.int64)  # everything in cluster 0 (normal: 0.99)
     st.persistent.zero_()
@@ -123,3 +124,23 @@ def test_config_validation_names_the_key():
     with pytest.raises(ConfigError, match=r"jobs\.decay\.min_window_rewards"):
         DecayConfig(min_window_rewards=500).validate()
     assert DecayConfig().every_cycles == 200 and DecayConfig().factor == 0.99
+
+
+def test_pruning_stops_at_the_density_floor_weakest_first():
+    from fumd.jobs.decay import prune_budget, prune_keep
+    from fumd.network.build import initial_density
+
+    engine = Engine(small_config())
+    st = engine.state
+    target = initial_density(engine.config) * st.n * (st.n - 1)
+    weak = torch.arange(st.nnz) % 3 == 0  # a third of the synapses fall below 0.01
+    st.w[weak] = torch.linspace(0.0, 0.009, int(weak.sum())) * torch.sign(st.w[weak])
+    budget = prune_budget(st.nnz, st.n, initial_density(engine.config), 0.9)
+    assert budget == st.nnz - math.ceil(0.9 * target) and 0 < budget < int(weak.sum())
+    keep = prune_keep(st.w, st.persistent, 0.01, budget)
+    assert int((~keep).sum()) == budget
+    assert float(st.w[~keep].abs().max()) <= float(st.w[weak & keep].abs().min())  # the weakest went
+    assert prune_budget(st.nnz, st.n, 0.5, 0.0) is None
+    job = DecayJob(DecayConfig(prune_floor=0.9))
+    out = job.apply(engine, job.compute(job.snapshot(engine)))
+    assert out["pruned"] == budget and st.nnz == math.ceil(0.9 * target)

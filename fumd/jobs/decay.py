@@ -7,7 +7,9 @@ Every run (default every 200 cycles = 10,000 steps at T = 50, the seed's "every 
     f(c) = 0.965  if c is a low-reward cluster:    mean reward over its window < 0.5 (>= 20 rewards)
            0.995  elif c is a low-activity cluster: mean firing rate of its neurons < 2 Hz
            0.99   otherwise
-    prune  |w_ij| < 0.01   (non-persistent only; the CSR shrinks, traces and flags stay aligned)
+    prune  |w_ij| < 0.01   (non-persistent only; the CSR shrinks, traces and flags stay aligned),
+           weakest first, never below ``prune_floor`` x the target synapse count (SPEC §6 "keep
+           overall sparsity near its target"; docs/mechanisms.md)
 
 Persistent synapses are neither decayed nor pruned. The product is computed in float64 and rounded
 once to the weight dtype (``w_new = float32(float64(w) * f)``), so the result is exactly defined.
@@ -32,11 +34,13 @@ Decisions (docs/mechanisms.md):
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from ..network.build import initial_density
 from ..network.edit import remove_synapses
 from .clustering import _check_cadence, _check_range
 
@@ -58,6 +62,7 @@ class DecayConfig:
     reward_window: int = 200  # rewards of the cluster averaged (10k steps of one cluster's inputs)
     min_window_rewards: int = 20  # fewer: no evidence, the cluster is not "low reward"
     prune_below: float = 0.01  # seed: prune |w| < 0.01
+    prune_floor: float = 0.9  # never prune below this fraction of the target synapse count (0: no floor, the seed)
 
     def validate(self) -> None:
         _check_cadence(NAME, self.every_seconds, self.every_cycles, self.enabled)
@@ -68,6 +73,7 @@ class DecayConfig:
         _check_range(NAME, "reward_window", self.reward_window, 1, 10_000_000)
         _check_range(NAME, "min_window_rewards", self.min_window_rewards, 1, self.reward_window)
         _check_range(NAME, "prune_below", self.prune_below, 0.0, 1.0)
+        _check_range(NAME, "prune_floor", self.prune_floor, 0.0, 1.0)
 
 
 # -- cluster statistics (shared with tagging.py) ------------------------------------------------
@@ -134,9 +140,24 @@ def decay_weights(w: torch.Tensor, persistent: torch.Tensor, synapse_factor: tor
     return torch.where(persistent, w, (w.to(torch.float64) * synapse_factor).to(w.dtype))
 
 
-def prune_keep(w: torch.Tensor, persistent: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Synapses to keep: persistent ones and those with ``|w| >= threshold``."""
-    return persistent | (w.abs() >= threshold)
+def prune_keep(w: torch.Tensor, persistent: torch.Tensor, threshold: float, max_pruned: int | None = None) -> torch.Tensor:
+    """Synapses to keep: persistent ones and those with ``|w| >= threshold``; if more than
+    ``max_pruned`` qualify, only the ``max_pruned`` weakest go (ties: lower position first)."""
+    keep = persistent | (w.abs() >= threshold)
+    if max_pruned is not None:
+        candidates = (~keep).nonzero().squeeze(1)
+        if candidates.numel() > max_pruned:
+            order = torch.sort(w[candidates].abs(), stable=True).indices
+            keep[candidates[order[max_pruned:]]] = True
+    return keep
+
+
+def prune_budget(nnz: int, n: int, target_density: float, floor: float) -> int | None:
+    """How many synapses pruning may remove without taking the network below ``floor`` x its
+    target synapse count (None: no floor)."""
+    if floor <= 0:
+        return None
+    return max(0, nnz - int(math.ceil(floor * target_density * n * (n - 1))))
 
 
 # -- the job -----------------------------------------------------------------------------------
@@ -184,7 +205,8 @@ class DecayJob:
         syn_class = plan.classes.to(st.device)[post_cluster]
         movable = ~st.persistent
         st.w.copy_(decay_weights(st.w, st.persistent, plan.factors.to(st.device)[post_cluster]))
-        pruned = remove_synapses(st, prune_keep(st.w, st.persistent, self.config.prune_below))
+        budget = prune_budget(st.nnz, st.n, initial_density(engine.config), self.config.prune_floor)
+        pruned = remove_synapses(st, prune_keep(st.w, st.persistent, self.config.prune_below, budget))
         return {
             "decayed": int(movable.sum()),
             "pruned": pruned,

@@ -44,6 +44,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..network.build import initial_density
 from ..network import edit
 from ..network.state import NetworkState
 from .clustering import _check_cadence, _check_range
@@ -155,13 +156,6 @@ class StructuralPlan:
     grow_cluster: torch.Tensor  # int64 [grow_exc + grow_inh], excitatory first
     grow_fan: int
     stats: dict[str, float] = field(default_factory=dict)
-
-
-def initial_density(cfg: Any) -> float:
-    """Connection density built by ``build_network`` for this config (before duplicates)."""
-    net = cfg.network
-    nnz = net.neurons * net.synapses_per_neuron + net.max_labels * net.population_size * net.readout_fan_in
-    return nnz / float(net.neurons * (net.neurons - 1))
 
 
 class StructuralJob:

@@ -102,6 +102,14 @@ def spatial_clusters(grid_xy: torch.Tensor, side: int, k: int) -> torch.Tensor:
     return bx * cols + by
 
 
+def initial_density(cfg: EngineConfig) -> float:
+    """Connection density ``build_network`` creates for this config (before duplicates): the
+    sparsity target that structural plasticity and decay pruning keep (SPEC §6)."""
+    net = cfg.network
+    nnz = net.neurons * net.synapses_per_neuron + net.max_labels * net.population_size * net.readout_fan_in
+    return nnz / float(net.neurons * (net.neurons - 1))
+
+
 def build_network(config: EngineConfig, gen: torch.Generator, device: torch.device) -> NetworkState:
     net, lif = config.network, config.lif
     n = net.neurons
