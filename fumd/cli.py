@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     soak.add_argument("--sample-seconds", type=float, default=10.0)
     soak.add_argument("--seed", type=int, default=0)
     soak.add_argument("--state-dir", type=Path, default=None, help="work directory (default: a new temp dir)")
+    soak.add_argument("--config", type=Path, default=None, help="extra TOML appended to the soak config (e.g. [jobs.*])")
 
     plot = sub.add_parser("plot", help="PNG figures from a state directory (newest checkpoint + history)")
     plot.add_argument("--state-dir", default="./state", type=Path)
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "soak":
             from .soak import run_soak
 
-            print(json.dumps(run_soak(args.cycles, args.neurons, args.switch_every, args.sample_seconds, args.seed, args.state_dir)))
+            print(json.dumps(run_soak(args.cycles, args.neurons, args.switch_every, args.sample_seconds, args.seed, args.state_dir, args.config)))
             return 0
         if args.command == "config":
             from .daemon.config import default_toml

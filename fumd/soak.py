@@ -57,12 +57,16 @@ def _scrape(url: str) -> dict[str, float]:
     return out
 
 
-def run_soak(cycles: int, neurons: int, switch_every: int, sample_seconds: float, seed: int, state_dir: Path | None) -> dict[str, Any]:
+def run_soak(cycles: int, neurons: int, switch_every: int, sample_seconds: float, seed: int, state_dir: Path | None,
+             extra_config: Path | None = None) -> dict[str, Any]:
+    """``extra_config``: TOML appended to the soak's own config (any section but network, metrics,
+    checkpoint), e.g. to try job settings."""
     work = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="fumd-soak-"))
     work.mkdir(parents=True, exist_ok=True)
     state = work / "state"
     config = work / "soak.toml"
-    config.write_text(f"[network]\nneurons = {neurons}\nseed = {seed}\n[metrics]\nport = 0\n[checkpoint]\nevery_seconds = 120.0\n")
+    extra = Path(extra_config).read_text() if extra_config else ""
+    config.write_text(f"[network]\nneurons = {neurons}\nseed = {seed}\n[metrics]\nport = 0\n[checkpoint]\nevery_seconds = 120.0\n" + extra)
     _stream_files(state / "inbox", cycles, switch_every, 64, seed)
     log = open(work / "daemon.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "fumd", "run", "--state-dir", str(state), "--config", str(config)],

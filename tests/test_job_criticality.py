@@ -133,7 +133,7 @@ def test_off_critical_index_raises_inhibition_and_slows_structural():
     out2 = run(job2, engine2)
     assert out2["criticality_index"] < 0.2 and out2["slow_structural"] == 0.0
     assert engine2.state.global_inhibition == 5.0
-    # signed mode (the default): subcritical (tau > 1.7) lowers inhibition instead
+    # signed mode: subcritical (tau > 1.7) lowers inhibition instead
     job3, engine3 = CriticalityJob(CriticalityConfig(min_avalanches=100, inhibition_mode="signed")), fake_engine(1000)
     job3.sizes.extend(np.random.default_rng(0).geometric(0.3, 3000))
     run(job3, engine3)

@@ -58,7 +58,7 @@ NAME = "criticality"
 class CriticalityConfig:
     enabled: bool = True
     every_seconds: float = 60.0
-    every_cycles: int = 500
+    every_cycles: int = 100  # the seed gives none; 500 reacted too slowly to a hot network (docs/mechanisms.md)
     # avalanche detection
     electrodes: int = 64  # recorded neurons (Beggs & Plenz 2003: 60-electrode array)
     bin_steps: int = 0  # 0: automatic, mean inter-event interval of the electrode train
@@ -72,7 +72,7 @@ class CriticalityConfig:
     max_xmin_candidates: int = 100
     target_tau: float = 1.5
     index_threshold: float = 0.2
-    inhibition_mode: str = "signed"  # signed (docs/mechanisms.md) | seed
+    inhibition_mode: str = "seed"  # seed | signed (docs/mechanisms.md)
     inhibition_factor: float = 1.1
     inhibition_max: float = 25.0  # absolute bound on global_inhibition (5x the default 5)
     inhibition_min: float = 1.0  # lower bound, only reached in "signed" mode
