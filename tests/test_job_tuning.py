@@ -154,15 +154,6 @@ def test_config_errors_name_the_key(key, value):
         TuningConfig(eta_min=0.03).validate()
 
 
-def _engine_is_wired() -> bool:
-    from fumd.engine import Engine
-    from tests.conftest import small_config
-
-    e = Engine(small_config())
-    return hasattr(e, "gamma") and all(hasattr(e.sie, w) for w in ("w_td", "w_novelty", "w_habituation", "w_self_benefit"))
-
-
-@pytest.mark.skipif(not _engine_is_wired(), reason="Engine.gamma / SelfImprovementEngine.w_* not wired yet")
 def test_on_the_real_engine():
     from fumd.engine import Engine
     from tests.conftest import small_config
