@@ -30,6 +30,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -441,8 +442,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         wait_for(lambda: status(state).get("phase") == "idle" and status(state).get("queue_depth") == 0
                  and status(state).get("step", 0) >= 201, timeout=120, what="daemon done with its inputs")
         if base is not None:
-            step = status(state)["step"]
-            wait_for(lambda: _value(base, 'fumd_step{job="fumd"}') == step, timeout=30, what="prometheus scraped the last step")
+            # a scrape that began after the daemon went idle (one taken during the last cycle can
+            # already show the final step next to a stale queue depth)
+            idle_since = time.time()
+            wait_for(lambda: (_value(base, 'timestamp(fumd_step{job="fumd"})') or 0) > idle_since + 0.1,
+                     timeout=30, what="prometheus scraped the idle daemon")
         yield {"state": state, "proc": proc, "metrics_url": url, "log": tmp / "state.log", "prometheus": base}
     finally:
         kill(proc, signal.SIGTERM)

@@ -228,7 +228,11 @@ class Daemon:
             self._count_failed_file(rej.name, rej.reason, rej.message)
         for qf in admitted:
             self.log.info("input_admitted", file=qf.name, seq=qf.seq)
-        self.metrics.queue_depth.set(len(self.inbox.queued()) + len(self.inbox.pending_names()))
+        self.metrics.queue_depth.set(self._queue_depth())
+
+    def _queue_depth(self) -> int:
+        """Files not yet processed: inbox + admitted, less those learned and waiting for a checkpoint."""
+        return len(self.inbox.queued()) - len(self.completed) + len(self.inbox.pending_names())
 
     def _open_next(self) -> _OpenFile | None:
         for qf in self.inbox.queued():
@@ -470,7 +474,7 @@ class Daemon:
         self._last_status = now
         self._observe_network()
         self._rate_window = [t for t in self._rate_window if now - t <= 10.0]
-        queue_depth = (len(self.inbox.queued()) - len(self.completed) + len(self.inbox.pending_names())) if hasattr(self, "inbox") else 0
+        queue_depth = self._queue_depth() if hasattr(self, "inbox") else 0
         self.metrics.queue_depth.set(queue_depth)
         engine = self.engine
         status = {
