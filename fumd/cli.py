@@ -22,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--cycles", type=int, default=20)
     bench.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     bench.add_argument("--compile", choices=["off", "auto", "on"], default="off")
+    bench.add_argument("--backend", choices=["auto", "numba", "torch"], default="auto",
+                       help="compiled CPU kernels (numba) or the PyTorch path; auto = numba on CPU")
+    bench.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's default)")
+    bench.add_argument("--warmup", type=int, default=None, help="learning cycles before measuring (default: --cycles)")
     bench.add_argument("--seed", type=int, default=0)
 
     run = sub.add_parser("run", help="run the daemon: learn from every file dropped in STATE_DIR/inbox")
@@ -66,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             from .bench import run_bench
 
-            print(json.dumps(run_bench(args.neurons, args.synapses_per_neuron, args.cycles, args.device, args.compile, args.seed)))
+            print(json.dumps(run_bench(args.neurons, args.synapses_per_neuron, args.cycles, args.device, args.compile, args.seed,
+                                        backend=args.backend, threads=args.threads, warmup=args.warmup)))
             return 0
         if args.command == "run":
             from .daemon.config import load_config

@@ -23,6 +23,7 @@ class NetworkConfig:
     synapses_per_neuron: int = 50  # fan-out; 50 of 1000 = 95 % sparsity
     sigma: float = 5.0  # distance bias exp(-d/sigma) on the virtual 2-D grid
     max_radius_sigmas: float = 6.0  # candidates beyond 6 sigma carry < 2 % of the mass
+    index_order: str = "spatial"  # spatial | random: number E and I neurons along the grid (cache locality)
     init_weight_max: float = 0.3  # U(0, 0.3) excitatory, U(-0.3, 0) inhibitory
     input_size: int = 64  # input neurons, one per input feature
     max_labels: int = 16  # output populations (vocabulary capacity)
@@ -149,7 +150,8 @@ class EngineConfig:
     intrinsic: IntrinsicConfig = field(default_factory=IntrinsicConfig)
     deterministic: bool = False  # True: no wall-clock effect on state (disables SIE time fallback)
     device: str = "auto"  # auto | cpu | cuda
-    compile: str = "off"  # off | auto | on: torch.compile the fused synapse update
+    compile: str = "off"  # off | auto | on: torch.compile the fused synapse update (torch backend)
+    backend: str = "auto"  # auto | numba | torch: compiled CPU kernels (numba) or the PyTorch path
 
     def __post_init__(self) -> None:
         validate(self)
@@ -287,6 +289,7 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("encoder", "normalize"): ("minmax", "clip01"),
     ("stdp", "inh_modulation"): ("reward", "abs_reward", "none"),
     ("learning", "trace_dtype"): ("float16", "float32"),
+    ("network", "index_order"): ("spatial", "random"),
     ("learning", "reward_baseline"): ("none", "global", "action"),
     ("learning", "eta_modulation"): ("magnitude", "signed"),
     ("learning", "readout_window"): ("causal", "full"),
@@ -305,6 +308,8 @@ def validate(config: EngineConfig) -> None:
             raise ConfigError(f"{section}.{key} = {value!r}: allowed values are {', '.join(allowed)}")
     if config.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"device = {config.device!r}: allowed values are auto, cpu, cuda")
+    if config.backend not in ("auto", "numba", "torch"):
+        raise ConfigError(f"backend = {config.backend!r}: allowed values are auto, numba, torch")
     if config.compile not in ("off", "auto", "on"):
         raise ConfigError(f"compile = {config.compile!r}: allowed values are off, auto, on")
     net = config.network

@@ -23,7 +23,8 @@ from .coding.vocabulary import LabelVocabulary
 from .config import EngineConfig
 from .learning.eligibility import update_trace
 from .learning.intrinsic import intrinsic_update, update_rate
-from .learning.modulation import effective_eta, reward_coefficient, synapse_update
+from .compiled import resolve_backend
+from .learning.modulation import UpdateCoefficients, effective_eta, reward_coefficient, synapse_update
 from .learning.readout import ReadoutIndex, normalize_readout, readout_update
 from .learning.stdp import event_updates, make_kernels
 from .network.build import build_network
@@ -99,6 +100,13 @@ class Engine:
         self.reward_baseline = torch.zeros(cfg.network.max_labels, dtype=torch.float64)
         self.readout = ReadoutIndex.build(self.state, cfg.learning.readout_weight_mean)
         self._synapse_update = _maybe_compile(synapse_update, cfg.compile)
+        # numba kernels on CPU (compiled/), or the PyTorch reference path (CUDA, backend = torch)
+        self.backend = resolve_backend(cfg.backend, self.device)
+        self.compiled = None
+        if self.backend == "numba":
+            from .compiled.plasticity import CompiledPlasticity
+
+            self.compiled = CompiledPlasticity(self.kernels)
 
     # -- the cycle --------------------------------------------------------------------------
     def cycle(self, record: Record | Mapping[str, Any]) -> CycleResult:
@@ -120,7 +128,7 @@ class Engine:
                 self.state, input_spikes,
                 dt_ms=cfg.lif.dt_ms, v_rest=cfg.lif.v_rest, v_reset=cfg.lif.v_reset,
                 synaptic_gain=cfg.lif.synaptic_gain, input_current=cfg.lif.input_current,
-                record_events=self.learning_enabled,
+                record_events=self.learning_enabled, backend=self.backend,
             )
         self.last_spikes = spikes
         counts = spikes.counts
@@ -158,7 +166,6 @@ class Engine:
         # STDP -> eligibility traces; only the population that produced the action is eligible
         # among the output neurons (action credit, docs/mechanisms.md); excitatory synapses onto
         # output neurons count only pre-before-post pairs (readout_window = causal, stdp.py)
-        is_inh = spikes.event_pos >= st.n_exc_synapses
         gate = None
         if lc.action_credit:
             gate = torch.ones(st.n, dtype=torch.float32, device=self.device)
@@ -166,33 +173,44 @@ class Engine:
             gate[losers] = 0.0
         if self.readout.structure_version != st.structure_version:  # synapses moved (jobs): re-derive
             self.readout = ReadoutIndex.build(st, lc.readout_weight_mean)
-        causal = self.readout.is_output if lc.readout_window == "causal" else None
-        dw = event_updates(spikes.raster, spikes.event_post, spikes.event_step, is_inh, self.kernels, gate, causal)
-        update_trace(st.e, spikes.event_pos, dw, self.gamma)
-        # reward-modulated weight update with the centred reward delta = R - b (readout.py)
-        delta = self._centred_reward(sie.total_reward, action)
-        boost = lc.novelty_boost if sie.novelty > lc.novelty_boost_threshold else 1.0
-        eta = self.eta * boost
-        mode = lc.eta_modulation
-        coef = reward_coefficient(eta, delta, mode)
-        inh = cfg.stdp.inh_modulation
-        coef_inh = coef if inh == "reward" else reward_coefficient(eta, abs(delta), mode) if inh == "abs_reward" else effective_eta(eta, 0.0)
         ro = self.readout
-        eta_ro = lc.readout_eta * boost * (self.eta / lc.eta if lc.eta > 0 else 1.0)
-        coef_ro = reward_coefficient(eta_ro, delta, mode)
-        has_readout = ro.pos.numel() > 0
-        w_before = torch.index_select(st.w, 0, ro.pos) if has_readout else None
-        if coef != 0.0 or coef_inh != 0.0:
-            self._synapse_update(st.w, st.e, st.persistent, st.n_exc_synapses, coef, coef_inh,
-                                 lc.persistent_eta_scale, lc.w_max)
-        if has_readout and (coef_ro != 0.0 or coef != 0.0):
-            readout_update(st.w, st.e, st.persistent, ro, w_before, coef_ro, lc.persistent_eta_scale, lc.w_max)
-            if lc.readout_normalize:
-                normalize_readout(st.w, ro, lc.w_max)
+        causal = ro.is_output if lc.readout_window == "causal" else None
+        coefs = self._coefficients(sie, action)
+        if self.compiled is not None:
+            self.compiled.learn(st, spikes, counts, gate, causal, ro.is_output, self.gamma, coefs)
+        else:
+            is_inh = spikes.event_pos >= st.n_exc_synapses
+            dw = event_updates(spikes.raster, spikes.event_post, spikes.event_step, is_inh, self.kernels, gate, causal)
+            update_trace(st.e, spikes.event_pos, dw, self.gamma)
+            w_before = torch.index_select(st.w, 0, ro.pos) if coefs.apply_readout else None
+            if coefs.generic:
+                self._synapse_update(st.w, st.e, st.persistent, st.n_exc_synapses, coefs.excitatory, coefs.inhibitory,
+                                     coefs.persistent_scale, coefs.w_max)
+            if coefs.apply_readout:
+                readout_update(st.w, st.e, st.persistent, ro, w_before, coefs.readout, coefs.persistent_scale, coefs.w_max)
+        if coefs.apply_readout and lc.readout_normalize:
+            normalize_readout(st.w, ro, lc.w_max)
         # intrinsic plasticity
         st.rate_ema = update_rate(st.rate_ema, counts, cfg.lif.steps * cfg.lif.dt_ms, cfg.intrinsic.rate_alpha)
         if cfg.intrinsic.enabled:
             st.v_th, st.tau_mem = intrinsic_update(st.rate_ema, st.v_th, st.tau_mem, cfg.intrinsic)
+
+    def _coefficients(self, sie: SIEResult, action: int) -> UpdateCoefficients:
+        """Reward-modulated coefficients with the centred reward ``delta = R - b`` (readout.py)."""
+        cfg, lc = self.config, self.config.learning
+        delta = self._centred_reward(sie.total_reward, action)
+        boost = lc.novelty_boost if sie.novelty > lc.novelty_boost_threshold else 1.0
+        mode = lc.eta_modulation
+        coef = reward_coefficient(self.eta * boost, delta, mode)
+        inh = cfg.stdp.inh_modulation
+        coef_inh = coef if inh == "reward" else reward_coefficient(self.eta * boost, abs(delta), mode) if inh == "abs_reward" else effective_eta(self.eta * boost, 0.0)
+        eta_ro = lc.readout_eta * boost * (self.eta / lc.eta if lc.eta > 0 else 1.0)
+        coef_ro = reward_coefficient(eta_ro, delta, mode)
+        return UpdateCoefficients(
+            excitatory=coef, inhibitory=coef_inh, readout=coef_ro, generic=coef != 0.0 or coef_inh != 0.0,
+            apply_readout=self.readout.pos.numel() > 0 and (coef_ro != 0.0 or coef != 0.0),
+            persistent_scale=lc.persistent_eta_scale, w_max=lc.w_max,
+        )
 
     def _centred_reward(self, reward: float, action: int) -> float:
         """``delta = R - b[a]``, then ``b[a] += alpha (R - b[a])`` (learning.reward_baseline)."""

@@ -23,8 +23,24 @@ often until one population takes every decision (docs/mechanisms.md).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
+
+
+@dataclass(frozen=True)
+class UpdateCoefficients:
+    """This cycle's weight-update coefficients ``eta_eff * delta`` per synapse class, and which
+    updates apply (the generic one when either type's coefficient is non-zero; the readout one
+    when there are readout synapses and their or the excitatory coefficient is non-zero)."""
+
+    excitatory: float
+    inhibitory: float
+    readout: float
+    generic: bool
+    apply_readout: bool
+    persistent_scale: float
+    w_max: float
 
 
 def effective_eta(eta: float, total_reward: float) -> float:

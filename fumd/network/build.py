@@ -1,7 +1,11 @@
 """Network construction, SPEC §1 (seed 002 §5.A.2).
 
 - N LIF neurons, 80 % excitatory; ``tau ~ N(20, 2)`` ms, ``v_th ~ N(-55, 2)`` mV, ``V = v_reset``.
-- Neurons sit on a virtual 2-D grid (side ``ceil(sqrt(N))``, random placement). Each neuron draws
+- Neurons sit on a virtual 2-D grid (side ``ceil(sqrt(N))``, random placement; with
+  ``network.index_order = spatial`` the excitatory and the inhibitory neurons are each numbered in
+  row-major grid order, so that a neuron's targets have nearby indices and the propagation and
+  learning kernels touch a narrow band of each per-neuron array: the same distribution of
+  networks, docs/mechanisms.md). Each neuron draws
   ``K`` distinct targets with probability proportional to ``exp(-d / sigma)`` (``torch.multinomial``
   without replacement, as the seed says), among the grid cells within ``max_radius_sigmas * sigma``
   (the truncated tail holds < 2 % of the mass at 6 sigma), so building costs O(N x radius^2),
@@ -122,6 +126,8 @@ def build_network(config: EngineConfig, gen: torch.Generator, device: torch.devi
     v_th = lif.v_th_mean + lif.v_th_std * torch.randn(n, generator=gen, device=device)
     v_th = v_th.clamp(min=lif.v_rest + 1.0)  # a threshold below rest would fire forever
     cells = torch.randperm(side * side, generator=gen, device=device)[:n]
+    if net.index_order == "spatial":  # same random placement, numbered along the grid (locality)
+        cells = torch.cat([cells[:n_exc].sort().values, cells[n_exc:].sort().values])
     grid_xy = torch.stack([cells // side, cells % side], 1).to(torch.int32)
 
     indptr, col = sample_connectivity(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .lif import LIFStepper, lif_parameters
@@ -27,6 +28,10 @@ class CycleSpikes:
     event_pos: torch.Tensor  # int64 [E] synapse positions, one per (presynaptic spike, out-synapse)
     event_post: torch.Tensor  # int32 [E] postsynaptic neuron of each event
     event_step: torch.Tensor  # int32 [E] step of the presynaptic spike
+    # compiled backend (no event lists): the spikes in time order, step t's neurons are
+    # spike_neurons[step_ptr[t]:step_ptr[t + 1]]
+    step_ptr: torch.Tensor | None = None  # int64 [T + 1]
+    spike_neurons: torch.Tensor | None = None  # int32 [S]
 
     @property
     def counts(self) -> torch.Tensor:
@@ -69,8 +74,16 @@ def simulate_cycle(
     synaptic_gain: float,
     input_current: float,
     record_events: bool = True,
+    backend: str = "torch",
 ) -> CycleSpikes:
-    """Run ``T = input_spikes.shape[0]`` steps on ``state`` (replaces V and last_spikes)."""
+    """Run ``T = input_spikes.shape[0]`` steps on ``state`` (replaces V and last_spikes).
+
+    ``backend = "numba"`` (CPU) computes each step's input current with the compiled
+    ``compiled.propagation.step_current`` (same operations, no event lists: ``record_events`` is
+    then ignored and the events come back empty; the compiled learning reads the raster)."""
+    if backend == "numba":
+        return _simulate_compiled(state, input_spikes, dt_ms=dt_ms, v_rest=v_rest, v_reset=v_reset,
+                                  synaptic_gain=synaptic_gain, input_current=input_current)
     steps, n = input_spikes.shape[0], state.n
     device = state.device
     lif = LIFStepper(lif_parameters(state.tau_mem, state.v_th, v_rest, v_reset), dt_ms)
@@ -142,3 +155,29 @@ def simulate_cycle(
         event_post=ev_post.used(),
         event_step=ev_step.used(),
     )
+
+
+def _simulate_compiled(
+    state: NetworkState, input_spikes: torch.Tensor, *, dt_ms: float, v_rest: float, v_reset: float,
+    synaptic_gain: float, input_current: float,
+) -> CycleSpikes:
+    from ..compiled.propagation import simulate_steps
+
+    steps, n = input_spikes.shape[0], state.n
+    lif = LIFStepper(lif_parameters(state.tau_mem, state.v_th, v_rest, v_reset), dt_ms)
+    drive = input_spikes.to(state.v.dtype) * input_current
+    raster = torch.empty(steps, n, dtype=torch.bool)
+    v = state.v.clone()  # callers may hold the old V (checkpoints); never write into it
+    step_ptr = np.empty(steps + 1, dtype=np.int64)
+    spike_neurons = simulate_steps(
+        v.numpy(), lif.dt_tau_inv.numpy(), float(lif.v_leak), lif.v_th.numpy(), float(lif.v_reset),
+        drive.numpy(), state.input_idx.numpy(), state.last_spikes.numpy(),
+        state.indptr.numpy(), state.col.numpy(), state.w.numpy(), state.n_exc_synapses,
+        float(synaptic_gain), float(state.global_inhibition),
+        raster.numpy(), np.empty(n, dtype=np.float32), np.empty(n, dtype=np.int64),
+        step_ptr, np.empty(max(n, 1024), dtype=np.int32),
+    )
+    state.v, state.last_spikes = v, raster[steps - 1].clone()
+    empty = torch.empty(0, dtype=torch.int32)
+    return CycleSpikes(raster=raster, event_pos=empty.long(), event_post=empty, event_step=empty,
+                       step_ptr=torch.from_numpy(step_ptr), spike_neurons=torch.from_numpy(spike_neurons[: step_ptr[-1]]))

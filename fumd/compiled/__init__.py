@@ -1,0 +1,41 @@
+"""Compiled CPU kernels (numba) for the per-cycle hot path.
+
+Each kernel mirrors a PyTorch function that stays the reference, the CUDA path and the fallback:
+``propagation.step_current`` <- ``network/simulate.py`` (event-driven input current),
+``plasticity`` <- ``learning/stdp.py`` + ``eligibility.py`` + ``modulation.py`` + ``readout.py``.
+They exist because at 50 steps per cycle the PyTorch form pays per-op dispatch and writes event
+lists (positions, targets, steps) that the kernels never materialise (docs/mechanisms.md, "Compiled
+kernels"). ``engine.backend`` chooses: ``auto`` = numba on CPU when it imports, else torch.
+"""
+from __future__ import annotations
+
+import torch
+
+BACKENDS = ("auto", "numba", "torch")
+
+
+def resolve_backend(name: str, device: torch.device) -> str:
+    """``numba`` or ``torch`` for the configured ``name`` on ``device``."""
+    if name == "torch":
+        return "torch"
+    if device.type != "cpu":
+        if name == "numba":
+            raise RuntimeError(f"backend 'numba' runs on the CPU only, not on {device}; use 'auto' or 'torch'")
+        return "torch"
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        if name == "numba":
+            raise
+        return "torch"
+    return "numba"
+
+
+def compiled_threads() -> int:
+    """Threads for the numba kernels: torch's thread count (``torch.set_num_threads``), which
+    they follow, within numba's pool; also sets numba's count for this thread's parallel loops."""
+    import numba
+
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(threads)
+    return threads

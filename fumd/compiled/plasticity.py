@@ -1,0 +1,290 @@
+"""Compiled (numba) form of one cycle's per-synapse learning, SPEC §3 (seed 002 §5.A-§5.B).
+
+Mirrors, operation for operation, the PyTorch reference path of ``Engine._learn``:
+
+1. ``stdp_table``: ``table[t, c, j]`` = weight change of one event at step ``t`` from a
+   presynaptic neuron of type ``c`` (0 excitatory, 1 inhibitory) onto neuron ``j``::
+
+       table[t, 0, j] = gate_j * sum_{u in spikes(j), |u - t| <= D} K_exc(u - t)      (K_causal for readout targets)
+       table[t, 1, j] = gate_j * (sum_{u in spikes(j), |u - t| <= D} K_inh(u - t) + A_i alpha)
+
+   exactly ``learning/stdp.py::event_updates``' table (sums in float64, rounded once), laid out
+   ``[T, 2, N]`` so that the events of one presynaptic spike read one contiguous row.
+2. ``update_synapses``: one pass over every synapse, rows in parallel (each synapse is written
+   by its own row only, so the result does not depend on the thread count)::
+
+       s_k   = sum_{t in spikes(pre(k))} table[t, c(k), post(k)]          (STDP of this cycle)
+       e_k  <- gamma e_k + s_k                                            (eligibility.py)
+       w_k  <- clip(w_k + coef_c * scale_k * e_k, sign range of c)        (modulation.py)
+       w_k  <- clip(w_k + coef_readout * e_k * scale_k, 0, w_max)          for readout synapses (readout.py)
+
+   with ``scale_k = persistent_eta_scale`` on persistent synapses. A float16 trace is summed in
+   float32 and rounded once per cycle, as in ``update_trace``.
+
+Instead of the reference's per-event lists (positions, targets, steps: 16 bytes per event written
+and read again) and its synapse-sized float32 accumulator, the kernels read the cycle's spike list
+and walk the rows of the neurons that spiked: memory traffic per cycle ~ events x 4 bytes (the table
+row is cache-resident) + synapses x 11 bytes.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numba
+import numpy as np
+import torch
+from numba import prange
+
+from . import compiled_threads
+from .floats import fma, half_bits, half_value
+
+if TYPE_CHECKING:
+    from ..learning.modulation import UpdateCoefficients
+    from ..learning.stdp import STDPKernels
+    from ..network.simulate import CycleSpikes
+    from ..network.state import NetworkState
+
+
+@numba.njit(cache=True, nogil=True)
+def spike_lists(
+    counts: np.ndarray, step_ptr: np.ndarray, spike_neurons: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Per-neuron spike steps, ascending: CSR ``(ptr [N+1], steps [S])``, and the neurons that
+    spiked (``active``, ascending), from the cycle's spikes in time order (``simulate_steps``)."""
+    n = counts.shape[0]
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    n_active = 0
+    for j in range(n):
+        ptr[j + 1] = ptr[j] + counts[j]
+        n_active += counts[j] > 0
+    active = np.empty(n_active, dtype=np.int64)
+    a = 0
+    for j in range(n):
+        if counts[j] > 0:
+            active[a] = j
+            a += 1
+    fill = ptr[:-1].copy()
+    times = np.empty(ptr[n], dtype=np.int32)
+    for t in range(step_ptr.shape[0] - 1):
+        for s in range(step_ptr[t], step_ptr[t + 1]):
+            j = spike_neurons[s]
+            times[fill[j]] = t
+            fill[j] += 1
+    return ptr, times, active
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def stdp_table(
+    ptr: np.ndarray, times: np.ndarray, active: np.ndarray, kernels: np.ndarray,
+    causal: np.ndarray, use_causal: bool, inh_offset: float, gate: np.ndarray, use_gate: bool, table: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Fill ``table`` (float32 [T, 2, N]); ``kernels`` (float64 [3, 2D + 1]: excitatory,
+    inhibitory, causal) are indexed ``D + (u - t)``.
+
+    Every column first gets the rows of a neuron without spikes, (0, offset) x gate; then each
+    neuron that spiked adds its kernels around its spikes in a float64 column (exact for float32
+    kernel values, rounded once) and writes it. Blocks of neurons run in parallel."""
+    steps, n = table.shape[0], table.shape[2]
+    d_max = (kernels.shape[1] - 1) // 2
+    off = np.float32(inh_offset)
+    for t in prange(steps):
+        r_exc, r_inh = table[t, 0], table[t, 1]
+        r_exc[:] = np.float32(0.0)
+        if use_gate:
+            for j in range(n):
+                r_inh[j] = off * gate[j]
+        else:
+            r_inh[:] = off
+    block = 512
+    for b in prange((active.shape[0] + block - 1) // block):
+        acc = np.empty((2, steps))
+        for a in range(b * block, min((b + 1) * block, active.shape[0])):
+            j = active[a]
+            exc = 2 if use_causal and causal[j] else 0
+            acc[:] = 0.0
+            for q in range(ptr[j], ptr[j + 1]):
+                u = times[q]
+                for t in range(max(0, u - d_max), min(steps, u + d_max + 1)):
+                    acc[0, t] += kernels[exc, u - t + d_max]
+                    acc[1, t] += kernels[1, u - t + d_max]
+            g = gate[j] if use_gate else np.float32(1.0)
+            for t in range(steps):
+                x_exc = np.float32(acc[0, t])
+                x_inh = np.float32(acc[1, t]) + off
+                if use_gate:
+                    x_exc = x_exc * g
+                    x_inh = x_inh * g
+                table[t, 0, j] = x_exc
+                table[t, 1, j] = x_inh
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def stdp_sums(
+    step_ptr: np.ndarray, spike_neurons: np.ndarray, active: np.ndarray, indptr: np.ndarray, col: np.ndarray,
+    n_exc_synapses: int, table: np.ndarray, half_trace: bool, e32: np.ndarray, gamma: float, acc: np.ndarray,
+) -> np.ndarray:  # pragma: no cover - compiled
+    """This cycle's STDP per synapse of every row that spiked, summed in time order.
+
+    Row ``active[a]``'s synapses get ``acc[slot:slot + fan-out]`` (``slot`` returned, int64 [N],
+    -1 for rows that did not spike): ``0 + dw_1 + dw_2 ...`` for a float16 trace,
+    ``gamma e + dw_1 + ...`` for a float32 one (``eligibility.update_trace``'s two orders).
+    Steps run in order and the rows of one step in parallel, so each table row
+    ``table[t]`` (4N bytes per type) stays in cache while it is read."""
+    n = indptr.shape[0] - 1
+    slot = np.full(n, -1, dtype=np.int64)
+    offset = 0
+    for a in range(active.shape[0]):
+        i = active[a]
+        slot[i] = offset
+        offset += indptr[i + 1] - indptr[i]
+    g = np.float32(gamma)
+    for a in prange(active.shape[0]):
+        i = active[a]
+        first, base = indptr[i], slot[i]
+        if half_trace:
+            acc[base : base + indptr[i + 1] - first] = np.float32(0.0)
+        else:
+            for k in range(indptr[i + 1] - first):
+                acc[base + k] = e32[first + k] * g
+    for t in range(step_ptr.shape[0] - 1):
+        for s in prange(step_ptr[t], step_ptr[t + 1]):
+            i = spike_neurons[s]
+            first, last, base = indptr[i], indptr[i + 1], slot[i]
+            row = table[t, 1 if first >= n_exc_synapses else 0]
+            for k in range(last - first):
+                acc[base + k] += row[col[first + k]]
+    return slot
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def update_synapses(
+    indptr: np.ndarray, slot: np.ndarray, acc: np.ndarray, scratch: np.ndarray,
+    half_trace: bool, e16: np.ndarray, e32: np.ndarray,
+    w: np.ndarray, persistent: np.ndarray, col: np.ndarray, is_output: np.ndarray, readout_rows: np.ndarray,
+    n_exc_synapses: int, gamma: float, generic: bool, coef_exc: float, coef_inh: float, readout: bool,
+    coef_readout: float, persistent_scale: float, w_max: float,
+) -> None:  # pragma: no cover - compiled
+    """Eligibility traces -> reward-modulated weights, in place, one pass over every synapse
+    (rows in parallel; see module doc). ``readout_rows`` (bool [N]) marks rows with a synapse onto
+    an output neuron: only those test ``is_output[col[k]]``, the others run a branch-free loop.
+    ``scratch`` is float32 [threads, max fan-out]: one row's traces, per thread."""
+    n = indptr.shape[0] - 1
+    g = np.float32(gamma)
+    c_exc = np.float32(coef_exc)
+    c_inh = np.float32(coef_inh)
+    c_ro = np.float32(coef_readout)
+    ps = np.float32(persistent_scale)
+    scaled = ps != np.float32(1.0)
+    hi = np.float32(w_max)
+    zero = np.float32(0.0)
+    for i in prange(n):
+        first, last = indptr[i], indptr[i + 1]
+        m = last - first
+        if m == 0:
+            continue
+        base = slot[i]
+        trace = scratch[numba.get_thread_id()]
+        # row views: simple indices let the compiler vectorise the loops below
+        wr, pr = w[first:last], persistent[first:last]
+        if half_trace:  # e <- fp16(acc.add_(e, alpha=gamma)), rounded once
+            eh = e16[first:last]
+            if base >= 0:
+                sums = acc[base : base + m]
+                for k in range(m):
+                    bits = half_bits(fma(g, half_value(eh[k]), sums[k]))
+                    eh[k] = bits
+                    trace[k] = half_value(bits)
+            else:
+                for k in range(m):
+                    bits = half_bits(fma(g, half_value(eh[k]), zero))
+                    eh[k] = bits
+                    trace[k] = half_value(bits)
+        else:
+            er = e32[first:last]
+            if base >= 0:
+                er[:] = acc[base : base + m]
+            else:
+                for k in range(m):
+                    er[k] = er[k] * g
+            trace[:m] = er
+        # weights: w.add_(delta, alpha=coef).clamp_(sign range) (one rounding: fma)
+        if first >= n_exc_synapses:
+            if generic:
+                for k in range(m):
+                    delta = trace[k] * ps if scaled and pr[k] else trace[k]
+                    wr[k] = min(max(fma(c_inh, delta, wr[k]), -hi), zero)
+        elif readout and readout_rows[i]:
+            cols = col[first:last]
+            for k in range(m):
+                if is_output[cols[k]]:  # readout.readout_update: (e * coef) * scale
+                    delta = trace[k] * c_ro
+                    if scaled and pr[k]:
+                        delta = delta * ps
+                    wr[k] = min(max(wr[k] + delta, zero), hi)
+                elif generic:
+                    delta = trace[k] * ps if scaled and pr[k] else trace[k]
+                    wr[k] = min(max(fma(c_exc, delta, wr[k]), zero), hi)
+        elif generic:
+            for k in range(m):
+                delta = trace[k] * ps if scaled and pr[k] else trace[k]
+                wr[k] = min(max(fma(c_exc, delta, wr[k]), zero), hi)
+
+
+class CompiledPlasticity:
+    """Thin stateful wrapper: numpy views of the state, reused buffers, the thread count."""
+
+    def __init__(self, kernels: STDPKernels):
+        causal = kernels.causal if kernels.causal is not None else kernels.excitatory
+        self.kernels = torch.stack([kernels.excitatory, kernels.inhibitory, causal]).double().cpu().numpy()
+        self.inh_offset = float(kernels.inhibitory_offset)
+        self.table = np.empty((0, 2, 0), dtype=np.float32)
+        self.acc = np.empty(0, dtype=np.float32)
+        self.no_gate = np.ones(1, dtype=np.float32)
+        self.structure_version = -1  # of the derived arrays below
+        self.scratch = np.empty((numba.config.NUMBA_NUM_THREADS, 1), dtype=np.float32)
+        self.readout_rows = np.zeros(0, dtype=np.bool_)
+
+    def learn(
+        self, state: NetworkState, spikes: CycleSpikes, counts: torch.Tensor, gate: torch.Tensor | None,
+        causal: torch.Tensor | None, readout_targets: torch.Tensor, gamma: float, coefs: UpdateCoefficients,
+    ) -> None:
+        """One cycle of STDP -> traces -> weights on ``state`` (CPU tensors, updated in place).
+
+        ``spikes`` must come from the compiled simulation (its spike list); ``gate`` (float32 [N])
+        and ``causal`` (bool [N]) as in ``stdp.event_updates``; ``readout_targets`` (bool [N])
+        marks the output neurons whose excitatory in-synapses are readout synapses."""
+        compiled_threads()
+        steps, n = spikes.raster.shape
+        if self.structure_version != state.structure_version or self.readout_rows.shape[0] != n:
+            self._derive(state, readout_targets)
+        if self.table.shape != (steps, 2, n):
+            self.table = np.empty((steps, 2, n), dtype=np.float32)
+        indptr, col = state.indptr.numpy(), state.col.numpy()
+        ptr, times, active = spike_lists(counts.numpy(), spikes.step_ptr.numpy(), spikes.spike_neurons.numpy())
+        is_output = causal.numpy() if causal is not None else np.zeros(n, dtype=np.bool_)
+        stdp_table(ptr, times, active, self.kernels, is_output, causal is not None,
+                   self.inh_offset, gate.numpy() if gate is not None else self.no_gate, gate is not None, self.table)
+        half = state.e.dtype == torch.float16
+        e = state.e.numpy()
+        e16 = e.view(np.uint16) if half else np.empty(0, dtype=np.uint16)
+        e32 = e if not half else np.empty(0, dtype=np.float32)
+        degree = indptr[1:] - indptr[:-1]
+        need = int(degree[active].sum())
+        if self.acc.shape[0] < need:
+            self.acc = np.empty(max(need, 2 * self.acc.shape[0]), dtype=np.float32)
+        slot = stdp_sums(spikes.step_ptr.numpy(), spikes.spike_neurons.numpy(), active, indptr, col,
+                         state.n_exc_synapses, self.table, half, e32, gamma, self.acc)
+        update_synapses(indptr, slot, self.acc, self.scratch, half, e16, e32, state.w.numpy(), state.persistent.numpy(),
+                        col, readout_targets.numpy(), self.readout_rows, state.n_exc_synapses, gamma,
+                        coefs.generic, coefs.excitatory, coefs.inhibitory, coefs.apply_readout, coefs.readout,
+                        coefs.persistent_scale, coefs.w_max)
+
+    def _derive(self, state: NetworkState, readout_targets: torch.Tensor) -> None:
+        """Arrays that depend on the structure only: per-thread scratch rows, readout rows."""
+        degree = state.indptr[1:] - state.indptr[:-1]
+        fan_out = int(degree.max()) if degree.numel() else 1
+        self.scratch = np.empty((numba.config.NUMBA_NUM_THREADS, max(fan_out, 1)), dtype=np.float32)
+        onto_output = readout_targets[state.col.long()].to(torch.int64)
+        per_row = torch.zeros(state.n, dtype=torch.int64).index_add_(0, torch.repeat_interleave(torch.arange(state.n), degree), onto_output)
+        self.readout_rows = (per_row > 0).numpy()
+        self.structure_version = state.structure_version
