@@ -110,7 +110,8 @@ def test_silent_neurons_follow_their_old_cluster():
     new = engine.state.cluster.numpy()
     for i in np.nonzero(silent)[0]:
         mates = (old == old[i]) & ~silent
-        assert new[i] == np.bincount(new[mates], minlength=engine.state.n_clusters).argmax()
+        votes = np.bincount(new[mates], minlength=engine.state.n_clusters)
+        assert votes[new[i]] == votes.max()  # the majority of its old mates (any of tied ones)
 
 
 def test_assign_silent_grid_fallback():

@@ -9,6 +9,8 @@ kernels"). ``engine.backend`` chooses: ``auto`` = numba on CPU when it imports, 
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 BACKENDS = ("auto", "numba", "torch")
@@ -22,11 +24,12 @@ def resolve_backend(name: str, device: torch.device) -> str:
         if name == "numba":
             raise RuntimeError(f"backend 'numba' runs on the CPU only, not on {device}; use 'auto' or 'torch'")
         return "torch"
-    try:
-        import numba  # noqa: F401
-    except ImportError:
+    try:  # importing compiles nothing yet, but checks numba and its cache directory
+        from . import plasticity, propagation  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - numba missing or unusable: the PyTorch path always works
         if name == "numba":
             raise
+        warnings.warn(f"numba kernels unavailable ({type(exc).__name__}: {exc}); using the PyTorch path", RuntimeWarning, stacklevel=2)
         return "torch"
     return "numba"
 
