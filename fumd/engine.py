@@ -251,6 +251,8 @@ class Engine:
         if "learning.reward_baseline" in data:
             self.reward_baseline = torch.as_tensor(data["learning.reward_baseline"], dtype=torch.float64).cpu().clone()
         self.readout = ReadoutIndex.build(self.state, self.config.learning.readout_weight_mean)
+        if self.compiled is not None:  # its derived arrays described the replaced structure
+            self.compiled.invalidate()
         self.steps_done = int(data["steps_done"])
 
 

@@ -61,3 +61,16 @@ def test_vocabulary_grows_to_capacity():
     with pytest.raises(VocabularyFullError, match="vocabulary is full"):
         v.add("c")
     assert v.name(1) == "b" and v.name(5) == "action_5"
+
+
+def test_refractory_numpy_path_equals_torch_path():
+    """The CPU (NumPy) form of the dead-time loop gives the same spikes and clocks as the torch one."""
+    from fumd.coding.encoder import refractory_numpy, refractory_torch
+
+    g = torch.Generator().manual_seed(11)
+    candidates = torch.rand(50, 300, generator=g) < 0.4
+    since = torch.randint(0, 8, (300,), generator=g)
+    a_spikes, a_since = refractory_torch(candidates, since, 5.0)
+    b_spikes, b_since = refractory_numpy(candidates, since, 5.0)
+    assert torch.equal(a_spikes, b_spikes) and torch.equal(a_since, b_since)
+    assert 0 < int(a_spikes.sum()) < int(candidates.sum())  # the dead time removed some

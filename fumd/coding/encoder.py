@@ -46,14 +46,34 @@ def poisson_refractory(
     ref_steps = refractory_ms / dt_ms
     p = (lam / (1.0 - lam * max(ref_steps - 1.0, 0.0)).clamp(min=1e-6)).clamp(max=1.0)
     draws = torch.rand(rates_hz.shape, generator=gen, device=rates_hz.device, dtype=rates_hz.dtype)
-    spikes = torch.zeros(rates_hz.shape, dtype=torch.bool, device=rates_hz.device)
+    candidates = draws < p
+    if rates_hz.device.type == "cpu":  # the same loop in NumPy: ~10x less per-step overhead
+        return refractory_numpy(candidates, since_spike, ref_steps)
+    return refractory_torch(candidates, since_spike, ref_steps)
+
+
+def refractory_torch(candidates: torch.Tensor, since_spike: torch.Tensor, ref_steps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep the candidate spikes [T, n] that come ``ref_steps`` or more after the previous spike."""
+    spikes = torch.zeros(candidates.shape, dtype=torch.bool, device=candidates.device)
     since = since_spike.clone()
-    for t in range(steps):
+    for t in range(candidates.shape[0]):
         since += 1
-        s = (draws[t] < p[t]) & (since >= ref_steps)
+        s = candidates[t] & (since >= ref_steps)
         spikes[t] = s
         since = torch.where(s, torch.zeros_like(since), since)
     return spikes, since
+
+
+def refractory_numpy(candidates: torch.Tensor, since_spike: torch.Tensor, ref_steps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``refractory_torch`` for CPU tensors, in NumPy."""
+    spikes = candidates.numpy().copy()
+    since = since_spike.numpy().copy()
+    for t in range(spikes.shape[0]):
+        since += 1
+        row = spikes[t]
+        row &= since >= ref_steps
+        since[row] = 0
+    return torch.from_numpy(spikes), torch.from_numpy(since)
 
 
 class RateEncoder:

@@ -122,14 +122,16 @@ def stdp_table(
 def stdp_sums(
     step_ptr: np.ndarray, spike_neurons: np.ndarray, active: np.ndarray, indptr: np.ndarray, col: np.ndarray,
     n_exc_synapses: int, table: np.ndarray, half_trace: bool, e32: np.ndarray, gamma: float, acc: np.ndarray,
+    parts: int,
 ) -> np.ndarray:  # pragma: no cover - compiled
     """This cycle's STDP per synapse of every row that spiked, summed in time order.
 
     Row ``active[a]``'s synapses get ``acc[slot:slot + fan-out]`` (``slot`` returned, int64 [N],
     -1 for rows that did not spike): ``0 + dw_1 + dw_2 ...`` for a float16 trace,
     ``gamma e + dw_1 + ...`` for a float32 one (``eligibility.update_trace``'s two orders).
-    Steps run in order and the rows of one step in parallel, so each table row
-    ``table[t]`` (4N bytes per type) stays in cache while it is read."""
+    Each thread owns a range of rows and runs through the steps in order, so the table row
+    ``table[t]`` (4N bytes per type) it reads stays in cache, and each row's sums are in time
+    order whatever the thread count."""
     n = indptr.shape[0] - 1
     slot = np.full(n, -1, dtype=np.int64)
     offset = 0
@@ -146,13 +148,17 @@ def stdp_sums(
         else:
             for k in range(indptr[i + 1] - first):
                 acc[base + k] = e32[first + k] * g
-    for t in range(step_ptr.shape[0] - 1):
-        for s in prange(step_ptr[t], step_ptr[t + 1]):
-            i = spike_neurons[s]
-            first, last, base = indptr[i], indptr[i + 1], slot[i]
-            row = table[t, 1 if first >= n_exc_synapses else 0]
-            for k in range(last - first):
-                acc[base + k] += row[col[first + k]]
+    for p in prange(parts):  # one parallel region; each thread owns a range of presynaptic rows
+        lo, hi = p * n // parts, (p + 1) * n // parts
+        for t in range(step_ptr.shape[0] - 1):
+            for s in range(step_ptr[t], step_ptr[t + 1]):
+                i = spike_neurons[s]
+                if i < lo or i >= hi:
+                    continue
+                first, last, base = indptr[i], indptr[i + 1], slot[i]
+                row = table[t, 1 if first >= n_exc_synapses else 0]
+                for k in range(last - first):
+                    acc[base + k] += row[col[first + k]]
     return slot
 
 
@@ -253,7 +259,7 @@ class CompiledPlasticity:
         ``spikes`` must come from the compiled simulation (its spike list); ``gate`` (float32 [N])
         and ``causal`` (bool [N]) as in ``stdp.event_updates``; ``readout_targets`` (bool [N])
         marks the output neurons whose excitatory in-synapses are readout synapses."""
-        compiled_threads()
+        threads = compiled_threads()
         steps, n = spikes.raster.shape
         if self.structure_version != state.structure_version or self.readout_rows.shape[0] != n:
             self._derive(state, readout_targets)
@@ -273,11 +279,15 @@ class CompiledPlasticity:
         if self.acc.shape[0] < need:
             self.acc = np.empty(max(need, 2 * self.acc.shape[0]), dtype=np.float32)
         slot = stdp_sums(spikes.step_ptr.numpy(), spikes.spike_neurons.numpy(), active, indptr, col,
-                         state.n_exc_synapses, self.table, half, e32, gamma, self.acc)
+                         state.n_exc_synapses, self.table, half, e32, gamma, self.acc, threads)
         update_synapses(indptr, slot, self.acc, self.scratch, half, e16, e32, state.w.numpy(), state.persistent.numpy(),
                         col, readout_targets.numpy(), self.readout_rows, state.n_exc_synapses, gamma,
                         coefs.generic, coefs.excitatory, coefs.inhibitory, coefs.apply_readout, coefs.readout,
                         coefs.persistent_scale, coefs.w_max)
+
+    def invalidate(self) -> None:
+        """Forget the derived arrays (the state was replaced, e.g. by a checkpoint)."""
+        self.structure_version = -1
 
     def _derive(self, state: NetworkState, readout_targets: torch.Tensor) -> None:
         """Arrays that depend on the structure only: per-thread scratch rows, readout rows."""

@@ -12,6 +12,7 @@ rows are written by the LIF step itself, and the per-step scratch vectors are re
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,14 +34,16 @@ class CycleSpikes:
     step_ptr: torch.Tensor | None = None  # int64 [T + 1]
     spike_neurons: torch.Tensor | None = None  # int32 [S]
 
-    @property
+    @functools.cached_property
     def counts(self) -> torch.Tensor:
-        """Spikes per neuron in this cycle (int64 [N])."""
+        """Spikes per neuron in this cycle (int64 [N]); from the spike list when there is one."""
+        if self.spike_neurons is not None:
+            return torch.bincount(self.spike_neurons, minlength=self.raster.shape[1])
         return self.raster.sum(0)
 
     @property
     def total(self) -> int:
-        return int(self.raster.sum())
+        return int(self.step_ptr[-1]) if self.step_ptr is not None else int(self.raster.sum())
 
 
 class _Growing:
