@@ -37,6 +37,7 @@ from numba import prange
 
 from . import compiled_threads
 from .floats import fma, half_bits, half_value
+from .memory import AHEAD, prefetch
 
 if TYPE_CHECKING:
     from ..learning.modulation import UpdateCoefficients
@@ -151,10 +152,16 @@ def stdp_sums(
     for p in prange(parts):  # one parallel region; each thread owns a range of presynaptic rows
         lo, hi = p * n // parts, (p + 1) * n // parts
         for t in range(step_ptr.shape[0] - 1):
-            for s in range(step_ptr[t], step_ptr[t + 1]):
+            end = step_ptr[t + 1]
+            for s in range(step_ptr[t], end):
                 i = spike_neurons[s]
                 if i < lo or i >= hi:
                     continue
+                if s + AHEAD < end:  # start loading a row a few spikes on (see memory.py)
+                    ahead = spike_neurons[s + AHEAD]
+                    if lo <= ahead < hi:
+                        prefetch(col, indptr[ahead])
+                        prefetch(acc, slot[ahead])
                 first, last, base = indptr[i], indptr[i + 1], slot[i]
                 row = table[t, 1 if first >= n_exc_synapses else 0]
                 for k in range(last - first):

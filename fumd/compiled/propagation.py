@@ -18,6 +18,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .memory import AHEAD, prefetch
+
 
 @numba.njit(cache=True, nogil=True)
 def simulate_steps(
@@ -50,6 +52,10 @@ def simulate_steps(
         for a in range(input_idx.shape[0]):
             current[input_idx[a]] = drive_t[a]
         for s in range(n_spiking):
+            if s + AHEAD < n_spiking:  # the row AHEAD spikes on: start loading it now
+                ahead = indptr[spiking[s + AHEAD]]
+                prefetch(col, ahead)
+                prefetch(w, ahead)
             i = spiking[s]
             first, last = indptr[i], indptr[i + 1]
             cols, ws = col[first:last], w[first:last]
