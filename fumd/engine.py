@@ -239,6 +239,8 @@ class Engine:
 
     def load_state_dict(self, data: Mapping[str, Any]) -> None:
         net = {k.split(".", 1)[1]: v for k, v in data.items() if k.startswith("network.")}
+        same_structure = all(torch.equal(getattr(self.state, k).cpu(), torch.as_tensor(net[k]).cpu())
+                             for k in ("indptr", "col", "output_idx") if k in net)
         for key, value in net.items():
             current = getattr(self.state, key)
             setattr(self.state, key, value.to(self.device) if torch.is_tensor(value) else type(current)(value))
@@ -251,7 +253,7 @@ class Engine:
         if "learning.reward_baseline" in data:
             self.reward_baseline = torch.as_tensor(data["learning.reward_baseline"], dtype=torch.float64).cpu().clone()
         self.readout = ReadoutIndex.build(self.state, self.config.learning.readout_weight_mean)
-        if self.compiled is not None:  # its derived arrays described the replaced structure
+        if self.compiled is not None and not same_structure:  # its derived arrays described the old one
             self.compiled.invalidate()
         self.steps_done = int(data["steps_done"])
 

@@ -10,6 +10,7 @@ import torch
 
 from fumd.compiled import resolve_backend
 from fumd.compiled.floats import HAS_F16C, narrow, narrow_software, widen
+from fumd.compiled.plasticity import rows_onto
 from fumd.config import EngineConfig
 from fumd.engine import Engine, states_equal
 from fumd.network.build import build_network
@@ -156,3 +157,32 @@ def test_compiled_learning_after_a_structure_change_and_across_thread_counts() -
     assert ref.state.structure_version > 0
     assert states_equal(ref.state_dict(), one.state_dict())
     assert states_equal(one.state_dict(), two.state_dict())
+
+
+def test_loading_a_state_with_another_structure_rederives_the_kernel_arrays() -> None:
+    """Two engines that added different synapses (same structure_version, same count): loading
+    one's state into the other must not reuse row data derived from the old structure."""
+    cfg = EngineConfig().replace(network={"neurons": 1200, "seed": 7, "synapses_per_neuron": 60}, device="cpu",
+                                 deterministic=True, backend="numba")
+    rng = np.random.default_rng(2)
+    inputs = [{"x": rng.random(cfg.network.input_size).tolist(), "label": str(i % 4)} for i in range(12)]
+    engines = []
+    for seed in (1, 2):
+        engine = Engine(cfg)
+        g = torch.Generator().manual_seed(seed)
+        pre = torch.randperm(engine.state.n_exc, generator=g)[:200]
+        post = engine.state.output_idx.reshape(-1)[torch.randint(0, 40, (200,), generator=g)]
+        assert add_synapses_to_state(engine.state, pre, post, torch.full((200,), 0.05)) > 150
+        for record in inputs[:4]:
+            engine.cycle(record)
+        engines.append(engine)
+    a, b = engines
+    assert a.state.structure_version == b.state.structure_version
+    b.load_state_dict({k: v.clone() if torch.is_tensor(v) else v for k, v in a.state_dict().items()})
+    for record in inputs[4:]:
+        a.cycle(record)
+        b.cycle(record)
+    assert states_equal(a.state_dict(), b.state_dict())
+    st = b.state
+    assert np.array_equal(b.compiled.readout_rows, rows_onto(st.indptr.numpy(), st.col.numpy(), b.readout.is_output.numpy()))
+    assert b.compiled.scratch.shape[1] >= int((st.indptr[1:] - st.indptr[:-1]).max())

@@ -243,6 +243,19 @@ def update_synapses(
                 wr[k] = min(max(fma(c_exc, delta, wr[k]), zero), hi)
 
 
+@numba.njit(cache=True, nogil=True)
+def rows_onto(indptr: np.ndarray, col: np.ndarray, targets: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """bool [N]: rows with at least one synapse onto a neuron marked in ``targets``."""
+    n = indptr.shape[0] - 1
+    out = np.zeros(n, dtype=np.bool_)
+    for i in range(n):
+        for k in range(indptr[i], indptr[i + 1]):
+            if targets[col[k]]:
+                out[i] = True
+                break
+    return out
+
+
 class CompiledPlasticity:
     """Thin stateful wrapper: numpy views of the state, reused buffers, the thread count."""
 
@@ -282,6 +295,8 @@ class CompiledPlasticity:
         e16 = e.view(np.uint16) if half else np.empty(0, dtype=np.uint16)
         e32 = e if not half else np.empty(0, dtype=np.float32)
         degree = indptr[1:] - indptr[:-1]
+        if n and int(degree.max()) > self.scratch.shape[1]:  # the kernels do not bounds-check
+            raise RuntimeError("synapse structure changed without a structure_version bump")
         need = int(degree[active].sum())
         if self.acc.shape[0] < need:
             self.acc = np.empty(max(need, 2 * self.acc.shape[0]), dtype=np.float32)
@@ -301,7 +316,5 @@ class CompiledPlasticity:
         degree = state.indptr[1:] - state.indptr[:-1]
         fan_out = int(degree.max()) if degree.numel() else 1
         self.scratch = np.empty((numba.config.NUMBA_NUM_THREADS, max(fan_out, 1)), dtype=np.float32)
-        onto_output = readout_targets[state.col.long()].to(torch.int64)
-        per_row = torch.zeros(state.n, dtype=torch.int64).index_add_(0, torch.repeat_interleave(torch.arange(state.n), degree), onto_output)
-        self.readout_rows = (per_row > 0).numpy()
+        self.readout_rows = rows_onto(state.indptr.numpy(), state.col.numpy(), readout_targets.numpy())
         self.structure_version = state.structure_version
