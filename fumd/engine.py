@@ -177,7 +177,7 @@ class Engine:
         causal = ro.is_output if lc.readout_window == "causal" else None
         coefs = self._coefficients(sie, action)
         if self.compiled is not None:
-            self.compiled.learn(st, spikes, counts, gate, causal, ro.is_output, self.gamma, coefs)
+            self.compiled.learn(st, spikes, counts, gate, causal, ro.pos, self.gamma, coefs)
         else:
             is_inh = spikes.event_pos >= st.n_exc_synapses
             dw = event_updates(spikes.raster, spikes.event_post, spikes.event_step, is_inh, self.kernels, gate, causal)
@@ -239,8 +239,6 @@ class Engine:
 
     def load_state_dict(self, data: Mapping[str, Any]) -> None:
         net = {k.split(".", 1)[1]: v for k, v in data.items() if k.startswith("network.")}
-        same_structure = all(torch.equal(getattr(self.state, k).cpu(), torch.as_tensor(net[k]).cpu())
-                             for k in ("indptr", "col", "output_idx") if k in net)
         for key, value in net.items():
             current = getattr(self.state, key)
             setattr(self.state, key, value.to(self.device) if torch.is_tensor(value) else type(current)(value))
@@ -253,8 +251,6 @@ class Engine:
         if "learning.reward_baseline" in data:
             self.reward_baseline = torch.as_tensor(data["learning.reward_baseline"], dtype=torch.float64).cpu().clone()
         self.readout = ReadoutIndex.build(self.state, self.config.learning.readout_weight_mean)
-        if self.compiled is not None and not same_structure:  # its derived arrays described the old one
-            self.compiled.invalidate()
         self.steps_done = int(data["steps_done"])
 
 

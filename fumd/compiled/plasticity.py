@@ -171,23 +171,18 @@ def stdp_sums(
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def update_synapses(
-    indptr: np.ndarray, slot: np.ndarray, acc: np.ndarray, scratch: np.ndarray,
-    half_trace: bool, e16: np.ndarray, e32: np.ndarray,
-    w: np.ndarray, persistent: np.ndarray, col: np.ndarray, is_output: np.ndarray, readout_rows: np.ndarray,
-    n_exc_synapses: int, gamma: float, generic: bool, coef_exc: float, coef_inh: float, readout: bool,
-    coef_readout: float, persistent_scale: float, w_max: float,
+    indptr: np.ndarray, slot: np.ndarray, acc: np.ndarray,
+    half_trace: bool, e16: np.ndarray, e32: np.ndarray, w: np.ndarray, persistent: np.ndarray,
+    n_exc_synapses: int, gamma: float, generic: bool, coef_exc: float, coef_inh: float,
+    persistent_scale: float, w_max: float,
 ) -> None:  # pragma: no cover - compiled
-    """Eligibility traces -> reward-modulated weights, in place, one pass over every synapse
-    (rows in parallel; see module doc). ``readout_rows`` (bool [N]) marks rows with a synapse onto
-    an output neuron: only those test ``is_output[col[k]]``, the others run a branch-free loop.
-    ``scratch`` is float32 [threads, max fan-out]: one row's traces, per thread."""
+    """Eligibility traces -> reward-modulated weights of every synapse, in place, rows in
+    parallel (module doc; the readout synapses are redone by ``readout_update`` afterwards, as in
+    the PyTorch path). Each row is one branch-free loop the compiler can vectorise."""
     n = indptr.shape[0] - 1
     g = np.float32(gamma)
-    c_exc = np.float32(coef_exc)
-    c_inh = np.float32(coef_inh)
-    c_ro = np.float32(coef_readout)
     ps = np.float32(persistent_scale)
-    scaled = ps != np.float32(1.0)
+    one = np.float32(1.0)
     hi = np.float32(w_max)
     zero = np.float32(0.0)
     for i in prange(n):
@@ -196,22 +191,26 @@ def update_synapses(
         if m == 0:
             continue
         base = slot[i]
-        trace = scratch[numba.get_thread_id()]
-        # row views: simple indices let the compiler vectorise the loops below
+        inhibitory = first >= n_exc_synapses
+        coef = np.float32(coef_inh) if inhibitory else np.float32(coef_exc)
+        lo = -hi if inhibitory else zero
+        up = zero if inhibitory else hi
+        # row views and one loop per case: simple, branch-free loops the compiler vectorises
+        # (a persistent synapse's change is scaled by ps, the others' by exactly 1)
         wr, pr = w[first:last], persistent[first:last]
-        if half_trace:  # e <- fp16(acc.add_(e, alpha=gamma)), rounded once
+        if half_trace:
             eh = e16[first:last]
-            if base >= 0:
+            if base >= 0:  # e <- fp16(acc.add_(e, alpha=gamma)): one rounding
                 sums = acc[base : base + m]
                 for k in range(m):
-                    bits = half_bits(fma(g, half_value(eh[k]), sums[k]))
-                    eh[k] = bits
-                    trace[k] = half_value(bits)
+                    eh[k] = half_bits(fma(g, half_value(eh[k]), sums[k]))
             else:
                 for k in range(m):
-                    bits = half_bits(fma(g, half_value(eh[k]), zero))
-                    eh[k] = bits
-                    trace[k] = half_value(bits)
+                    eh[k] = half_bits(g * half_value(eh[k]))
+            if generic:  # w.add_(delta, alpha=coef).clamp_(sign range): one rounding (fma)
+                for k in range(m):
+                    delta = half_value(eh[k]) * (ps if pr[k] else one)
+                    wr[k] = min(max(fma(coef, delta, wr[k]), lo), up)
         else:
             er = e32[first:last]
             if base >= 0:
@@ -219,45 +218,35 @@ def update_synapses(
             else:
                 for k in range(m):
                     er[k] = er[k] * g
-            trace[:m] = er
-        # weights: w.add_(delta, alpha=coef).clamp_(sign range) (one rounding: fma)
-        if first >= n_exc_synapses:
             if generic:
                 for k in range(m):
-                    delta = trace[k] * ps if scaled and pr[k] else trace[k]
-                    wr[k] = min(max(fma(c_inh, delta, wr[k]), -hi), zero)
-        elif readout and readout_rows[i]:
-            cols = col[first:last]
-            for k in range(m):
-                if is_output[cols[k]]:  # readout.readout_update: (e * coef) * scale
-                    delta = trace[k] * c_ro
-                    if scaled and pr[k]:
-                        delta = delta * ps
-                    wr[k] = min(max(wr[k] + delta, zero), hi)
-                elif generic:
-                    delta = trace[k] * ps if scaled and pr[k] else trace[k]
-                    wr[k] = min(max(fma(c_exc, delta, wr[k]), zero), hi)
-        elif generic:
-            for k in range(m):
-                delta = trace[k] * ps if scaled and pr[k] else trace[k]
-                wr[k] = min(max(fma(c_exc, delta, wr[k]), zero), hi)
+                    delta = er[k] * (ps if pr[k] else one)
+                    wr[k] = min(max(fma(coef, delta, wr[k]), lo), up)
 
 
 @numba.njit(cache=True, nogil=True)
-def rows_onto(indptr: np.ndarray, col: np.ndarray, targets: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
-    """bool [N]: rows with at least one synapse onto a neuron marked in ``targets``."""
-    n = indptr.shape[0] - 1
-    out = np.zeros(n, dtype=np.bool_)
-    for i in range(n):
-        for k in range(indptr[i], indptr[i + 1]):
-            if targets[col[k]]:
-                out[i] = True
-                break
-    return out
+def readout_update(
+    pos: np.ndarray, w_before: np.ndarray, half_trace: bool, e16: np.ndarray, e32: np.ndarray, w: np.ndarray,
+    persistent: np.ndarray, coef: float, persistent_scale: float, w_max: float,
+) -> None:  # pragma: no cover - compiled
+    """``learning/readout.py::readout_update``: readout synapse ``pos[r]`` gets
+    ``clip(w_before[r] + (e * coef) * scale, 0, w_max)`` from its new trace."""
+    c = np.float32(coef)
+    ps = np.float32(persistent_scale)
+    scaled = ps != np.float32(1.0)
+    hi = np.float32(w_max)
+    for r in range(pos.shape[0]):
+        k = pos[r]
+        delta = (half_value(e16[k]) if half_trace else e32[k]) * c
+        if scaled and persistent[k]:
+            delta = delta * ps
+        w[k] = min(max(w_before[r] + delta, np.float32(0.0)), hi)
 
 
 class CompiledPlasticity:
-    """Thin stateful wrapper: numpy views of the state, reused buffers, the thread count."""
+    """Thin stateful wrapper: numpy views of the state, reused buffers (the table, the per-cycle
+    STDP sums), the thread count. It derives nothing from the synapse structure, so structure
+    edits and state loads need no notice."""
 
     def __init__(self, kernels: STDPKernels):
         causal = kernels.causal if kernels.causal is not None else kernels.excitatory
@@ -266,26 +255,21 @@ class CompiledPlasticity:
         self.table = np.empty((0, 2, 0), dtype=np.float32)
         self.acc = np.empty(0, dtype=np.float32)
         self.no_gate = np.ones(1, dtype=np.float32)
-        self.structure_version = -1  # of the derived arrays below
-        self.scratch = np.empty((numba.config.NUMBA_NUM_THREADS, 1), dtype=np.float32)
-        self.readout_rows = np.zeros(0, dtype=np.bool_)
 
     def learn(
         self, state: NetworkState, spikes: CycleSpikes, counts: torch.Tensor, gate: torch.Tensor | None,
-        causal: torch.Tensor | None, readout_targets: torch.Tensor, gamma: float, coefs: UpdateCoefficients,
+        causal: torch.Tensor | None, readout_pos: torch.Tensor, gamma: float, coefs: UpdateCoefficients,
     ) -> None:
         """One cycle of STDP -> traces -> weights on ``state`` (CPU tensors, updated in place).
 
         ``spikes`` must come from the compiled simulation (its spike list); ``gate`` (float32 [N])
-        and ``causal`` (bool [N]) as in ``stdp.event_updates``; ``readout_targets`` (bool [N])
-        marks the output neurons whose excitatory in-synapses are readout synapses."""
+        and ``causal`` (bool [N]) as in ``stdp.event_updates``; ``readout_pos`` (int64) are the
+        readout synapses' positions (``ReadoutIndex.pos``)."""
         threads = compiled_threads()
         steps, n = spikes.raster.shape
-        if self.structure_version != state.structure_version or self.readout_rows.shape[0] != n:
-            self._derive(state, readout_targets)
         if self.table.shape != (steps, 2, n):
             self.table = np.empty((steps, 2, n), dtype=np.float32)
-        indptr, col = state.indptr.numpy(), state.col.numpy()
+        indptr, col, w, persistent = state.indptr.numpy(), state.col.numpy(), state.w.numpy(), state.persistent.numpy()
         ptr, times, active = spike_lists(counts.numpy(), spikes.step_ptr.numpy(), spikes.spike_neurons.numpy())
         is_output = causal.numpy() if causal is not None else np.zeros(n, dtype=np.bool_)
         stdp_table(ptr, times, active, self.kernels, is_output, causal is not None,
@@ -294,27 +278,14 @@ class CompiledPlasticity:
         e = state.e.numpy()
         e16 = e.view(np.uint16) if half else np.empty(0, dtype=np.uint16)
         e32 = e if not half else np.empty(0, dtype=np.float32)
-        degree = indptr[1:] - indptr[:-1]
-        if n and int(degree.max()) > self.scratch.shape[1]:  # the kernels do not bounds-check
-            self._derive(state, readout_targets)  # (a structure edit that did not bump the version)
-        need = int(degree[active].sum())
+        need = int((indptr[1:] - indptr[:-1])[active].sum())
         if self.acc.shape[0] < need:
             self.acc = np.empty(max(need, 2 * self.acc.shape[0]), dtype=np.float32)
         slot = stdp_sums(spikes.step_ptr.numpy(), spikes.spike_neurons.numpy(), active, indptr, col,
                          state.n_exc_synapses, self.table, half, e32, gamma, self.acc, threads)
-        update_synapses(indptr, slot, self.acc, self.scratch, half, e16, e32, state.w.numpy(), state.persistent.numpy(),
-                        col, readout_targets.numpy(), self.readout_rows, state.n_exc_synapses, gamma,
-                        coefs.generic, coefs.excitatory, coefs.inhibitory, coefs.apply_readout, coefs.readout,
-                        coefs.persistent_scale, coefs.w_max)
-
-    def invalidate(self) -> None:
-        """Forget the derived arrays (the state was replaced, e.g. by a checkpoint)."""
-        self.structure_version = -1
-
-    def _derive(self, state: NetworkState, readout_targets: torch.Tensor) -> None:
-        """Arrays that depend on the structure only: per-thread scratch rows, readout rows."""
-        degree = state.indptr[1:] - state.indptr[:-1]
-        fan_out = int(degree.max()) if degree.numel() else 1
-        self.scratch = np.empty((numba.config.NUMBA_NUM_THREADS, max(fan_out, 1)), dtype=np.float32)
-        self.readout_rows = rows_onto(state.indptr.numpy(), state.col.numpy(), readout_targets.numpy())
-        self.structure_version = state.structure_version
+        pos = readout_pos.numpy()
+        w_before = w[pos] if coefs.apply_readout else None
+        update_synapses(indptr, slot, self.acc, half, e16, e32, w, persistent, state.n_exc_synapses, gamma,
+                        coefs.generic, coefs.excitatory, coefs.inhibitory, coefs.persistent_scale, coefs.w_max)
+        if coefs.apply_readout:
+            readout_update(pos, w_before, half, e16, e32, w, persistent, coefs.readout, coefs.persistent_scale, coefs.w_max)
