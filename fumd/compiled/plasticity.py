@@ -164,8 +164,9 @@ def stdp_sums(
                         prefetch(acc, slot[ahead])
                 first, last, base = indptr[i], indptr[i + 1], slot[i]
                 row = table[t, 1 if first >= n_exc_synapses else 0]
+                cols, sums = col[first:last], acc[base : base + last - first]  # (views vectorise)
                 for k in range(last - first):
-                    acc[base + k] += row[col[first + k]]
+                    sums[k] += row[cols[k]]
     return slot
 
 
