@@ -20,10 +20,10 @@ from .coding.decoder import decode, population_rates
 from .coding.encoder import RateEncoder, features_to_unit
 from .coding.text import text_features
 from .coding.vocabulary import LabelVocabulary
+from .compiled import resolve_backend
 from .config import EngineConfig
 from .learning.eligibility import update_trace
 from .learning.intrinsic import intrinsic_update, update_rate
-from .compiled import resolve_backend
 from .learning.modulation import UpdateCoefficients, effective_eta, reward_coefficient, synapse_update
 from .learning.readout import ReadoutIndex, normalize_readout, readout_update
 from .learning.stdp import event_updates, make_kernels

@@ -1,8 +1,9 @@
 """Compiled CPU kernels (numba) for the per-cycle hot path.
 
-Each kernel mirrors a PyTorch function that stays the reference, the CUDA path and the fallback:
-``propagation.step_current`` <- ``network/simulate.py`` (event-driven input current),
-``plasticity`` <- ``learning/stdp.py`` + ``eligibility.py`` + ``modulation.py`` + ``readout.py``.
+Each kernel mirrors PyTorch code that stays the reference, the CUDA path and the fallback, and
+gives bit-identical results: ``propagation.simulate_steps`` <- ``network/simulate.py`` (the 50
+steps of a cycle: event-driven input current and Norse's LIF step), ``plasticity`` <-
+``learning/stdp.py`` + ``eligibility.py`` + ``modulation.py`` + ``readout.py``.
 They exist because at 50 steps per cycle the PyTorch form pays per-op dispatch and writes event
 lists (positions, targets, steps) that the kernels never materialise (docs/mechanisms.md, "Compiled
 kernels"). ``engine.backend`` chooses: ``auto`` = numba on CPU when it imports, else torch.
@@ -12,9 +13,6 @@ from __future__ import annotations
 import warnings
 
 import torch
-
-BACKENDS = ("auto", "numba", "torch")
-
 
 def resolve_backend(name: str, device: torch.device) -> str:
     """``numba`` or ``torch`` for the configured ``name`` on ``device``."""

@@ -10,16 +10,24 @@ Mirrors, operation for operation, the PyTorch reference path of ``Engine._learn`
 
    exactly ``learning/stdp.py::event_updates``' table (sums in float64, rounded once), laid out
    ``[T, 2, N]`` so that the events of one presynaptic spike read one contiguous row.
-2. ``update_synapses``: one pass over every synapse, rows in parallel (each synapse is written
+2. ``stdp_sums``: this cycle's STDP of every synapse of a row that spiked, summed in time order
+   (each thread owns a range of rows and walks the steps in order, so ``table[t]`` stays in
+   cache)::
+
+       s_k   = sum_{t in spikes(pre(k))} table[t, c(k), post(k)]
+
+3. ``update_synapses``: one pass over every synapse, rows in parallel (each synapse is written
    by its own row only, so the result does not depend on the thread count)::
 
-       s_k   = sum_{t in spikes(pre(k))} table[t, c(k), post(k)]          (STDP of this cycle)
        e_k  <- gamma e_k + s_k                                            (eligibility.py)
        w_k  <- clip(w_k + coef_c * scale_k * e_k, sign range of c)        (modulation.py)
-       w_k  <- clip(w_k + coef_readout * e_k * scale_k, 0, w_max)          for readout synapses (readout.py)
 
-   with ``scale_k = persistent_eta_scale`` on persistent synapses. A float16 trace is summed in
+   with ``scale_k = persistent_eta_scale`` on persistent synapses; a float16 trace is summed in
    float32 and rounded once per cycle, as in ``update_trace``.
+4. ``readout_update``: the readout synapses again, from their weights before step 3
+   (``readout.py``)::
+
+       w_k  <- clip(w_k(before) + (e_k * coef_readout) * scale_k, 0, w_max)
 
 Instead of the reference's per-event lists (positions, targets, steps: 16 bytes per event written
 and read again) and its synapse-sized float32 accumulator, the kernels read the cycle's spike list

@@ -81,9 +81,9 @@ def simulate_cycle(
 ) -> CycleSpikes:
     """Run ``T = input_spikes.shape[0]`` steps on ``state`` (replaces V and last_spikes).
 
-    ``backend = "numba"`` (CPU) computes each step's input current with the compiled
-    ``compiled.propagation.step_current`` (same operations, no event lists: ``record_events`` is
-    then ignored and the events come back empty; the compiled learning reads the raster)."""
+    ``backend = "numba"`` (CPU) runs the steps in ``compiled.propagation.simulate_steps`` (the
+    same operations, bit-identical; no event lists: ``record_events`` is then ignored, the events
+    come back empty and the spike list in ``step_ptr``/``spike_neurons`` instead)."""
     if backend == "numba":
         return _simulate_compiled(state, input_spikes, dt_ms=dt_ms, v_rest=v_rest, v_reset=v_reset,
                                   synaptic_gain=synaptic_gain, input_current=input_current)
@@ -178,7 +178,7 @@ def _simulate_compiled(
         state.indptr.numpy(), state.col.numpy(), state.w.numpy(), state.n_exc_synapses,
         float(synaptic_gain), float(state.global_inhibition),
         raster.numpy(), np.empty(n, dtype=np.float32), np.empty(n, dtype=np.int64),
-        step_ptr, np.empty(max(n, 1024), dtype=np.int32),
+        step_ptr, np.empty(max(n, 1024), dtype=np.int32),  # (a first guess; the kernel grows it)
     )
     state.v, state.last_spikes = v, raster[steps - 1].clone()
     empty = torch.empty(0, dtype=torch.int32)
