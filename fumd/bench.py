@@ -27,8 +27,11 @@ def run_bench(
     warmup = cycles if warmup is None else warmup
     if threads is not None:
         torch.set_num_threads(threads)  # the numba kernels follow torch's thread count
+    labels, n_in = 16, 2 * EngineConfig().network.input_size
+    room = int(neurons * EngineConfig().network.excitatory_fraction) - n_in  # output neurons that fit
     cfg = EngineConfig().replace(
-        network={"neurons": neurons, "synapses_per_neuron": synapses_per_neuron, "seed": seed},
+        network={"neurons": neurons, "synapses_per_neuron": synapses_per_neuron, "seed": seed,
+                 "max_labels": labels, "population_size": max(1, min(32, room // labels))},
         device=device, compile=compile_mode, deterministic=True, backend=backend,
     )
     t0 = time.perf_counter()

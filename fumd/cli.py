@@ -1,4 +1,4 @@
-"""Command line: ``fumd run`` (the daemon), ``feed``, ``status``, ``inspect``, ``bench``, ``demo``."""
+"""Command line: ``fumd run`` (the daemon), ``feed``, ``status``, ``inspect``, ``bench``, ``evaluate``, ``demo``."""
 from __future__ import annotations
 
 import argparse
@@ -60,6 +60,24 @@ def main(argv: list[str] | None = None) -> int:
     plot.add_argument("--state-dir", default="./state", type=Path)
     plot.add_argument("--out", default=None, type=Path, help="output directory (default STATE_DIR/plots)")
 
+    evaluate = sub.add_parser("evaluate", help="prequential accuracy of the daemon's loop on named streams vs River baselines (JSON + PNGs)",
+                              description="Prequential (test-then-train) evaluation of the daemon's code path, jobs as configured, "
+                                          "side by side with River's online baselines; see docs/evaluation.md.")
+    evaluate.add_argument("--streams", default=None,
+                          help="comma-separated: led,rbf,sea,agrawal,hyperplane,phishing,bananas,wine,iris,topics (default: all)")
+    evaluate.add_argument("--seeds", default="0", help="comma-separated seeds (stream and network), default 0")
+    evaluate.add_argument("--inputs", type=int, default=1500, help="stream length (default 1500); with --shift, INPUTS/2 training inputs per domain")
+    evaluate.add_argument("--neurons", type=int, default=None, help="network.neurons (default: the config's)")
+    evaluate.add_argument("--config", type=Path, default=None, help="TOML config: engine sections and [jobs.*], as for fumd run")
+    evaluate.add_argument("--jobs", choices=["on", "off"], default="on", help="off: every [jobs.*] section disabled")
+    evaluate.add_argument("--learning", choices=["on", "off"], default="on", help="off: the control (no plasticity; chance expected)")
+    evaluate.add_argument("--shift", action="store_true", help="train classes A, then B, test A: report retention")
+    evaluate.add_argument("--nondeterministic", action="store_true",
+                          help="do not force deterministic = true (the config's value and its wall-clock job cadences apply)")
+    evaluate.add_argument("--window", type=int, default=100, help="rolling-accuracy window in inputs (default 100)")
+    evaluate.add_argument("--out", type=Path, default=Path("evaluation"), help="directory for PNGs, per-input JSON lines, summary.json (default ./evaluation)")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
     demo = sub.add_parser("demo", help="run the engine on a synthetic labelled stream and print accuracy")
     demo.add_argument("--cycles", type=int, default=0, help="stop after this many cycles (0: run until interrupted)")
     demo.add_argument("--seed", type=int, default=0)
@@ -106,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(json.dumps(run_soak(args.cycles, args.neurons, args.switch_every, args.sample_seconds, args.seed, args.state_dir, args.config)))
             return 0
+        if args.command == "evaluate":
+            return _evaluate(args)
         if args.command == "config":
             from .daemon.config import default_toml
 
@@ -117,6 +137,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import EvaluationError, run_evaluation
+    from .evaluation.prequential import Options, load_mapping
+
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise EvaluationError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+    if args.window < 1:
+        raise EvaluationError("--window: must be >= 1")
+    opts = Options(inputs=args.inputs, neurons=args.neurons, jobs=args.jobs == "on", learning=args.learning == "on",
+                   force_deterministic=not args.nondeterministic, window=args.window, config=load_mapping(args.config))
+    summary = run_evaluation(args.streams, seeds, opts, shift=args.shift, out=args.out, config_path=args.config, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

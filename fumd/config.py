@@ -25,10 +25,11 @@ class NetworkConfig:
     max_radius_sigmas: float = 6.0  # candidates beyond 6 sigma carry < 2 % of the mass
     index_order: str = "spatial"  # spatial | random: number E and I neurons along the grid (cache locality)
     init_weight_max: float = 0.3  # U(0, 0.3) excitatory, U(-0.3, 0) inhibitory
-    input_size: int = 64  # input neurons, one per input feature
+    input_size: int = 64  # input features; input neurons = input_size x encoder channels (2 for on_off)
     max_labels: int = 16  # output populations (vocabulary capacity)
-    population_size: int = 8  # output neurons per population
-    readout_fan_in: int = 32  # designated input->output synapses per output neuron (0: none)
+    population_size: int = 32  # output neurons per population (more neurons: less count noise per decision)
+    readout_fan_in: int = -1  # designated input->output synapses per output neuron (-1: every input neuron; 0: none)
+    readout_isolated: bool = True  # input and output neurons receive no recurrent synapses (docs/mechanisms.md)
     seed: int = 0
     initial_clusters: int = 8  # k_min before the first clustering job
     activity_history: int = 32  # cycles of per-neuron spike counts kept (clustering, pruning)
@@ -39,7 +40,7 @@ class LIFConfig:
     """LIF neuron, SPEC §1 / AMN §2.1: V += dt/tau (-(V - v_rest) + R I)."""
 
     dt_ms: float = 1.0
-    steps: int = 50  # T per cycle
+    steps: int = 200  # T per cycle (seed: 50; 200 averages out the Poisson count noise of a decision, docs)
     v_rest: float = -65.0
     v_reset: float = -70.0
     tau_mean: float = 20.0
@@ -48,7 +49,8 @@ class LIFConfig:
     v_th_std: float = 2.0
     synaptic_gain: float = 200.0  # R*I (mV) delivered by one spike through a weight of 1.0
     input_current: float = 400.0  # R*I (mV) of one encoder spike onto its input neuron
-    global_inhibition: float = 5.0  # initial gain on inhibitory currents: balances 80/20 E/I (docs)
+    global_inhibition: float = 12.0  # initial gain on inhibitory currents: a quiet 80/20 E/I network (docs)
+    v_min: float = -90.0  # floor on V (mV): current-based inhibition cannot drive V below it (docs)
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,10 @@ class EncoderConfig:
     max_rate_hz: float = 100.0
     refractory_ms: float = 5.0
     lowpass_steps: int = 5
-    normalize: str = "minmax"  # minmax | clip01
+    normalize: str = "standardize"  # standardize (online per feature) | minmax (per record) | clip01
+    channels: str = "on_off"  # on_off: two input neurons per feature (z > 0, z < 0) | single
+    z_scale: float = 2.0  # standardize: |z| at which a channel reaches max_rate_hz
+    stats_halflife: float = 5000.0  # standardize: running mean/variance forget over this many inputs
     text_ngram_max: int = 3
     max_text_chars: int = 100_000
 
@@ -85,7 +90,7 @@ class LearningConfig:
 
     enabled: bool = True
     eta: float = 0.01
-    gamma: float = 0.95
+    gamma: float = 0.0  # trace carried to the next input (seed 0.95; 0: one input's credit stays with it)
     w_max: float = 1.0
     persistent_eta_scale: float = 0.5
     novelty_boost_threshold: float = 0.5
@@ -99,7 +104,15 @@ class LearningConfig:
     readout_eta: float = 0.03  # eta of the excitatory synapses onto output neurons (the readout layer)
     readout_window: str = "causal"  # causal: only pre-before-post pairs onto output neurons; full: SPEC window
     readout_normalize: bool = True  # keep each output neuron's summed excitatory input weight fixed
-    readout_weight_mean: float = 0.15  # target mean of those weights (the U(0, 0.3) mean)
+    readout_weight_sum: float = 3.0  # each output neuron's readout weights sum to this (init U(0, 2 sum / fan-in); normalisation)
+    reserve_compete: bool = True  # label modulator: populations without a label yet compete (and learn to stay quiet)
+    margin: float = 0.3  # label modulator: also learn from a right decision whose confidence is below this
+    modulator: str = "label"  # label: population-addressed error when a label arrives, RPE otherwise | reward: RPE only
+    internal_scale: float = 0.1  # share of the (centred) SIE reward that drives learning on unlabelled, unrewarded inputs
+    # output homeostasis (Diehl & Cook 2015): an adaptive threshold theta on output neurons
+    theta_plus_mv: float = 0.02  # theta += this per output spike
+    theta_decay: float = 0.995  # theta *= this per input
+    bias_mv: float = 0.1  # theta -= this x the population's modulator (error-driven bias, readout.py)
 
 
 @dataclass(frozen=True)
@@ -121,6 +134,7 @@ class SIEConfig:
     time_budget_ms: float = 5.0
     cluster_reward_alpha: float = 0.01  # EMA for avg_reward[c]
     cluster_history: int = 1000  # reward history kept per cluster
+    internal_weight_with_external: float = 0.25  # bound on the internal terms when an external reward is present
 
 
 @dataclass(frozen=True)
@@ -229,7 +243,7 @@ _RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("network", "input_size"): (1, 1_000_000),
     ("network", "max_labels"): (2, 100_000),
     ("network", "population_size"): (1, 10_000),
-    ("network", "readout_fan_in"): (0, 1_000_000),
+    ("network", "readout_fan_in"): (-1, 1_000_000),
     ("network", "seed"): (0, 2**63 - 1),
     ("network", "initial_clusters"): (1, 100_000),
     ("network", "activity_history"): (1, 4096),
@@ -262,7 +276,16 @@ _RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("learning", "novelty_boost"): (0.0, 10.0),
     ("learning", "baseline_alpha"): (0.0, 1.0),
     ("learning", "readout_eta"): (0.0, 1.0),
-    ("learning", "readout_weight_mean"): (0.0, 1.0),
+    ("learning", "readout_weight_sum"): (0.0, 1e4),
+    ("learning", "internal_scale"): (0.0, 10.0),
+    ("learning", "margin"): (0.0, 1.0),
+    ("learning", "theta_plus_mv"): (0.0, 100.0),
+    ("learning", "theta_decay"): (0.0, 1.0),
+    ("learning", "bias_mv"): (0.0, 100.0),
+    ("encoder", "z_scale"): (1e-3, 1e3),
+    ("encoder", "stats_halflife"): (1.0, 1e12),
+    ("lif", "v_min"): (-1e6, 0.0),
+    ("sie", "internal_weight_with_external"): (0.0, 10.0),
     ("sie", "w_td"): (0.0, 10.0),
     ("sie", "w_novelty"): (0.0, 10.0),
     ("sie", "w_habituation"): (0.0, 10.0),
@@ -286,7 +309,9 @@ _RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
 }
 
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("encoder", "normalize"): ("minmax", "clip01"),
+    ("encoder", "normalize"): ("standardize", "minmax", "clip01"),
+    ("encoder", "channels"): ("on_off", "single"),
+    ("learning", "modulator"): ("label", "reward"),
     ("stdp", "inh_modulation"): ("reward", "abs_reward", "none"),
     ("learning", "trace_dtype"): ("float16", "float32"),
     ("network", "index_order"): ("spatial", "random"),
@@ -294,6 +319,11 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("learning", "eta_modulation"): ("magnitude", "signed"),
     ("learning", "readout_window"): ("causal", "full"),
 }
+
+
+def input_neurons(config: EngineConfig) -> int:
+    """Input neurons of the network: one per feature and encoder channel (ON and OFF: two)."""
+    return config.network.input_size * (2 if config.encoder.channels == "on_off" else 1)
 
 
 def validate(config: EngineConfig) -> None:
@@ -312,20 +342,18 @@ def validate(config: EngineConfig) -> None:
         raise ConfigError(f"backend = {config.backend!r}: allowed values are auto, numba, torch")
     if config.compile not in ("off", "auto", "on"):
         raise ConfigError(f"compile = {config.compile!r}: allowed values are off, auto, on")
-    net = config.network
+    net, lif = config.network, config.lif
     n_exc = int(round(net.neurons * net.excitatory_fraction))
-    designated = net.input_size + net.max_labels * net.population_size
+    designated = input_neurons(config) + net.max_labels * net.population_size
     if designated > n_exc:
         raise ConfigError(
             f"network.neurons = {net.neurons}: {n_exc} excitatory neurons cannot hold "
-            f"{net.input_size} input + {net.max_labels}x{net.population_size} output neurons"
+            f"{input_neurons(config)} input + {net.max_labels}x{net.population_size} output neurons"
         )
-    if net.readout_fan_in > net.input_size:
-        raise ConfigError(f"network.readout_fan_in = {net.readout_fan_in} must be <= network.input_size")
     if net.synapses_per_neuron >= net.neurons:
         raise ConfigError(f"network.synapses_per_neuron = {net.synapses_per_neuron} must be < network.neurons")
-    if config.learning.readout_weight_mean > config.learning.w_max:
-        raise ConfigError("learning.readout_weight_mean must be <= learning.w_max")
+    if lif.v_min >= lif.v_reset:
+        raise ConfigError("lif.v_min must lie below lif.v_reset")
     ip = config.intrinsic
     if ip.target_low_hz > ip.target_high_hz:
         raise ConfigError("intrinsic.target_low_hz must be <= intrinsic.target_high_hz")
@@ -333,7 +361,6 @@ def validate(config: EngineConfig) -> None:
         raise ConfigError("intrinsic.v_th_min must be < intrinsic.v_th_max")
     if ip.tau_min >= ip.tau_max:
         raise ConfigError("intrinsic.tau_min must be < intrinsic.tau_max")
-    lif = config.lif
     if not lif.v_reset < lif.v_th_mean or not lif.v_rest < lif.v_th_mean:
         raise ConfigError("lif.v_reset and lif.v_rest must lie below lif.v_th_mean")
     enc = config.encoder

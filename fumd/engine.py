@@ -17,15 +17,15 @@ from typing import Any, Mapping
 import torch
 
 from .coding.decoder import decode, population_rates
-from .coding.encoder import RateEncoder, features_to_unit
+from .coding.encoder import RateEncoder
 from .coding.text import text_features
 from .coding.vocabulary import LabelVocabulary
 from .compiled import resolve_backend
-from .config import EngineConfig
+from .config import EngineConfig, input_neurons
 from .learning.eligibility import update_trace
 from .learning.intrinsic import intrinsic_update, update_rate
 from .learning.modulation import UpdateCoefficients, effective_eta, reward_coefficient, synapse_update
-from .learning.readout import ReadoutIndex, normalize_readout, readout_update
+from .learning.readout import ReadoutIndex, normalize_readout, population_modulator, readout_update, update_theta
 from .learning.stdp import event_updates, make_kernels
 from .network.build import build_network
 from .network.simulate import CycleSpikes, simulate_cycle
@@ -88,7 +88,7 @@ class Engine:
         self.generator.manual_seed(cfg.network.seed)
         self.state: NetworkState = build_network(cfg, self.generator, self.device)
         self.encoder = RateEncoder(cfg.encoder, cfg.network.input_size, self.device)
-        self.sie = SelfImprovementEngine(cfg.sie, self.state.n_clusters, cfg.network.input_size, self.device, cfg.deterministic)
+        self.sie = SelfImprovementEngine(cfg.sie, self.state.n_clusters, input_neurons(cfg), self.device, cfg.deterministic)
         self.vocabulary = LabelVocabulary(cfg.network.max_labels)
         self.kernels = make_kernels(cfg.stdp, cfg.lif.dt_ms, self.device)
         self.eta = cfg.learning.eta  # adaptive (tuning / criticality jobs act on it)
@@ -96,9 +96,10 @@ class Engine:
         self.steps_done = 0
         self.learning_enabled = cfg.learning.enabled
         self.last_spikes: CycleSpikes | None = None
-        # reward baseline b[a] per acting population (learning.reward_baseline; readout.py)
-        self.reward_baseline = torch.zeros(cfg.network.max_labels, dtype=torch.float64)
-        self.readout = ReadoutIndex.build(self.state, cfg.learning.readout_weight_mean)
+        # reward baseline b[a] per acting population (learning.reward_baseline; readout.py), then
+        # the baselines of the internal reward (unlabelled inputs) and of the generic synapses
+        self.reward_baseline = torch.zeros(cfg.network.max_labels + 2, dtype=torch.float64)
+        self.readout = ReadoutIndex.build(self.state, cfg.learning.readout_weight_sum)
         self._synapse_update = _maybe_compile(synapse_update, cfg.compile)
         # numba kernels on CPU (compiled/), or the PyTorch reference path (CUDA, backend = torch)
         self.backend = resolve_backend(cfg.backend, self.device)
@@ -120,14 +121,14 @@ class Engine:
         # ---- from here on the state changes ----
         label_index = self.vocabulary.add(rec.label) if rec.label is not None else None
         features = rec.x if rec.x is not None else text_features(rec.text or "", cfg.network.input_size, cfg.encoder.text_ngram_max)
-        target_rates = self.encoder.rates(features_to_unit(features, cfg.encoder.normalize))
+        target_rates = self.encoder.rates(self.encoder.unit(features))
         input_spikes = self.encoder.encode(target_rates, cfg.lif.steps, cfg.lif.dt_ms, self.generator)
 
         with torch.no_grad():
             spikes = simulate_cycle(
                 self.state, input_spikes,
                 dt_ms=cfg.lif.dt_ms, v_rest=cfg.lif.v_rest, v_reset=cfg.lif.v_reset,
-                synaptic_gain=cfg.lif.synaptic_gain, input_current=cfg.lif.input_current,
+                synaptic_gain=cfg.lif.synaptic_gain, input_current=cfg.lif.input_current, v_min=cfg.lif.v_min,
                 record_events=self.learning_enabled, backend=self.backend,
             )
         self.last_spikes = spikes
@@ -144,7 +145,7 @@ class Engine:
         sie = self.sie.evaluate(target_rates, state_id, cluster_spikes, confidence, external)
 
         if self.learning_enabled:
-            self._learn(spikes, counts, sie, action, n_actions)
+            self._learn(spikes, counts, sie, action, n_actions, label_index, confidence, pop_rates)
         self.steps_done += 1
         total = int(counts.sum())
         cycle_ms = cfg.lif.steps * cfg.lif.dt_ms
@@ -161,21 +162,23 @@ class Engine:
             sie_fallback=sie.fallback,
         )
 
-    def _learn(self, spikes: CycleSpikes, counts: torch.Tensor, sie: SIEResult, action: int, n_actions: int) -> None:
+    def _learn(self, spikes: CycleSpikes, counts: torch.Tensor, sie: SIEResult, action: int, n_actions: int,
+               label_index: int | None, confidence: float, pop_rates: torch.Tensor) -> None:
         cfg, st, lc = self.config, self.state, self.config.learning
-        # STDP -> eligibility traces; only the population that produced the action is eligible
-        # among the output neurons (action credit, docs/mechanisms.md); excitatory synapses onto
+        if self.readout.structure_version != st.structure_version:  # synapses moved (jobs): re-derive
+            self.readout = ReadoutIndex.build(st, lc.readout_weight_sum)
+        ro = self.readout
+        modulator = self._population_modulator(sie, action, n_actions, label_index, confidence, pop_rates)
+        # STDP -> eligibility traces. Among the output neurons only the populations with a non-zero
+        # modulator are eligible (action credit, docs/mechanisms.md); excitatory synapses onto
         # output neurons count only pre-before-post pairs (readout_window = causal, stdp.py)
         gate = None
         if lc.action_credit:
             gate = torch.ones(st.n, dtype=torch.float32, device=self.device)
-            losers = torch.cat([st.output_idx[:action], st.output_idx[action + 1 :]]).reshape(-1)
-            gate[losers] = 0.0
-        if self.readout.structure_version != st.structure_version:  # synapses moved (jobs): re-derive
-            self.readout = ReadoutIndex.build(st, lc.readout_weight_mean)
-        ro = self.readout
+            silent = (modulator == 0).nonzero().squeeze(1)
+            gate[st.output_idx[silent].reshape(-1)] = 0.0
         causal = ro.is_output if lc.readout_window == "causal" else None
-        coefs = self._coefficients(sie, action)
+        coefs = self._coefficients(sie, action, modulator)
         if self.compiled is not None:
             self.compiled.learn(st, spikes, counts, gate, causal, ro.pos, self.gamma, coefs)
         else:
@@ -190,34 +193,60 @@ class Engine:
                 readout_update(st.w, st.e, st.persistent, ro, w_before, coefs.readout, coefs.persistent_scale, coefs.w_max)
         if coefs.apply_readout and lc.readout_normalize:
             normalize_readout(st.w, ro, lc.w_max)
-        # intrinsic plasticity
+        # output homeostasis (adaptive thresholds) and intrinsic plasticity
+        st.theta = update_theta(st.theta, counts, st.output_idx, lc.theta_plus_mv, lc.theta_decay, modulator, lc.bias_mv)
         st.rate_ema = update_rate(st.rate_ema, counts, cfg.lif.steps * cfg.lif.dt_ms, cfg.intrinsic.rate_alpha)
         if cfg.intrinsic.enabled:
             st.v_th, st.tau_mem = intrinsic_update(st.rate_ema, st.v_th, st.tau_mem, cfg.intrinsic)
 
-    def _coefficients(self, sie: SIEResult, action: int) -> UpdateCoefficients:
-        """Reward-modulated coefficients with the centred reward ``delta = R - b`` (readout.py)."""
+    def _population_modulator(self, sie: SIEResult, action: int, n_actions: int, label_index: int | None,
+                              confidence: float, pop_rates: torch.Tensor) -> torch.Tensor:
+        """The third factor of each output population (float64 [max_labels]; readout.py):
+        label-addressed error when a label arrives (``learning.modulator = label``), else the
+        reward-prediction error ``R - b[a]`` of the acting population (external reward), else a
+        small centred internal (SIE) reward."""
+        lc = self.config.learning
+        p = self.config.network.max_labels
+        external = sie.external_reward
+        if external is not None:
+            delta = self._centred_reward(external, action)
+            if label_index is not None and lc.modulator == "label":
+                rivals = population_rates(self.last_spikes.raster, self.state.output_idx, self.config.lif.dt_ms) \
+                    if lc.reserve_compete else pop_rates[:n_actions]
+                return population_modulator(p, action, label_index, rivals, lc.margin)
+            return population_modulator(p, action, None, pop_rates[:n_actions], 0.0, delta)
+        if lc.internal_scale == 0.0:
+            return torch.zeros(p, dtype=torch.float64)
+        delta = lc.internal_scale * self._centred_reward(sie.total_reward, action, slot=p)
+        return population_modulator(p, action, None, pop_rates[:n_actions], 0.0, delta)
+
+    def _coefficients(self, sie: SIEResult, action: int, modulator: torch.Tensor) -> UpdateCoefficients:
+        """Reward-modulated coefficients: the generic synapses follow the centred SIE reward
+        ``delta = R - b`` (modulation.py); each readout synapse its population's modulator."""
         cfg, lc = self.config, self.config.learning
-        delta = self._centred_reward(sie.total_reward, action)
+        delta = self._centred_reward(sie.total_reward, action, slot=cfg.network.max_labels + 1)
         boost = lc.novelty_boost if sie.novelty > lc.novelty_boost_threshold else 1.0
         mode = lc.eta_modulation
         coef = reward_coefficient(self.eta * boost, delta, mode)
         inh = cfg.stdp.inh_modulation
         coef_inh = coef if inh == "reward" else reward_coefficient(self.eta * boost, abs(delta), mode) if inh == "abs_reward" else effective_eta(self.eta * boost, 0.0)
         eta_ro = lc.readout_eta * boost * (self.eta / lc.eta if lc.eta > 0 else 1.0)
-        coef_ro = reward_coefficient(eta_ro, delta, mode)
+        per_population = torch.tensor([reward_coefficient(eta_ro, float(m), mode) for m in modulator], dtype=torch.float32)
+        coef_ro = per_population[self.readout.post_local // cfg.network.population_size]
         return UpdateCoefficients(
             excitatory=coef, inhibitory=coef_inh, readout=coef_ro, generic=coef != 0.0 or coef_inh != 0.0,
-            apply_readout=self.readout.pos.numel() > 0 and (coef_ro != 0.0 or coef != 0.0),
+            apply_readout=self.readout.pos.numel() > 0 and bool((per_population != 0).any()),
             persistent_scale=lc.persistent_eta_scale, w_max=lc.w_max,
         )
 
-    def _centred_reward(self, reward: float, action: int) -> float:
-        """``delta = R - b[a]``, then ``b[a] += alpha (R - b[a])`` (learning.reward_baseline)."""
+    def _centred_reward(self, reward: float, action: int, slot: int | None = None) -> float:
+        """``delta = R - b``, then ``b += alpha (R - b)`` (learning.reward_baseline): ``b`` per
+        acting population, or in ``slot`` for the internal and the generic baselines."""
         lc = self.config.learning
         if lc.reward_baseline == "none":
             return reward
-        slot = action if lc.reward_baseline == "action" else 0
+        if slot is None:
+            slot = action if lc.reward_baseline == "action" else 0
         b = float(self.reward_baseline[slot])
         self.reward_baseline[slot] = b + lc.baseline_alpha * (reward - b)
         return reward - b
@@ -250,7 +279,7 @@ class Engine:
         self.gamma = float(data.get("gamma", self.config.learning.gamma))
         if "learning.reward_baseline" in data:
             self.reward_baseline = torch.as_tensor(data["learning.reward_baseline"], dtype=torch.float64).cpu().clone()
-        self.readout = ReadoutIndex.build(self.state, self.config.learning.readout_weight_mean)
+        self.readout = ReadoutIndex.build(self.state, self.config.learning.readout_weight_sum)
         self.steps_done = int(data["steps_done"])
 
 

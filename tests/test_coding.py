@@ -74,3 +74,30 @@ def test_refractory_numpy_path_equals_torch_path():
     b_spikes, b_since = refractory_numpy(candidates, since, 5.0)
     assert torch.equal(a_spikes, b_spikes) and torch.equal(a_since, b_since)
     assert 0 < int(a_spikes.sum()) < int(candidates.sum())  # the dead time removed some
+
+
+def test_online_standardisation_into_on_off_channels():
+    """Running per-feature mean/variance (exact over the first inputs), ON = clip(z / z_scale),
+    OFF = clip(-z / z_scale); the statistics are state (saved and restored)."""
+    import numpy as np
+    import torch
+
+    from fumd.coding.encoder import RateEncoder
+    from fumd.config import EncoderConfig
+
+    enc = RateEncoder(EncoderConfig(z_scale=2.0), 2, torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    xs = rng.normal([10.0, -3.0], [2.0, 0.5], (500, 2))
+    for x in xs:
+        u = enc.unit(x)
+    assert u.shape == (4,)
+    assert np.allclose(enc.mean, xs.mean(0)) and np.allclose(enc.var, xs.var(0))
+    z = (xs[-1] - enc.mean) / np.sqrt(enc.var)
+    assert np.allclose(u, np.clip(np.concatenate([z, -z]) / 2.0, 0.0, 1.0))
+    assert (u[:2] == 0).sum() + (u[2:] == 0).sum() >= 2  # one of ON / OFF is silent per feature
+    # a large record is large relative to the others (per-record min-max would erase it)
+    big = enc.unit(np.array([20.0, -3.0]))
+    assert big[0] == 1.0 and big[2] == 0.0
+    other = RateEncoder(EncoderConfig(z_scale=2.0), 2, torch.device("cpu"))
+    other.load_state_dict(enc.state_dict())
+    assert np.array_equal(other.unit(np.array([11.0, -2.0])), enc.unit(np.array([11.0, -2.0])))

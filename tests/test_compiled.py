@@ -66,7 +66,7 @@ def test_compiled_simulation_without_synapses_is_norse() -> None:
     state.indptr = torch.zeros_like(state.indptr)
     state.col, state.w = state.col[:0], state.w[:0]
     g = torch.Generator().manual_seed(3)
-    spikes_in = torch.rand(50, cfg.network.input_size, generator=g) < 0.3
+    spikes_in = torch.rand(50, state.input_idx.numel(), generator=g) < 0.3
     state.v = cfg.lif.v_reset + 15.0 * torch.rand(state.n, generator=g)
     v0 = state.v.clone()
     lif = cfg.lif
@@ -89,17 +89,20 @@ def test_compiled_simulation_equals_torch_path() -> None:
     cfg = EngineConfig().replace(network={"neurons": 1500, "seed": 4, "synapses_per_neuron": 60}, device="cpu")
     lif = cfg.lif
     states = [build_network(cfg, torch.Generator().manual_seed(4), torch.device("cpu")) for _ in range(2)]
-    spikes_in = torch.rand(50, cfg.network.input_size, generator=torch.Generator().manual_seed(5)) < 0.2
-    for st in states:
+    spikes_in = torch.rand(50, states[0].input_idx.numel(), generator=torch.Generator().manual_seed(5)) < 0.2
+    for st in states:  # the floor on V and the adaptive thresholds act in both paths
         st.global_inhibition = 1.7
+        st.theta[st.output_idx.reshape(-1)] = 2.5
     outs = []
     for backend, st in zip(("torch", "numba"), states):
         for _ in range(3):
             outs.append(simulate_cycle(st, spikes_in, dt_ms=lif.dt_ms, v_rest=lif.v_rest, v_reset=lif.v_reset,
-                                       synaptic_gain=lif.synaptic_gain, input_current=lif.input_current, backend=backend))
+                                       synaptic_gain=lif.synaptic_gain, input_current=lif.input_current, v_min=-71.0,
+                                       backend=backend))
     for ref, got in zip(outs[:3], outs[3:]):
         assert torch.equal(ref.raster, got.raster)
     assert torch.equal(states[0].v, states[1].v) and torch.equal(states[0].last_spikes, states[1].last_spikes)
+    assert float(states[0].v.min()) >= -71.0
     last = outs[-1]
     steps, neurons = last.raster.nonzero(as_tuple=True)
     assert torch.equal(last.step_ptr[1:] - last.step_ptr[:-1], last.raster.sum(1))

@@ -30,7 +30,7 @@ def stream(n: int, seed: int = 0, dim: int = 16):
 
 
 def test_cycle_returns_a_full_result():
-    engine = Engine(small_config())
+    engine = Engine(small_config(encoder={"normalize": "minmax"}))  # (standardised, a first input is all mean)
     r = engine.cycle({"id": "a", "x": [0.1 * i for i in range(16)], "label": "cat"})
     assert r.id == "a" and r.step == 1 and r.label == "cat"
     assert r.action == "cat" and r.correct is True  # the only known label
@@ -128,8 +128,10 @@ def test_config_errors_name_the_key():
         EngineConfig.from_mapping({"network": {"neurons": "many"}})
     with pytest.raises(ConfigError, match="trace_dtype"):
         EngineConfig.from_mapping({"learning": {"trace_dtype": "int8"}})
-    cfg = EngineConfig.from_mapping({"network": {"neurons": 500, "synapses_per_neuron": 20}, "deterministic": True})
-    assert cfg.network.neurons == 500 and cfg.deterministic
+    cfg = EngineConfig.from_mapping({"network": {"neurons": 1000, "synapses_per_neuron": 20}, "deterministic": True})
+    assert cfg.network.neurons == 1000 and cfg.deterministic
+    with pytest.raises(ConfigError, match="cannot hold 128 input"):
+        EngineConfig.from_mapping({"network": {"neurons": 500}})
 
 
 def test_bench_smoke():

@@ -108,7 +108,8 @@ def test_intrinsic_plasticity_moves_rate_toward_target():
     assert float(new_v[0]) == pytest.approx(-55.0 + cfg.eta_v_th * 40.0)  # too fast: threshold up
     assert float(new_v[1]) == -55.0 and float(new_tau[1]) == 20.0  # inside the band: untouched
     assert float(new_v[2]) == pytest.approx(-55.0 - cfg.eta_v_th * 5.0)  # silent: threshold down
-    assert float(new_tau[0]) < 20.0 < float(new_tau[2])
+    # too fast: a longer tau (smaller jump per input, a lower rate); silent: a shorter one (issue #9)
+    assert float(new_tau[0]) > 20.0 > float(new_tau[2])
     assert update_rate(torch.tensor([0.0]), torch.tensor([1]), 50.0, 0.1).item() == pytest.approx(2.0)
 
 
@@ -119,16 +120,20 @@ def test_intrinsic_plasticity_in_a_running_network_lowers_an_overactive_rate():
     cfg = small_config(
         lif={"synaptic_gain": 200.0, "global_inhibition": 3.0},
         intrinsic={"target_low_hz": 1.0, "target_high_hz": 5.0, "eta_v_th": 0.02, "rate_alpha": 0.5, "v_th_max": -30.0},
-        learning={"eta": 0.0},
+        learning={"eta": 0.0}, encoder={"normalize": "clip01", "channels": "single"},
     )
     engine = Engine(cfg)
     x = [0.5] * 16
+    v_th0, tau0 = engine.state.v_th.clone(), engine.state.tau_mem.clone()
     early = sum(engine.cycle({"x": x}).rate_hz for _ in range(10)) / 10
+    busy = engine.state.rate_ema > 20.0  # well above the 1-5 Hz band
     for _ in range(150):
         engine.cycle({"x": x})
     late = sum(engine.cycle({"x": x}).rate_hz for _ in range(10)) / 10
     assert late < 0.7 * early
-    assert float(engine.state.v_th.mean()) > -55.0
+    # the busy neurons got higher thresholds and longer time constants (both lower the rate)
+    assert int(busy.sum()) > 10
+    assert bool((engine.state.v_th[busy] > v_th0[busy]).all()) and bool((engine.state.tau_mem[busy] > tau0[busy]).all())
 
 
 def test_event_updates_table_matches_per_event_definition():
@@ -183,3 +188,40 @@ def test_readout_normalisation_and_magnitude_modulation():
     assert torch.allclose(sums, ro.target_sum, rtol=1e-4)
     assert reward_coefficient(0.01, 0.7, "magnitude") == pytest.approx(-reward_coefficient(0.01, -0.7, "magnitude"))
     assert reward_coefficient(0.01, 0.7, "signed") > -reward_coefficient(0.01, -0.7, "signed")
+
+
+def test_v_floor_bounds_inhibition():
+    """lif.v_min: a strongly inhibited neuron's V stops at the floor (current-based synapses have
+    no reversal potential of their own)."""
+    from fumd.network.lif import LIFStepper, lif_parameters
+
+    params = lif_parameters(torch.full((2,), 20.0), torch.full((2,), -55.0), -65.0, -70.0)
+    v = torch.tensor([-70.0, -70.0])
+    spikes = torch.zeros(2, dtype=torch.bool)
+    floored, free = LIFStepper(params, 1.0, v_min=-90.0), LIFStepper(params, 1.0)
+    v2 = v.clone()
+    for _ in range(50):
+        floored.step(torch.tensor([-5000.0, 0.0]), v, spikes)
+        free.step(torch.tensor([-5000.0, 0.0]), v2, spikes)
+    assert float(v[0]) == -90.0 and float(v2[0]) < -1000.0
+
+
+def test_population_modulator_and_adaptive_threshold():
+    from fumd.learning.readout import population_modulator, update_theta
+
+    rates = torch.tensor([10.0, 30.0, 5.0, 0.0], dtype=torch.float64)
+    # wrong: the label's population up, the acting one down
+    assert population_modulator(4, 1, 0, rates, 0.3).tolist() == [1.0, -1.0, 0.0, 0.0]
+    # right with a clear margin: nothing to learn
+    assert population_modulator(4, 1, 1, rates, 0.3).tolist() == [0.0, 0.0, 0.0, 0.0]
+    # right but close to its strongest rival: a margin update against the rival
+    close = torch.tensor([25.0, 30.0, 5.0, 0.0], dtype=torch.float64)
+    assert population_modulator(4, 1, 1, close, 0.3).tolist() == [-1.0, 1.0, 0.0, 0.0]
+    # no label: the acting population's reward-prediction error
+    assert population_modulator(4, 2, None, rates, 0.3, delta=-0.4).tolist() == [0.0, 0.0, -0.4, 0.0]
+    # theta: decays, rises with spikes, falls where the modulator says "should have fired"
+    output = torch.tensor([[0, 1], [2, 3]])
+    theta = torch.tensor([1.0, 1.0, 1.0, 1.0, 7.0])
+    counts = torch.tensor([0, 10, 0, 0, 99])
+    new = update_theta(theta, counts, output, 0.1, 0.5, torch.tensor([1.0, -1.0], dtype=torch.float64), 0.2)
+    assert new.tolist() == pytest.approx([0.3, 1.3, 0.7, 0.7, 7.0])

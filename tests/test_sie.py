@@ -69,7 +69,21 @@ def test_combined_reward_weights_and_smoothing():
     # V(0) = 0.1 after the first update: TD = 1 + 0.9*0.1 - 0.1
     assert r2.td_error == pytest.approx(0.99)
     assert r2.raw_reward == pytest.approx(0.99 - 0.2)
-    assert r2.total_reward == pytest.approx((3.0 + 0.79) / 2)  # mean of the last two (window 5)
+    # mean of the last two (window 5), squashed under the external reward (k = 0.25)
+    assert r2.total_reward == pytest.approx(1.0 + 0.25 * math.tanh((3.0 + 0.79) / 2))
+
+
+def test_external_reward_dominates_the_internal_terms():
+    """A wrong decision (external -1) is never paid a positive total, however large the internal
+    terms; without an external reward the internal terms are the total (issue #9)."""
+    sie = make_sie(w_novelty=2.0, w_self_benefit=2.0, novelty_cap_threshold=1.0)
+    r = sie.evaluate(torch.tensor([1.0, 0.0, 0.0, 0.0]), 0, torch.ones(8), 1.0, external=-1.0)
+    assert r.raw_reward > 1.0 and -1.0 < r.total_reward < 0.0
+    r = sie.evaluate(torch.tensor([0.0, 1.0, 0.0, 0.0]), 0, torch.ones(8), 1.0, external=1.0)
+    assert r.total_reward >= 1.0
+    free = make_sie(w_novelty=2.0, novelty_cap_threshold=1.0, smoothing_window=1)
+    r = free.evaluate(torch.tensor([1.0, 0.0, 0.0, 0.0]), 0, torch.ones(8), 1.0, external=None)
+    assert r.total_reward == pytest.approx(r.raw_reward)
 
 
 def test_reward_capped_for_highly_novel_input():
@@ -92,7 +106,7 @@ def test_time_budget_fallback_uses_external_reward():
 
 def test_cluster_reward_tracking():
     sie = make_sie(cluster_reward_alpha=0.5, smoothing_window=1, novelty_cap_threshold=1.0,
-                   w_novelty=0.0, w_habituation=0.0, w_self_benefit=0.0)
+                   w_novelty=0.0, w_habituation=0.0, w_self_benefit=0.0, internal_weight_with_external=0.0)
     sie.evaluate(torch.ones(4), 3, torch.ones(8), 0.0, external=1.0)
     assert float(sie.avg_reward[3]) == pytest.approx(0.5) and int(sie.reward_count[3]) == 1
     assert float(sie.reward_history[3, 0]) == pytest.approx(1.0)

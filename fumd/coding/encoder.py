@@ -1,8 +1,20 @@
 """Rate encoder, SPEC §2 (seed 002 §5.A.2 "Poisson process with 5 ms refractory period",
 §5.E.5 "low-pass filter (moving average over 5 steps) on input frequencies").
 
-1. Features -> rates: ``rate_i = max_rate * u_i`` with ``u`` the features scaled to [0, 1]
-   (``minmax`` per record by default, or ``clip01``).
+1. Features -> rates: ``rate_i = max_rate * u_i`` with ``u`` in [0, 1]. By default
+   (``normalize = standardize``, ``channels = on_off``) each feature is standardised online by
+   running statistics, ``z = (x - mu) / sigma``, and drives two input neurons, an ON and an OFF
+   channel (retinal ON/OFF cells; with excitatory-only weights the OFF channel lets "feature
+   below its mean" be evidence too)::
+
+       u_on = clip(z / z_scale, 0, 1),   u_off = clip(-z / z_scale, 0, 1)
+
+   ``mu`` and ``sigma^2`` are exponential running averages with rate ``max(1/n, ln 2 / halflife)``
+   (the plain mean and variance for the first inputs, then forgetting over ``stats_halflife``
+   inputs so drifting streams stay scaled); they are updated with the input before it is scaled
+   and are part of the checkpointed state. ``minmax`` (per record, the seed-era default) and
+   ``clip01`` remain options; with ``channels = single`` one neuron per feature gets ``u``
+   (``standardize`` then uses ``u = clip(0.5 + z / (2 z_scale), 0, 1)``).
 2. Low-pass: the rate seen at step t is the mean of the target rates of the last 5 steps, where
    steps before the cycle hold the previous input's rates. A change of input therefore ramps in
    over 5 ms instead of jumping (and a one-step glitch would be averaged away).
@@ -28,6 +40,28 @@ def features_to_unit(x: np.ndarray, mode: str) -> np.ndarray:
     if hi - lo <= 0.0:
         return np.full_like(x, 1.0 if hi > 0 else 0.0)
     return (x - lo) / (hi - lo)
+
+
+def standardize_update(
+    mean: np.ndarray, var: np.ndarray, count: int, x: np.ndarray, halflife: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Running per-feature mean and variance after one more input ``x`` (``count`` inputs seen
+    before it): rate ``a = max(1 / (count + 1), ln 2 / halflife)``, ``mu += a d``,
+    ``var = (1 - a) (var + a d^2)`` with ``d = x - mu`` (West 1979's weighted update)."""
+    a = max(1.0 / (count + 1), float(np.log(2.0)) / halflife)
+    d = x - mean
+    new_mean = mean + a * d
+    new_var = (1.0 - a) * (var + a * d * d)
+    return new_mean, new_var
+
+
+def standardized_unit(x: np.ndarray, mean: np.ndarray, var: np.ndarray, z_scale: float, channels: str) -> np.ndarray:
+    """``u`` in [0, 1] from standardised features: [ON..., OFF...] (on_off) or one per feature."""
+    z = (x - mean) / np.sqrt(np.maximum(var, 1e-12))
+    z = np.where(var > 1e-12, z, 0.0)  # a constant feature carries no information
+    if channels == "on_off":
+        return np.clip(np.concatenate([z, -z]) / z_scale, 0.0, 1.0)
+    return np.clip(0.5 + z / (2.0 * z_scale), 0.0, 1.0)
 
 
 def lowpass_rates(previous: torch.Tensor, target: torch.Tensor, steps: int, window: int) -> torch.Tensor:
@@ -77,12 +111,28 @@ def refractory_numpy(candidates: torch.Tensor, since_spike: torch.Tensor, ref_st
 
 
 class RateEncoder:
-    """Stateful wrapper: remembers the previous input's rates and the refractory clocks."""
+    """Stateful wrapper: the running feature statistics, the previous input's rates and the
+    refractory clocks (``size`` features; input neurons = size x channels)."""
 
     def __init__(self, cfg: EncoderConfig, size: int, device: torch.device):
         self.cfg = cfg
-        self.prev_rates = torch.zeros(size, device=device)
-        self.since_spike = torch.full((size,), 1_000_000, dtype=torch.int64, device=device)
+        neurons = size * (2 if cfg.channels == "on_off" else 1)
+        self.prev_rates = torch.zeros(neurons, device=device)
+        self.since_spike = torch.full((neurons,), 1_000_000, dtype=torch.int64, device=device)
+        self.mean = np.zeros(size, dtype=np.float64)
+        self.var = np.zeros(size, dtype=np.float64)
+        self.count = 0
+
+    def unit(self, features: np.ndarray) -> np.ndarray:
+        """Features -> ``u`` in [0, 1] per input neuron; updates the running statistics."""
+        cfg = self.cfg
+        x = np.asarray(features, dtype=np.float64)
+        if cfg.normalize == "standardize":
+            self.mean, self.var = standardize_update(self.mean, self.var, self.count, x, cfg.stats_halflife)
+            self.count += 1
+            return standardized_unit(x, self.mean, self.var, cfg.z_scale, cfg.channels)
+        u = features_to_unit(x, cfg.normalize)
+        return np.concatenate([u, 1.0 - u]) if cfg.channels == "on_off" else u
 
     def rates(self, unit: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(unit, dtype=torch.float32, device=self.prev_rates.device) * self.cfg.max_rate_hz
@@ -93,9 +143,15 @@ class RateEncoder:
         self.prev_rates = target_rates.clone()
         return spikes
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"prev_rates": self.prev_rates, "since_spike": self.since_spike}
+    def state_dict(self) -> dict[str, torch.Tensor | int]:
+        return {"prev_rates": self.prev_rates, "since_spike": self.since_spike,
+                "feature_mean": torch.from_numpy(self.mean.copy()), "feature_var": torch.from_numpy(self.var.copy()),
+                "feature_count": self.count}
 
     def load_state_dict(self, data: dict) -> None:
         self.prev_rates = data["prev_rates"].to(self.prev_rates)
         self.since_spike = data["since_spike"].to(self.since_spike)
+        if "feature_mean" in data:
+            self.mean = torch.as_tensor(data["feature_mean"]).double().cpu().numpy().copy()
+            self.var = torch.as_tensor(data["feature_var"]).double().cpu().numpy().copy()
+            self.count = int(data["feature_count"])

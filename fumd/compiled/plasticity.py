@@ -236,17 +236,16 @@ def update_synapses(
 @numba.njit(cache=True, nogil=True)
 def readout_update(
     pos: np.ndarray, w_before: np.ndarray, half_trace: bool, e16: np.ndarray, e32: np.ndarray, w: np.ndarray,
-    persistent: np.ndarray, coef: float, persistent_scale: float, w_max: float,
+    persistent: np.ndarray, coef: np.ndarray, persistent_scale: float, w_max: float,
 ) -> None:  # pragma: no cover - compiled
     """``learning/readout.py::readout_update``: readout synapse ``pos[r]`` gets
-    ``clip(w_before[r] + (e * coef) * scale, 0, w_max)`` from its new trace."""
-    c = np.float32(coef)
+    ``clip(w_before[r] + (e * coef[r]) * scale, 0, w_max)`` from its new trace."""
     ps = np.float32(persistent_scale)
     scaled = ps != np.float32(1.0)
     hi = np.float32(w_max)
     for r in range(pos.shape[0]):
         k = pos[r]
-        delta = (half_value(e16[k]) if half_trace else e32[k]) * c
+        delta = (half_value(e16[k]) if half_trace else e32[k]) * coef[r]
         if scaled and persistent[k]:
             delta = delta * ps
         w[k] = min(max(w_before[r] + delta, np.float32(0.0)), hi)
@@ -297,4 +296,4 @@ class CompiledPlasticity:
         update_synapses(indptr, slot, self.acc, half, e16, e32, w, persistent, state.n_exc_synapses, gamma,
                         coefs.generic, coefs.excitatory, coefs.inhibitory, coefs.persistent_scale, coefs.w_max)
         if coefs.apply_readout:
-            readout_update(pos, w_before, half, e16, e32, w, persistent, coefs.readout, coefs.persistent_scale, coefs.w_max)
+            readout_update(pos, w_before, half, e16, e32, w, persistent, coefs.readout.numpy(), coefs.persistent_scale, coefs.w_max)

@@ -2,7 +2,7 @@
 
     I(t)   = I_encoded(t) + sum over neurons i that spiked at t-1, synapses k of row i:
              gain * w[k] (* global inhibition if k is inhibitory), added into I[col[k]]
-    V'     = V + (dt / tau_m) * ((I + V_rest) - V)          Norse's box-LIF Euler step
+    V'     = max(V + (dt / tau_m) * ((I + V_rest) - V), v_min)   Norse's box-LIF Euler step, floored
     z      = V' > v_th;   V <- v_reset where z, else V'
 
 in one call. The float32 operations and their order are exactly those of the PyTorch path
@@ -25,7 +25,7 @@ from .memory import AHEAD, prefetch
 def simulate_steps(
     v: np.ndarray, dt_tau_inv: np.ndarray, v_leak: float, v_th: np.ndarray, v_reset: float,
     drive: np.ndarray, input_idx: np.ndarray, last_spikes: np.ndarray,
-    indptr: np.ndarray, col: np.ndarray, w: np.ndarray, n_exc_synapses: int, gain: float, inhib: float,
+    indptr: np.ndarray, col: np.ndarray, w: np.ndarray, n_exc_synapses: int, gain: float, inhib: float, v_min: float,
     raster: np.ndarray, current: np.ndarray, spiking: np.ndarray, step_ptr: np.ndarray, spike_neurons: np.ndarray,
 ) -> np.ndarray:  # pragma: no cover - compiled
     """Advance ``v`` (float32 [N]) by ``T = drive.shape[0]`` steps, writing ``raster`` (bool [T, N]).
@@ -40,6 +40,7 @@ def simulate_steps(
     scale_inh = h != np.float32(1.0)
     leak = np.float32(v_leak)
     reset = np.float32(v_reset)
+    floor = np.float32(v_min)
     step_ptr[0] = 0
     n_spiking = 0
     for j in range(n):  # spikes of the previous cycle's last step
@@ -67,7 +68,7 @@ def simulate_steps(
                     current[cols[k]] += ws[k] * g
         row = raster[t]
         for j in range(n):
-            vj = v[j] + ((current[j] + leak) - v[j]) * dt_tau_inv[j]
+            vj = max(v[j] + ((current[j] + leak) - v[j]) * dt_tau_inv[j], floor)
             z = vj > v_th[j]
             row[j] = z
             v[j] = reset if z else vj

@@ -36,7 +36,7 @@ class UpdateCoefficients:
 
     excitatory: float
     inhibitory: float
-    readout: float
+    readout: torch.Tensor  # float32 [R]: per readout synapse, its population's coefficient
     generic: bool
     apply_readout: bool
     persistent_scale: float

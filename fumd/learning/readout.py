@@ -46,12 +46,12 @@ class ReadoutIndex:
 
     pos: torch.Tensor  # int64 [R] synapse positions, ascending
     post_local: torch.Tensor  # int64 [R] index of the postsynaptic output neuron in output_idx.reshape(-1)
-    target_sum: torch.Tensor  # float32 [n_out] readout_weight_mean x synapses per output neuron
+    target_sum: torch.Tensor  # float32 [n_out] learning.readout_weight_sum (0 for a neuron without such synapses)
     is_output: torch.Tensor  # bool [N]
     structure_version: int  # of the state it was derived from
 
     @classmethod
-    def build(cls, state: NetworkState, weight_mean: float) -> "ReadoutIndex":
+    def build(cls, state: NetworkState, weight_sum: float) -> "ReadoutIndex":
         n, device = state.n, state.device
         out = state.output_idx.reshape(-1)
         local = torch.full((n,), -1, dtype=torch.int64, device=device)
@@ -63,7 +63,7 @@ class ReadoutIndex:
         counts = torch.bincount(post_local, minlength=out.numel()).float()
         is_output = torch.zeros(n, dtype=torch.bool, device=device)
         is_output[out] = True
-        return cls(pos=pos, post_local=post_local, target_sum=counts * weight_mean, is_output=is_output,
+        return cls(pos=pos, post_local=post_local, target_sum=(counts > 0).float() * weight_sum, is_output=is_output,
                    structure_version=state.structure_version)
 
 
@@ -75,12 +75,62 @@ def normalize_readout(w: torch.Tensor, index: ReadoutIndex, w_max: float) -> Non
     w[index.pos] = (vals * scale[index.post_local]).clamp(0.0, w_max)
 
 
+def population_modulator(
+    populations: int, action: int, label: int | None, pop_rates: torch.Tensor, margin: float, delta: float = 0.0,
+) -> torch.Tensor:
+    """The third factor ``m_p`` of each output population (float64 [populations]).
+
+    With a label ``y`` (``learning.modulator = label``): ``m = onehot(y) - onehot(a)``, zero when the
+    decision ``a`` was right, except that a right decision whose margin ``(r_y - r_q) / r_y`` over
+    its strongest rival ``q`` is below ``margin`` gets ``onehot(y) - onehot(q)``. ``pop_rates``
+    holds the rates of the populations that compete: the vocabulary's, and with
+    ``learning.reserve_compete`` also the populations not yet given a label, which thereby learn to
+    stay quiet on the classes already known. Without a label: ``m = delta onehot(a)``, the acting
+    population's reward-prediction error."""
+    m = torch.zeros(populations, dtype=torch.float64)
+    if label is None:
+        m[action] = delta
+        return m
+    if label != action:
+        m[label] += 1.0
+        m[action] -= 1.0
+    elif margin > 0.0 and pop_rates.numel() > 1:
+        top = float(pop_rates[label])
+        others = pop_rates.clone()
+        others[label] = -1.0
+        rival = int(torch.argmax(others))
+        if top <= 0.0 or (top - float(others[rival])) / top < margin:
+            m[label] += 1.0
+            m[rival] -= 1.0
+    return m
+
+
+def update_theta(theta: torch.Tensor, counts: torch.Tensor, output: torch.Tensor, plus_mv: float, decay: float,
+                 modulator: torch.Tensor | None = None, bias_mv: float = 0.0) -> torch.Tensor:
+    """Output homeostasis (Diehl & Cook 2015's adaptive threshold, per input instead of per step),
+    plus an error-driven bias (the perceptron's bias as a threshold shift)::
+
+        theta_j <- decay theta_j + plus_mv * spikes_j - bias_mv * m_p(j)
+
+    on output neurons (``output``: int64 [P, n_pop]), 0 elsewhere. Homeostasis alone equalises
+    the populations' rates, and so would also erase the class priors a decision needs (a stream
+    with 32 % / 68 % classes); the bias lets the modulator restore them."""
+    out = output.reshape(-1)
+    new = theta.clone()
+    upd = theta[out] * decay + plus_mv * counts[out].to(theta.dtype)
+    if modulator is not None and bias_mv != 0.0:
+        upd = upd - (bias_mv * modulator.to(theta.dtype))[:, None].expand(output.shape).reshape(-1)
+    new[out] = upd
+    return new
+
+
 def readout_update(
     w: torch.Tensor, e: torch.Tensor, persistent: torch.Tensor, index: ReadoutIndex, w_before: torch.Tensor,
-    coef: float, persistent_scale: float, w_max: float,
+    coef: torch.Tensor, persistent_scale: float, w_max: float,
 ) -> None:
     """In place: the readout synapses get ``w_before + coef * e`` (instead of the generic update
-    that ``synapse_update`` applied to all excitatory synapses), persistent ones scaled."""
+    that ``synapse_update`` applied to all excitatory synapses), persistent ones scaled;
+    ``coef`` (float32 [R]) is each synapse's population's ``eta_eff * m_p``."""
     delta = torch.index_select(e, 0, index.pos).to(w.dtype) * coef
     if persistent_scale != 1.0:
         delta = torch.where(torch.index_select(persistent, 0, index.pos), delta * persistent_scale, delta)

@@ -11,10 +11,16 @@
   (the truncated tail holds < 2 % of the mass at 6 sigma), so building costs O(N x radius^2),
   not O(N^2).
 - Initial weights ``U(0, 0.3)`` for excitatory presynaptic neurons, ``U(-0.3, 0)`` for inhibitory.
-- Input neurons (one per input feature) and output populations are disjoint random subsets of the
-  excitatory neurons. Each output neuron also receives ``readout_fan_in`` synapses from random
-  input neurons (the designated input->output pathway; docs/mechanisms.md), initialised like all
-  excitatory synapses. Initial clusters are ``initial_clusters`` spatial blocks of the grid.
+- Input neurons (one per input feature and encoder channel) and output populations are disjoint
+  random subsets of the excitatory neurons. Each output neuron also receives ``readout_fan_in``
+  synapses from random input neurons (-1, the default: from every input neuron), the designated
+  input->output pathway (docs/mechanisms.md), initialised ``U(0, 2 S / fan-in)`` so that their
+  sum is ``S = learning.readout_weight_sum`` on average.
+- ``network.readout_isolated`` (default): the recurrent synapses onto input and output neurons are
+  left out, so the input neurons relay the encoder's spikes unaltered and the output neurons hear
+  only the input pathway (a hot recurrent network corrupted both; docs/mechanisms.md). The
+  recurrent network still receives the input neurons' synapses and drives the SIE's states.
+- Initial clusters are ``initial_clusters`` spatial blocks of the grid.
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ import math
 
 import torch
 
-from ..config import EngineConfig
+from ..config import EngineConfig, input_neurons
 from .state import NetworkState
 
 
@@ -107,11 +113,33 @@ def spatial_clusters(grid_xy: torch.Tensor, side: int, k: int) -> torch.Tensor:
 
 
 def initial_density(cfg: EngineConfig) -> float:
-    """Connection density ``build_network`` creates for this config (before duplicates): the
-    sparsity target that structural plasticity and decay pruning keep (SPEC §6)."""
+    """Connection density ``build_network`` creates for this config (before duplicates; with
+    ``readout_isolated`` the expected share of recurrent synapses onto designated neurons left
+    out): the sparsity target that structural plasticity and decay pruning keep (SPEC §6)."""
     net = cfg.network
-    nnz = net.neurons * net.synapses_per_neuron + net.max_labels * net.population_size * net.readout_fan_in
+    n_out = net.max_labels * net.population_size
+    recurrent = net.neurons * net.synapses_per_neuron
+    if net.readout_isolated:
+        recurrent *= 1.0 - (input_neurons(cfg) + n_out) / float(net.neurons)
+    nnz = recurrent + n_out * readout_fan_in(cfg)
     return nnz / float(net.neurons * (net.neurons - 1))
+
+
+def readout_fan_in(cfg: EngineConfig) -> int:
+    """Input->output synapses per output neuron: ``network.readout_fan_in``, -1 = every input neuron."""
+    n_in = input_neurons(cfg)
+    return n_in if cfg.network.readout_fan_in < 0 else min(cfg.network.readout_fan_in, n_in)
+
+
+def drop_synapses_onto(indptr: torch.Tensor, col: torch.Tensor, targets: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CSR structure without the synapses whose postsynaptic neuron is in ``targets``."""
+    is_target = torch.zeros(n, dtype=torch.bool, device=col.device)
+    is_target[targets] = True
+    keep = ~is_target[col.long()]
+    pre = torch.repeat_interleave(torch.arange(n, device=col.device), indptr[1:] - indptr[:-1])[keep]
+    new_indptr = torch.zeros(n + 1, dtype=torch.int64, device=col.device)
+    new_indptr[1:] = torch.cumsum(torch.bincount(pre, minlength=n), 0)
+    return new_indptr, col[keep]
 
 
 def build_network(config: EngineConfig, gen: torch.Generator, device: torch.device) -> NetworkState:
@@ -135,24 +163,34 @@ def build_network(config: EngineConfig, gen: torch.Generator, device: torch.devi
     )
     designated = torch.randperm(n_exc, generator=gen, device=device)
     n_out = net.max_labels * net.population_size
-    input_idx = torch.sort(designated[: net.input_size]).values
-    output_idx = designated[net.input_size : net.input_size + n_out].reshape(net.max_labels, net.population_size)
-    if net.readout_fan_in:
-        scores = torch.rand(n_out, net.input_size, generator=gen, device=device)
-        pick = torch.topk(scores, net.readout_fan_in, dim=1).indices  # distinct inputs per output
+    n_in = input_neurons(config)
+    input_idx = torch.sort(designated[:n_in]).values
+    output_idx = designated[n_in : n_in + n_out].reshape(net.max_labels, net.population_size)
+    if net.readout_isolated:
+        indptr, col = drop_synapses_onto(indptr, col, torch.cat([input_idx, output_idx.reshape(-1)]), n)
+    fan_in = readout_fan_in(config)
+    if fan_in:
+        scores = torch.rand(n_out, n_in, generator=gen, device=device)
+        pick = torch.topk(scores, fan_in, dim=1).indices  # distinct inputs per output
         extra_pre = input_idx[pick].reshape(-1)
-        extra_post = output_idx.reshape(-1, 1).expand(-1, net.readout_fan_in).reshape(-1)
+        extra_post = output_idx.reshape(-1, 1).expand(-1, fan_in).reshape(-1)
         indptr, col = add_synapses(indptr, col, extra_pre, extra_post, n)
     nnz = col.shape[0]
     n_exc_syn = int(indptr[n_exc])
     w = torch.rand(nnz, generator=gen, device=device) * net.init_weight_max
     w[n_exc_syn:] = -w[n_exc_syn:]
+    if fan_in:  # the readout pathway: U(0, 2 S / fan-in), mean sum S per output neuron
+        is_out = torch.zeros(n, dtype=torch.bool, device=device)
+        is_out[output_idx.reshape(-1)] = True
+        readout = is_out[col[:n_exc_syn].long()].nonzero().squeeze(1)
+        w[readout] = torch.rand(readout.numel(), generator=gen, device=device) * (2.0 * config.learning.readout_weight_sum / fan_in)
     w.clamp_(-1.0, 1.0)
 
     trace_dtype = getattr(torch, config.learning.trace_dtype)
     return NetworkState(
         n_exc=n_exc,
         v=torch.full((n,), lif.v_reset, device=device),
+        theta=torch.zeros(n, device=device),
         tau_mem=tau.float(),
         v_th=v_th.float(),
         rate_ema=torch.zeros(n, device=device),

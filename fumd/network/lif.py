@@ -49,19 +49,26 @@ def lif_step(current: torch.Tensor, v: torch.Tensor, params: LIFBoxParameters, d
 
 
 class LIFStepper:
-    """Norse's box-LIF step, in place and allocation-free (bit-identical, see module doc)."""
+    """Norse's box-LIF step, in place and allocation-free (bit-identical, see module doc).
 
-    def __init__(self, params: LIFBoxParameters, dt_ms: float):
+    ``v_min`` (optional) floors V after the Euler step: with current-based synapses nothing else
+    bounds how far inhibition pushes V (a reversal-potential stand-in, ``lif.v_min``; Norse has no
+    floor, so the equality with Norse holds while V stays above it)."""
+
+    def __init__(self, params: LIFBoxParameters, dt_ms: float, v_min: float | None = None):
         dt = dt_ms / 1000.0
         self.dt_tau_inv = dt * params.tau_mem_inv  # exactly Norse's first product
         self.v_leak = params.v_leak
         self.v_th = params.v_th
         self.v_reset = params.v_reset
+        self.v_min = v_min
 
     def step(self, current: torch.Tensor, v: torch.Tensor, spikes_out: torch.Tensor) -> None:
         """Advance ``v`` one step in place, write the spikes (bool) into ``spikes_out``;
         ``current`` is used as scratch and overwritten."""
         dv = current.add_(self.v_leak).sub_(v).mul_(self.dt_tau_inv)
         v.add_(dv)
+        if self.v_min is not None:
+            v.clamp_(min=self.v_min)
         torch.gt(v, self.v_th, out=spikes_out)
         v.masked_fill_(spikes_out, self.v_reset)

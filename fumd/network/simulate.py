@@ -76,6 +76,7 @@ def simulate_cycle(
     v_reset: float,
     synaptic_gain: float,
     input_current: float,
+    v_min: float | None = None,
     record_events: bool = True,
     backend: str = "torch",
 ) -> CycleSpikes:
@@ -83,13 +84,16 @@ def simulate_cycle(
 
     ``backend = "numba"`` (CPU) runs the steps in ``compiled.propagation.simulate_steps`` (the
     same operations, bit-identical; no event lists: ``record_events`` is then ignored, the events
-    come back empty and the spike list in ``step_ptr``/``spike_neurons`` instead)."""
+    come back empty and the spike list in ``step_ptr``/``spike_neurons`` instead).
+
+    The threshold is ``v_th + theta`` (``theta``: the output neurons' adaptive threshold); V is
+    floored at ``v_min`` when given (``LIFStepper``)."""
     if backend == "numba":
         return _simulate_compiled(state, input_spikes, dt_ms=dt_ms, v_rest=v_rest, v_reset=v_reset,
-                                  synaptic_gain=synaptic_gain, input_current=input_current)
+                                  synaptic_gain=synaptic_gain, input_current=input_current, v_min=v_min)
     steps, n = input_spikes.shape[0], state.n
     device = state.device
-    lif = LIFStepper(lif_parameters(state.tau_mem, state.v_th, v_rest, v_reset), dt_ms)
+    lif = LIFStepper(lif_parameters(state.tau_mem, state.v_th + state.theta, v_rest, v_reset), dt_ms, v_min)
     n_exc_syn = torch.tensor([state.n_exc_synapses], device=device)
     drive = input_spikes.to(state.v.dtype) * input_current  # [T, n_in]
     raster = torch.empty(steps, n, dtype=torch.bool, device=device)
@@ -162,12 +166,12 @@ def simulate_cycle(
 
 def _simulate_compiled(
     state: NetworkState, input_spikes: torch.Tensor, *, dt_ms: float, v_rest: float, v_reset: float,
-    synaptic_gain: float, input_current: float,
+    synaptic_gain: float, input_current: float, v_min: float | None,
 ) -> CycleSpikes:
     from ..compiled.propagation import simulate_steps
 
     steps, n = input_spikes.shape[0], state.n
-    lif = LIFStepper(lif_parameters(state.tau_mem, state.v_th, v_rest, v_reset), dt_ms)
+    lif = LIFStepper(lif_parameters(state.tau_mem, state.v_th + state.theta, v_rest, v_reset), dt_ms)
     drive = input_spikes.to(state.v.dtype) * input_current
     raster = torch.empty(steps, n, dtype=torch.bool)
     v = state.v.clone()  # callers may hold the old V (checkpoints); never write into it
@@ -176,7 +180,7 @@ def _simulate_compiled(
         v.numpy(), lif.dt_tau_inv.numpy(), float(lif.v_leak), lif.v_th.numpy(), float(lif.v_reset),
         drive.numpy(), state.input_idx.numpy(), state.last_spikes.numpy(),
         state.indptr.numpy(), state.col.numpy(), state.w.numpy(), state.n_exc_synapses,
-        float(synaptic_gain), float(state.global_inhibition),
+        float(synaptic_gain), float(state.global_inhibition), float("-inf") if v_min is None else float(v_min),
         raster.numpy(), np.empty(n, dtype=np.float32), np.empty(n, dtype=np.int64),
         step_ptr, np.empty(max(n, 1024), dtype=np.int32),  # (a first guess; the kernel grows it)
     )

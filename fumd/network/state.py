@@ -24,6 +24,7 @@ class NetworkState:
     v: torch.Tensor
     tau_mem: torch.Tensor  # ms
     v_th: torch.Tensor  # mV
+    theta: torch.Tensor  # mV, adaptive threshold added to v_th (output homeostasis; 0 elsewhere)
     rate_ema: torch.Tensor  # Hz, used by intrinsic plasticity
     last_spikes: torch.Tensor  # bool, spikes of the last step of the previous cycle
     grid_xy: torch.Tensor  # int32 [N, 2]
@@ -45,7 +46,7 @@ class NetworkState:
     structure_version: int = 0  # bumped whenever neurons or synapses are added or removed
 
     # Arrays aligned with neurons / with synapses: whatever adds or removes either keeps all aligned.
-    NEURON_ARRAYS = ("v", "tau_mem", "v_th", "rate_ema", "last_spikes", "grid_xy", "cluster", "activity")
+    NEURON_ARRAYS = ("v", "tau_mem", "v_th", "theta", "rate_ema", "last_spikes", "grid_xy", "cluster", "activity")
     SYNAPSE_ARRAYS = ("col", "w", "e", "persistent")
 
     @property

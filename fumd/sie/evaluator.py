@@ -2,15 +2,22 @@
 
     total = w_td * TD + w_nov * novelty - w_hab * habituation + w_sb * self_benefit
     total <- mean of the last 5 totals                       (smoothing)
+    total <- r + k tanh(total)   if an external reward r arrived (k = internal_weight_with_external)
     total <- min(total, 0)      if novelty > 0.9             (possibly corrupted input)
     total <- r (or 0)           if the computation overran its time budget (5 ms)
 
 ``SelfImprovementEngine`` is the thin stateful wrapper: it owns V_states, the pattern history
 with habituation levels, the smoothing buffer and the per-cluster reward statistics
 (``avg_reward[c]`` as an exponential average, plus a bounded history per cluster).
+
+External reward dominates (issue #9): the internal terms (novelty, self-benefit, ...) are of the
+order of 1 and used to swamp an external -1, so 82 % of wrong decisions were paid a positive total.
+When a label or reward is present the internal part is squashed to ``(-k, k)`` with ``k = 0.25 < 1``,
+so the total has the external reward's sign and the internal terms only shade it.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -86,6 +93,8 @@ class SelfImprovementEngine:
         self.recent[self.recent_count % cfg.smoothing_window] = raw
         self.recent_count += 1
         total = float(self.recent[: min(self.recent_count, cfg.smoothing_window)].mean())
+        if external is not None:
+            total = external + cfg.internal_weight_with_external * math.tanh(total)
         capped = nov > cfg.novelty_cap_threshold and total > 0.0
         if capped:
             total = 0.0
