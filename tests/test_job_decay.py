@@ -6,7 +6,8 @@ import torch
 
 from fumd.engine import Engine
 from fumd.errors import ConfigError
-from fumd.jobs.decay import DecayConfig, DecayJob, neuron_rates_hz, window_reward_stats
+from fumd.jobs.decay import (DecayConfig, DecayJob, decay_classes, low_reward_clusters, neuron_rates_hz,
+                             readout_synapses, window_reward_stats)
 from tests.conftest import small_config, set_rewards
 
 K = 8
@@ -43,6 +44,10 @@ def setup_engine(seed: int = 0) -> Engine:
     return engine
 
 
+# the seed's rule as far as these tests reach: no readout protection; margin 0 = "below the
+# network's mean", which every low cluster here is (the network's window mean is 0.99)
+SEEDLIKE = dict(protect_readout=False, low_reward_margin=0.0)
+
 EXPECTED_FACTOR = {0: 0.99, 1: 0.995, 2: 0.965, 3: 0.965, 4: 0.99, 5: 0.99, 6: 0.99, 7: 0.99}
 
 
@@ -58,7 +63,7 @@ def test_decay_multiplies_exactly_the_right_synapses_and_prunes_aligned():
     ref = list(zip(pre0[keep].tolist(), col0[keep].tolist(), w_dec[keep], e0[keep], p0[keep].tolist()))
     n_pruned_expected = st.nnz - len(ref)
     assert n_pruned_expected > 0
-    job = DecayJob(DecayConfig(low_reward_threshold=0.5, prune_floor=0.0))  # the seed: threshold 0.5, no floor
+    job = DecayJob(DecayConfig(low_reward_threshold=0.5, prune_floor=0.0, **SEEDLIKE))  # the seed: threshold 0.5, no floor
     out = job.apply(engine, job.compute(job.snapshot(engine)))
     assert out["pruned"] == n_pruned_expected and out["decayed"] == int((~p0).sum())
     assert out["low_activity_clusters"] == 1 and out["low_reward_clusters"] == 2
@@ -81,7 +86,7 @@ def test_decay_outputs_counts_by_class():
     st = engine.state
     post_c = st.cluster[st.col.long()]
     movable = ~st.persistent
-    job = DecayJob(DecayConfig(low_reward_threshold=0.5, prune_floor=0.0))  # the seed: threshold 0.5, no floor
+    job = DecayJob(DecayConfig(low_reward_threshold=0.5, prune_floor=0.0, **SEEDLIKE))  # the seed: threshold 0.5, no floor
     out = job.apply(engine, job.compute(job.snapshot(engine)))
     assert out["slow"] == int((movable & (post_c == 1)).sum())
     assert out["fast"] == int((movable & ((post_c == 2) | (post_c == 3))).sum())
@@ -90,7 +95,7 @@ def test_decay_outputs_counts_by_class():
 def test_reclustering_between_snapshot_and_apply_uses_the_new_partition():
     engine = setup_engine()
     st = engine.state
-    job = DecayJob(DecayConfig(low_reward_threshold=0.5, prune_floor=0.0))  # the seed: threshold 0.5, no floor
+    job = DecayJob(DecayConfig(low_reward_threshold=0.5, prune_floor=0.0, **SEEDLIKE))  # the seed: threshold 0.5, no floor
     plan = job.compute(job.snapshot(engine))
     st.cluster = torch.zeros(st.n, dtype=torch.int64)  # everything in cluster 0 (normal: 0.99)
     st.persistent.zero_()
@@ -132,15 +137,80 @@ def test_pruning_stops_at_the_density_floor_weakest_first():
 
     engine = Engine(small_config())
     st = engine.state
-    target = initial_density(engine.config) * st.n * (st.n - 1)
+    density = initial_density(engine.config)
+    target = density * st.n * (st.n - 1)
+    floor = 0.95 * st.nnz / target  # the floor sits 5 % below the synapses there are (whatever the build makes)
     weak = torch.arange(st.nnz) % 3 == 0  # a third of the synapses fall below 0.01
     st.w[weak] = torch.linspace(0.0, 0.009, int(weak.sum())) * torch.sign(st.w[weak])
-    budget = prune_budget(st.nnz, st.n, initial_density(engine.config), 0.9)
-    assert budget == st.nnz - math.ceil(0.9 * target) and 0 < budget < int(weak.sum())
+    budget = prune_budget(st.nnz, st.n, density, floor)
+    assert budget == st.nnz - math.ceil(floor * target) and 0 < budget < int(weak.sum())
     keep = prune_keep(st.w, st.persistent, 0.01, budget)
     assert int((~keep).sum()) == budget
     assert float(st.w[~keep].abs().max()) <= float(st.w[weak & keep].abs().min())  # the weakest went
     assert prune_budget(st.nnz, st.n, 0.5, 0.0) is None
-    job = DecayJob(DecayConfig(prune_floor=0.9))
+    job = DecayJob(DecayConfig(prune_floor=floor, protect_readout=False))
     out = job.apply(engine, job.compute(job.snapshot(engine)))
-    assert out["pruned"] == budget and st.nnz == math.ceil(0.9 * target)
+    assert out["pruned"] == budget and st.nnz == math.ceil(floor * target)
+
+
+def test_readout_synapses_are_neither_decayed_nor_pruned():
+    """Issue #9: decay must not erase what the readout learned. Every synapse onto an output
+    neuron keeps its weight, even below the pruning threshold, in a low-reward cluster; the same
+    run without the protection decays and prunes them (so the test sees the difference)."""
+    engine = setup_engine()
+    st = engine.state
+    readout = readout_synapses(st)
+    assert int(readout.sum()) > 0
+    st.persistent.zero_()
+    st.w[readout & (torch.arange(st.nnz) % 2 == 0)] = 0.005  # below the pruning threshold
+    st.w[readout & (torch.arange(st.nnz) % 2 == 1) & (torch.arange(st.nnz) < st.n_exc_synapses)] = 0.5
+    keys0 = (st.pre_index() * st.n + st.col.long())[readout]
+    w0 = st.w[readout].clone()
+    job = DecayJob(DecayConfig(low_reward_threshold=0.5, prune_floor=0.0, low_reward_margin=0.0))
+    out = job.apply(engine, job.compute(job.snapshot(engine)))
+    assert out["protected_readout"] == int(readout.sum()) and out["pruned"] > 0
+    now = readout_synapses(st)
+    assert torch.equal((st.pre_index() * st.n + st.col.long())[now], keys0)
+    assert torch.equal(st.w[now], w0)
+    # unprotected (the seed): the same synapses shrink and the small ones go
+    engine2 = setup_engine()
+    st2 = engine2.state
+    st2.persistent.zero_()
+    st2.w[readout & (torch.arange(st2.nnz) % 2 == 0)] = 0.005
+    job2 = DecayJob(DecayConfig(low_reward_threshold=0.5, prune_floor=0.0, low_reward_margin=0.0, protect_readout=False))
+    job2.apply(engine2, job2.compute(job2.snapshot(engine2)))
+    assert int(readout_synapses(st2).sum()) < int(readout.sum())
+
+
+def _labelled_rewards(accuracy: float, n: int, rng) -> list[float]:
+    return [1.0 if rng.random() < accuracy else -1.0 for _ in range(n)]
+
+
+def test_low_reward_is_relative_a_learning_network_has_no_low_reward_clusters():
+    """With labels the cluster rewards are mostly the external +-1 (2 x accuracy - 1). A network at
+    40 % accuracy on a hard task (mean -0.2 everywhere) has no low-reward cluster; a cluster at
+    5 % among clusters at 60 % is one. The seed's absolute rule (threshold 0.5) or the old one
+    (0) would call every cluster of the first network low."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    engine = Engine(small_config())
+    sie = engine.sie
+    k = sie.reward_history.shape[0]
+    for c in range(k):
+        set_rewards(sie, c, _labelled_rewards(0.4, 200, rng))
+    cfg = DecayConfig()
+    job = DecayJob(cfg)
+    plan = job.compute(job.snapshot(engine))
+    assert int((plan.classes == 2).sum()) == 0
+    mean, _, n = window_reward_stats(sie.reward_history, sie.reward_count, cfg.reward_window)
+    assert bool((mean < 0).all())  # an absolute threshold of 0 would have flagged all of them
+    assert int(low_reward_clusters(mean, n, 20, 0.0, 0.0).sum()) < k  # margin 0: "below the mean" only
+    for c in range(k):
+        set_rewards(sie, c, _labelled_rewards(0.6, 200, rng))
+    set_rewards(sie, 3, _labelled_rewards(0.05, 200, rng))
+    plan = job.compute(job.snapshot(engine))
+    assert (plan.classes == 2).nonzero().flatten().tolist() == [3]
+    rate = torch.full((k,), 20.0)
+    mean, _, n = window_reward_stats(sie.reward_history, sie.reward_count, cfg.reward_window)
+    assert decay_classes(rate, mean, n, cfg).tolist() == [2 if c == 3 else 0 for c in range(k)]

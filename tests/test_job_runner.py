@@ -85,3 +85,34 @@ def test_seconds_clock_computes_off_loop_and_drops_stale_plans():
         assert job.applied >= 1 and runner.last_outputs["t"]["plan"] == 1
     finally:
         runner.shutdown()
+
+
+def test_jobs_never_touch_the_engines_random_stream():
+    """Issue #9: every job draws its seeds from its own stream (network.seed + the job's name), so
+    the engine's input spikes are the same with the jobs on or off, and a job's effect on learning
+    can be measured without that noise. Each job runs once on a real engine; the engine's
+    generator state is unchanged, and a second build gives the same draws."""
+    import numpy as np
+    import torch
+
+    from fumd.engine import Engine
+    from fumd.jobs.config import JobsConfig
+    from fumd.jobs.registry import build_jobs
+    from tests.conftest import small_config
+
+    engine = Engine(small_config(network={"activity_history": 8}))
+    rng = np.random.default_rng(0)
+    jobs = build_jobs(JobsConfig(), seed=3)
+    for i in range(12):
+        result = engine.cycle({"x": rng.random(16).tolist(), "label": str(i % 3)})
+        for job in jobs:
+            if hasattr(job, "observe"):
+                job.observe(engine, result)
+    before = engine.generator.get_state().clone()
+    for job in jobs:
+        job.apply(engine, job.compute(job.snapshot(engine)))
+    assert torch.equal(engine.generator.get_state(), before)
+    a = {j.name: j for j in build_jobs(JobsConfig(), seed=3)}
+    b = {j.name: j for j in build_jobs(JobsConfig(), seed=3)}
+    assert a["clustering"].stream.integer(1000) == b["clustering"].stream.integer(1000)
+    assert a["structural"].stream.integer(1000) != build_jobs(JobsConfig(), seed=4)[4].stream.integer(1000)

@@ -31,3 +31,40 @@ class Job(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, data: dict[str, Any]) -> None: ...
+
+
+def job_seed(seed: int, name: str) -> int:
+    """A job's own seed from the network seed and the job's name (stable across runs and machines)."""
+    import zlib
+
+    return (int(seed) * 1_000_003 + zlib.crc32(name.encode())) % (2**63 - 1)
+
+
+class PrivateStream:
+    """A job's own random stream (CPU ``torch.Generator`` seeded by ``job_seed``), saved in the
+    job's state. Jobs draw their seeds here, not from ``engine.generator``: a job never changes
+    the engine's random numbers, so the engine with jobs on sees the same input spikes as with
+    them off, and what a job does to learning can be measured without that noise (issue #9)."""
+
+    def __init__(self, seed: int, name: str):
+        import torch
+
+        self.seed = job_seed(seed, name)
+        self.gen = torch.Generator()
+        self.gen.manual_seed(self.seed)
+
+    def integer(self, high: int) -> int:
+        import torch
+
+        return int(torch.randint(0, int(high), (1,), generator=self.gen))
+
+    def reset(self) -> None:
+        self.gen.manual_seed(self.seed)
+
+    def get_state(self) -> Any:
+        return self.gen.get_state()
+
+    def set_state(self, state: Any) -> None:
+        import torch
+
+        self.gen.set_state(torch.as_tensor(state).cpu().to(torch.uint8))

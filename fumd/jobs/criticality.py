@@ -22,15 +22,21 @@ Per run (``snapshot -> compute -> apply``):
 
 * ``tau``: discrete power-law MLE of the avalanche sizes with ``x_min`` chosen by the KS distance
   (Clauset, Shalizi & Newman 2009), ``criticality_index = |tau - 1.5|``.
-* index > ``index_threshold`` -> ``global_inhibition *= inhibition_factor`` (bounded by
-  ``inhibition_max``) and ``slow_structural = True`` (read by the structural job); ``inhibition_mode
-  = "signed"`` instead raises inhibition only for tau < 1.5 (too many large avalanches,
-  supercritical) and lowers it for tau > 1.5 (subcritical).
-* sustained large avalanches -> ``global_inhibition *= inhibition_factor`` (one increase per run
-  even when both rules fire).
-* variability of the population rate over the last ``variance_window`` cycles (squared CV by
-  default, see ``rate_variance``) > ``variance_threshold``
-  -> ``eta *= eta_factor``, bounded below by ``eta_min``.
+* **Inhibition acts in both directions** (``inhibition_mode = "both"``, default; issue #9): more
+  (``x inhibition_factor``) when the network is supercritical (index > ``index_threshold`` with
+  tau < 1.5, or sustained large avalanches) or too hot (mean *recurrent* rate of the last
+  ``sustain_window`` cycles, input and output neurons left out, above ``rate_high_hz``); less
+  (``/ inhibition_factor``) when it is subcritical (index > threshold, tau > 1.5) or too quiet
+  (rate below ``rate_low_hz``) and neither of the first two. One step per run, always inside
+  ``[g0 / inhibition_range, g0 x inhibition_range]`` (``g0`` = ``lif.global_inhibition``, the
+  configured network) and the absolute ``[inhibition_min, inhibition_max]``. ``seed``: seed
+  §5.C.3 literally (index > 0.2 or large avalanches -> more, never less); ``signed``: tau alone.
+  index > threshold also sets ``slow_structural`` (read by the structural job).
+* variability of the population rate over the last ``variance_window`` cycles (squared CV of
+  20-cycle block means by default, see ``rate_variance``) > ``variance_threshold`` -> the learning-rate scale
+  ``eta_scale *= eta_factor`` (``engine.eta`` with it), never below ``eta_min_scale``; below the
+  threshold the scale recovers by ``/ eta_factor`` per run up to 1. The tuning job multiplies its
+  own eta by this scale (so the two jobs compose instead of undoing each other).
 * anomalies (seed §5.E.2): excessive variance (> ``anomaly_variance_threshold``), sustained
   extreme reward (mean over ``reward_window`` cycles outside ±``reward_extreme``), silent clusters
   (clusters with neurons but zero spikes over the activity window ``state.activity``). Counted per
@@ -72,19 +78,24 @@ class CriticalityConfig:
     max_xmin_candidates: int = 100
     target_tau: float = 1.5
     index_threshold: float = 0.2
-    inhibition_mode: str = "seed"  # seed | signed (docs/mechanisms.md)
+    inhibition_mode: str = "both"  # both | seed | signed (docs/mechanisms.md)
     inhibition_factor: float = 1.1
-    inhibition_max: float = 25.0  # absolute bound on global_inhibition (5x the default 5)
-    inhibition_min: float = 1.0  # lower bound, only reached in "signed" mode
+    inhibition_range: float = 2.0  # global_inhibition stays in [g0 / range, g0 x range], g0 = lif.global_inhibition
+    inhibition_max: float = 100.0  # absolute bounds on top of the range (= lif.global_inhibition's valid range)
+    inhibition_min: float = 0.0
+    rate_low_hz: float = 2.0  # "both": recurrent rate below this = too quiet -> less inhibition
+    rate_high_hz: float = 40.0  # "both": above this = too hot -> more inhibition (fumd's 2-40 Hz band)
     # large avalanches
     large_fraction: float = 0.1  # of N, estimated from the electrodes: s * N / m > 0.1 N  <=>  s > 0.1 m
-    sustain_window: int = 20  # cycles: the median avalanche of the last 20 cycles must be large
-    # rate variance -> eta
+    sustain_window: int = 20  # cycles: the median avalanche (and the mean rate) of the last 20 cycles
+    # rate variance -> eta scale
     variance_window: int = 200  # cycles of population rate (seed: spike_rates[-1000:])
-    variance_measure: str = "cv2"  # cv2: var / mean^2 (scale-free) | hz2: var in Hz^2
+    variance_measure: str = "cv2_blocks"  # cv2_blocks: cv2 of 20-cycle block means | cv2: var / mean^2 | hz2: var in Hz^2
+    variance_block: int = 20  # cycles per block (cv2_blocks)
     variance_threshold: float = 0.1  # seed 0.1 (§5.C.3), read as a squared CV (docs/mechanisms.md)
-    eta_factor: float = 0.9
-    eta_min: float = 0.005  # = the tuner's lower bound, so the two jobs never fight over the range
+    eta_factor: float = 0.9  # eta scale x this on high variance, / this (up to 1) otherwise
+    eta_min_scale: float = 0.5  # the scale never goes below this: engine.eta >= 0.5 x the value set for it
+    eta_min: float = 0.0  # absolute floor on engine.eta (0: none)
     # anomalies
     anomaly_variance_threshold: float = 0.2  # "excessive": 2x the control threshold, so control acts first
     reward_window: int = 50  # cycles
@@ -97,6 +108,8 @@ class CriticalityConfig:
             "ring_size": (10, 10**7), "min_avalanches": (10, 10**7), "min_tail": (5, 10**7),
             "max_xmin_candidates": (1, 10**6), "target_tau": (1.0, 10.0), "index_threshold": (0.0, 10.0),
             "inhibition_factor": (1.0, 10.0), "inhibition_max": (0.0, 1000.0), "inhibition_min": (0.0, 1000.0),
+            "inhibition_range": (1.0, 1000.0), "rate_low_hz": (0.0, 10_000.0), "rate_high_hz": (0.0, 10_000.0),
+            "eta_min_scale": (1e-6, 1.0), "variance_block": (1, 10**6),
             "large_fraction": (0.0, 1.0), "sustain_window": (1, 10**6), "min_tail_fraction": (0.0, 1.0),
             "variance_window": (2, 10**7), "variance_threshold": (0.0, 1e9), "eta_factor": (0.0, 1.0),
             "eta_min": (0.0, 1.0), "anomaly_variance_threshold": (0.0, 1e9), "reward_window": (1, 10**7),
@@ -106,12 +119,14 @@ class CriticalityConfig:
             value = getattr(self, key)
             if not (low <= value <= high) or (isinstance(value, float) and not math.isfinite(value)):
                 raise ConfigError(f"jobs.{NAME}.{key} = {value!r} is outside the allowed range [{low}, {high}]")
-        if self.variance_measure not in ("cv2", "hz2"):
-            raise ConfigError(f"jobs.{NAME}.variance_measure = {self.variance_measure!r}: allowed values are cv2, hz2")
-        if self.inhibition_mode not in ("seed", "signed"):
-            raise ConfigError(f"jobs.{NAME}.inhibition_mode = {self.inhibition_mode!r}: allowed values are seed, signed")
+        if self.variance_measure not in ("cv2_blocks", "cv2", "hz2"):
+            raise ConfigError(f"jobs.{NAME}.variance_measure = {self.variance_measure!r}: allowed values are cv2_blocks, cv2, hz2")
+        if self.inhibition_mode not in ("both", "seed", "signed"):
+            raise ConfigError(f"jobs.{NAME}.inhibition_mode = {self.inhibition_mode!r}: allowed values are both, seed, signed")
         if self.inhibition_min > self.inhibition_max:
             raise ConfigError(f"jobs.{NAME}.inhibition_min must be <= jobs.{NAME}.inhibition_max")
+        if self.rate_low_hz >= self.rate_high_hz:
+            raise ConfigError(f"jobs.{NAME}.rate_low_hz must be < jobs.{NAME}.rate_high_hz")
         if self.min_tail > self.min_avalanches:
             raise ConfigError(f"jobs.{NAME}.min_tail must be <= jobs.{NAME}.min_avalanches")
         if self.min_avalanches > self.ring_size:
@@ -234,17 +249,26 @@ def avalanches_from_bins(bins: np.ndarray, open_size: int) -> tuple[list[int], i
     return closed, still_open
 
 
-def rate_variance(rates: np.ndarray, measure: str = "cv2") -> float:
+def rate_variance(rates: np.ndarray, measure: str = "cv2", block: int = 20) -> float:
     """Temporal variability of the population firing rate over the recorded cycles (seed §5.D.2
     ``variance = torch.var(spike_rates[-1000:])``), unbiased (n - 1) as torch.var:
 
-        hz2:  var(r)            (Hz^2)
-        cv2:  var(r) / mean(r)^2   (squared coefficient of variation, dimensionless)
+        hz2:        var(r)            (Hz^2)
+        cv2:        var(r) / mean(r)^2   (squared coefficient of variation, dimensionless)
+        cv2_blocks: the cv2 of the means of consecutive blocks of ``block`` cycles (the newest
+                    whole blocks): slow swings of the network's rate, without the per-input
+                    variation (different inputs drive different numbers of neurons), which is
+                    not instability and alone exceeded 0.1 on a learning network (issue #9)
 
     The seed's thresholds (0.05-0.1 "Hz") are far below the Poisson sampling floor of a rate
     measured in one 50 ms cycle (``1000 r / (N T)`` Hz^2, 0.3 Hz^2 for N = 1000 at 15 Hz) and of
     the input-driven variation, so the default reads them as a squared CV (docs/mechanisms.md).
     """
+    if measure == "cv2_blocks":
+        m = rates.size // max(block, 1)
+        if m < 2:
+            return 0.0
+        rates = rates[rates.size - m * block:].reshape(m, block).mean(axis=1)
     if rates.size < 2:
         return 0.0
     var = float(np.var(rates, ddof=1))
@@ -270,38 +294,84 @@ def large_sustained(recent_sizes: np.ndarray, threshold: float) -> bool:
     return bool(recent_sizes.size) and float(np.median(recent_sizes)) > threshold
 
 
+def inhibition_bounds(initial: float, cfg: CriticalityConfig) -> tuple[float, float]:
+    """``[g0 / inhibition_range, g0 x inhibition_range]`` intersected with the absolute
+    ``[inhibition_min, inhibition_max]``: the controller moves the gain around the configured
+    network's value, never far from it (issue #9: an unbounded up-only rule reached 25 = 5 x g0, where
+    one inhibitory spike moved V by ~-37 mV)."""
+    lo = max(initial / cfg.inhibition_range, cfg.inhibition_min)
+    hi = min(initial * cfg.inhibition_range, cfg.inhibition_max)
+    return (lo, hi) if lo <= hi else (hi, hi)
+
+
 def next_inhibition(current: float, tau: float | None, index: float | None, sustained_large: bool,
-                    cfg: CriticalityConfig) -> tuple[float, bool, str]:
+                    cfg: CriticalityConfig, rate_hz: float | None = None,
+                    bounds: tuple[float, float] | None = None) -> tuple[float, bool, str]:
     """New global inhibition gain, whether structural plasticity should slow down, and why.
 
-    seed §5.C.3: ``criticality_index > 0.2`` -> more inhibition and slower structural plasticity;
-    large avalanches sustained -> ``global_inhib_rate *= 1.1``. At most one step per run, clamped
-    to ``[inhibition_min, inhibition_max]`` (a bound never moves a value away from its range).
+    ``both`` (default): more inhibition when the network is *supercritical* (sustained large
+    avalanches, or index > 0.2 with tau < 1.5) or *too hot* (mean recurrent rate of the last
+    ``sustain_window`` cycles above ``rate_high_hz``); less when it is *subcritical* (index > 0.2
+    with tau > 1.5) or *too quiet* (rate below ``rate_low_hz``) and not supercritical or hot. The
+    rate guard matters: at high rates the electrode estimate reads tau > 1.5 (docs/mechanisms.md),
+    so tau alone would lower inhibition in a saturated network.
+    ``seed``: seed §5.C.3 literally, index > 0.2 or sustained large avalanches -> more inhibition
+    (never less). ``signed``: tau alone sets the direction, large avalanches raise.
+    At most one step (x or / ``inhibition_factor``) per run, clamped to ``bounds`` (default: the
+    absolute ``[inhibition_min, inhibition_max]``); a value outside the bounds moves into them.
     """
+    lo, hi = bounds if bounds is not None else (cfg.inhibition_min, cfg.inhibition_max)
     off_critical = index is not None and index > cfg.index_threshold
-    direction = 0
-    reason = ""
+    up, down, reasons = False, False, []
     if sustained_large:
-        direction, reason = 1, "large_avalanches"
-    if off_critical:
-        if cfg.inhibition_mode == "seed" or (tau is not None and tau < cfg.target_tau):
-            direction, reason = 1, reason + ("+" if reason else "") + "criticality"
-        elif direction == 0:
-            direction, reason = -1, "subcritical"
+        up = True
+        reasons.append("large_avalanches")
+    if cfg.inhibition_mode == "seed":
+        if off_critical:
+            up = True
+            reasons.append("criticality")
+    else:
+        if off_critical and tau is not None and tau < cfg.target_tau:
+            up = True
+            reasons.append("supercritical")
+        if cfg.inhibition_mode == "both" and rate_hz is not None and rate_hz > cfg.rate_high_hz:
+            up = True
+            reasons.append("hot")
+        if not up:
+            if off_critical and tau is not None and tau > cfg.target_tau:
+                down = True
+                reasons.append("subcritical")
+            if cfg.inhibition_mode == "both" and rate_hz is not None and rate_hz < cfg.rate_low_hz:
+                down = True
+                reasons.append("quiet")
     new = current
-    if direction > 0 and current < cfg.inhibition_max:
-        new = min(current * cfg.inhibition_factor, cfg.inhibition_max)
-    elif direction < 0 and current > cfg.inhibition_min:
-        new = max(current / cfg.inhibition_factor, cfg.inhibition_min)
-    return new, off_critical, reason
+    if up:
+        new = current * cfg.inhibition_factor
+    elif down:
+        new = current / cfg.inhibition_factor
+    new = min(max(new, lo), hi)
+    if not math.isfinite(new):
+        new = lo
+    return new, off_critical, "+".join(reasons)
 
 
-def next_eta(eta: float, variance: float, cfg: CriticalityConfig) -> float:
-    """seed §5.C.3/§5.D.2: rate variance above threshold -> ``eta *= 0.9``, never below ``eta_min``
-    (an eta already below the floor is left alone)."""
-    if variance > cfg.variance_threshold and eta > cfg.eta_min:
-        return max(eta * cfg.eta_factor, cfg.eta_min)
-    return eta
+def next_eta_scale(scale: float, variance: float, cfg: CriticalityConfig) -> float:
+    """seed §5.C.3/§5.D.2: rate variance above threshold -> ``eta *= 0.9``; here as a scale on the
+    learning rate, bounded below by ``eta_min_scale`` and recovering (``/ 0.9`` per run, up to 1)
+    while the variance is below the threshold, so a burst of variability never leaves the
+    network learning slowly for good."""
+    if variance > cfg.variance_threshold:
+        return max(scale * cfg.eta_factor, cfg.eta_min_scale)
+    return min(scale / cfg.eta_factor, 1.0)
+
+
+def next_eta(eta: float, variance: float, cfg: CriticalityConfig, scale: float = 1.0) -> tuple[float, float]:
+    """``(new engine.eta, new scale)``: the live rate is rescaled by ``new_scale / scale`` (so a
+    value another job or the operator set is kept, times the scale), never below ``eta_min``
+    unless it already was."""
+    new_scale = next_eta_scale(scale, variance, cfg)
+    new = eta * new_scale / scale if scale > 0 else eta
+    return max(new, min(eta, cfg.eta_min)), new_scale
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,6 +386,7 @@ class CriticalitySnapshot:
     activity: torch.Tensor  # spikes per neuron over the activity window
     cluster: torch.Tensor
     n_clusters: int
+    recent_rate: float | None = None  # mean recurrent rate (Hz) of the last sustain_window cycles
 
 
 @dataclass
@@ -327,6 +398,7 @@ class CriticalityPlan:
     mean_reward: float | None
     silent: list[int]
     n_avalanches: int
+    recent_rate: float | None = None
 
 
 class _Ring:
@@ -379,6 +451,9 @@ class CriticalityJob:
         self.last_anomalies: list[str] = []
         self.last_tau = float("nan")
         self.last_reason = ""  # why inhibition moved at the last run (for the log line)
+        self.eta_scale = 1.0  # factor on the learning rate from rate variance (read by the tuner)
+        self.inhibition_initial = -1.0  # g0: lif.global_inhibition (or the first value seen); < 0: not yet
+        self._recurrent: tuple[int, int, torch.Tensor] | None = None  # (version, n, mask) cache
 
     # -- per cycle --------------------------------------------------------------------------
     def bin_width(self) -> int:
@@ -433,23 +508,52 @@ class CriticalityJob:
             closed = np.concatenate((closed, [self.open_size]))
         return closed
 
+    def recurrent_rate_hz(self, engine: Any, result: Any) -> float:
+        """Mean rate (Hz) of the recurrent neurons in this cycle: the designated input neurons
+        (driven by the encoder) and output neurons are left out, so "quiet" and "hot" describe the
+        network the inhibition acts on. Falls back to ``result.rate_hz`` (all neurons)."""
+        st = engine.state
+        spikes = getattr(engine, "last_spikes", None)
+        counts = getattr(spikes, "counts", None)
+        lif = getattr(getattr(engine, "config", None), "lif", None)
+        if counts is None or lif is None or not hasattr(st, "input_idx") or counts.numel() != st.n:
+            return float(result.rate_hz)
+        version = int(getattr(st, "structure_version", 0))
+        if self._recurrent is None or self._recurrent[0] != version or self._recurrent[1] != st.n:
+            mask = torch.ones(st.n, dtype=torch.bool, device=counts.device)
+            mask[st.input_idx.reshape(-1).long()] = False
+            mask[st.output_idx.reshape(-1).long()] = False
+            self._recurrent = (version, st.n, mask)
+        mask = self._recurrent[2]
+        n_rec = int(mask.sum())
+        if n_rec == 0:
+            return float(result.rate_hz)
+        steps = int(getattr(spikes, "raster").shape[0]) if getattr(spikes, "raster", None) is not None else int(lif.steps)
+        return float(counts[mask].sum()) / n_rec / (steps * float(lif.dt_ms) / 1000.0)
+
     def observe(self, engine: Any, result: Any) -> None:
         spikes = getattr(engine, "last_spikes", None)
         if spikes is not None:
             self._electrodes(engine)
             self.observe_raster(spikes.raster, engine.state.n)
-        self.rates.extend([float(result.rate_hz)])
+        self.rates.extend([self.recurrent_rate_hz(engine, result)])
         self.rewards.extend([float(result.total_reward)])
 
     # -- snapshot -> compute -> apply ---------------------------------------------------------
     def snapshot(self, engine: Any) -> CriticalitySnapshot:
         st = engine.state
+        if self.inhibition_initial < 0:
+            lif = getattr(getattr(engine, "config", None), "lif", None)
+            self.inhibition_initial = float(getattr(lif, "global_inhibition", st.global_inhibition))
+        rates = self.rates.values()
+        recent = rates[-self.config.sustain_window:]
         return CriticalitySnapshot(
             sizes=self.sizes.values(), recent_sizes=self.recent_sizes(),
             electrodes=int(self.electrode_idx.numel()) if self.electrode_idx is not None else 0,
             rates=self.rates.values(),
             rewards=self.rewards.values(), activity=st.activity.sum(1, dtype=torch.int64).cpu(),
             cluster=st.cluster.clone().cpu(), n_clusters=int(st.n_clusters),
+            recent_rate=float(recent.mean()) if recent.size else None,
         )
 
     def compute(self, snap: CriticalitySnapshot) -> CriticalityPlan:
@@ -462,9 +566,9 @@ class CriticalityJob:
         rewards = snap.rewards
         mean_reward = float(rewards.mean()) if rewards.size >= c.reward_window else None
         return CriticalityPlan(
-            fit=fit, index=index, sustained_large=bool(sustained), variance=rate_variance(snap.rates, c.variance_measure),
+            fit=fit, index=index, sustained_large=bool(sustained), variance=rate_variance(snap.rates, c.variance_measure, c.variance_block),
             mean_reward=mean_reward, silent=silent_clusters(snap.activity, snap.cluster, snap.n_clusters),
-            n_avalanches=int(snap.sizes.size),
+            n_avalanches=int(snap.sizes.size), recent_rate=snap.recent_rate,
         )
 
     def apply(self, engine: Any, plan: CriticalityPlan) -> dict[str, float]:
@@ -473,10 +577,12 @@ class CriticalityJob:
         fit = plan.fit
         tau = fit.tau if fit is not None else None
         before = float(st.global_inhibition)
+        initial = self.inhibition_initial if self.inhibition_initial > 0 else before
+        bounds = inhibition_bounds(initial, c)
         st.global_inhibition, self.slow_structural, self.last_reason = next_inhibition(
-            before, tau, plan.index, plan.sustained_large, c)
+            before, tau, plan.index, plan.sustained_large, c, plan.recent_rate, bounds)
         eta_before = float(engine.eta)
-        engine.eta = next_eta(eta_before, plan.variance, c)
+        engine.eta, self.eta_scale = next_eta(eta_before, plan.variance, c, self.eta_scale)
 
         anomalies: list[str] = []
         if plan.variance > c.anomaly_variance_threshold:
@@ -502,10 +608,14 @@ class CriticalityJob:
             "large_avalanches_sustained": float(plan.sustained_large),
             "global_inhibition": float(st.global_inhibition),
             "inhibition_changed": float(st.global_inhibition != before),
+            "inhibition_direction": float(np.sign(st.global_inhibition - before)),
+            "inhibition_low": bounds[0], "inhibition_high": bounds[1],
+            "recurrent_rate_hz": plan.recent_rate if plan.recent_rate is not None else nan,
             "slow_structural": float(self.slow_structural),
             "rate_variance": plan.variance,
             "eta": float(engine.eta),
             "eta_reduced": float(engine.eta < eta_before),
+            "eta_scale": float(self.eta_scale),
             "anomaly_variance": float(plan.variance > c.anomaly_variance_threshold),
             "anomaly_reward": float(plan.mean_reward is not None and abs(plan.mean_reward) > c.reward_extreme),
             "silent_clusters": float(len(plan.silent)),
@@ -530,6 +640,8 @@ class CriticalityJob:
         out["open_size"] = int(self.open_size)
         out["event_rate"] = float(self.event_rate)
         out["slow_structural"] = bool(self.slow_structural)
+        out["eta_scale"] = float(self.eta_scale)
+        out["inhibition_initial"] = float(self.inhibition_initial)
         for key, value in self.totals.items():
             out[f"totals.{key}"] = int(value)
         return out
@@ -557,6 +669,8 @@ class CriticalityJob:
         self.open_size = int(data["open_size"])
         self.event_rate = float(data["event_rate"])
         self.slow_structural = bool(data["slow_structural"])
+        self.eta_scale = float(data.get("eta_scale", 1.0))
+        self.inhibition_initial = float(data.get("inhibition_initial", -1.0))
         for key in self.totals:
             self.totals[key] = int(data.get(f"totals.{key}", 0))
 
@@ -564,4 +678,5 @@ class CriticalityJob:
 __all__ = [
     "CriticalityConfig", "CriticalityJob", "PowerLawFit", "fit_discrete_power_law", "criticality_index",
     "avalanches_from_bins", "large_sustained", "rate_variance", "silent_clusters", "next_inhibition", "next_eta",
+    "next_eta_scale", "inhibition_bounds",
 ]

@@ -4,15 +4,31 @@
 Every run (default every 200 cycles = 10,000 steps at T = 50, the seed's "every 10k steps")::
 
     w_ij <- w_ij * f(c)     for every NON-persistent synapse, c = cluster of the POSTSYNAPTIC neuron j
-    f(c) = 0.965  if c is a low-reward cluster:    mean reward over its window < 0.5 (>= 20 rewards)
+    f(c) = 0.965  if c is a low-reward cluster (see below)
            0.995  elif c is a low-activity cluster: mean firing rate of its neurons < 2 Hz
            0.99   otherwise
     prune  |w_ij| < 0.01   (non-persistent only; the CSR shrinks, traces and flags stay aligned),
            weakest first, never below ``prune_floor`` x the target synapse count (SPEC §6 "keep
            overall sparsity near its target"; docs/mechanisms.md)
 
-Persistent synapses are neither decayed nor pruned. The product is computed in float64 and rounded
-once to the weight dtype (``w_new = float32(float64(w) * f)``), so the result is exactly defined.
+Persistent synapses are neither decayed nor pruned, and neither are the **readout synapses**
+(``protect_readout``, default on; issue #9): every synapse onto an output neuron (the learned
+input->output weights and the inhibition between output populations). They hold what the network
+has learned; decaying them every 200 cycles pulled the readout back towards its random start
+(and the readout's own synaptic scaling undid part of it in the next cycle anyway). The product is
+computed in float64 and rounded once to the weight dtype (``w_new = float32(float64(w) * f)``).
+
+**Low-reward cluster** (``low_reward_clusters``): at least ``min_window_rewards`` rewards in its
+window, window mean below ``low_reward_threshold`` (0) AND below the network's mean by more than
+``low_reward_margin`` (0.5)::
+
+    low_c = n_c >= 20  and  mean_c < 0  and  mean_c < mean_all - 0.5,
+    mean_all = sum_c n_c mean_c / sum_c n_c   (clusters with >= 20 rewards)
+
+With labels the reward is mostly the external +-1 (``2 x accuracy - 1``), so an absolute threshold
+alone calls every cluster of a network that learns a hard task (accuracy < 0.5: mean < 0) "low
+reward"; the relative margin keeps the fast decay for clusters that do clearly worse than the rest
+(0.5 = 25 points of accuracy, ~2.5 standard errors of a 20-reward window).
 
 Decisions (docs/mechanisms.md):
 
@@ -63,6 +79,8 @@ class DecayConfig:
     min_window_rewards: int = 20  # fewer: no evidence, the cluster is not "low reward"
     prune_below: float = 0.01  # seed: prune |w| < 0.01
     prune_floor: float = 0.9  # never prune below this fraction of the target synapse count (0: no floor, the seed)
+    low_reward_margin: float = 0.5  # ... and this far below the network's mean window reward (issue #9)
+    protect_readout: bool = True  # synapses onto output neurons are never decayed or pruned (issue #9)
 
     def validate(self) -> None:
         _check_cadence(NAME, self.every_seconds, self.every_cycles, self.enabled)
@@ -74,6 +92,7 @@ class DecayConfig:
         _check_range(NAME, "min_window_rewards", self.min_window_rewards, 1, self.reward_window)
         _check_range(NAME, "prune_below", self.prune_below, 0.0, 1.0)
         _check_range(NAME, "prune_floor", self.prune_floor, 0.0, 1.0)
+        _check_range(NAME, "low_reward_margin", self.low_reward_margin, 0.0, 100.0)
 
 
 # -- cluster statistics (shared with tagging.py) ------------------------------------------------
@@ -115,16 +134,35 @@ def window_reward_stats(
     return mean, var, n
 
 
+def low_reward_clusters(mean: torch.Tensor, n: torch.Tensor, min_n: int, threshold: float, margin: float) -> torch.Tensor:
+    """Bool [C]: clusters with evidence (``n >= min_n``) whose window mean is below ``threshold``
+    and below the evidence-weighted network mean ``sum n_c mean_c / sum n_c`` by more than
+    ``margin`` (shared by decay, persistence and structural growth; module docstring)."""
+    enough = n >= min_n
+    weights = torch.where(enough, n.to(torch.float64), torch.zeros_like(mean, dtype=torch.float64))
+    total = float(weights.sum())
+    overall = float((weights * mean.to(torch.float64)).sum()) / total if total > 0 else 0.0
+    return enough & (mean < threshold) & (mean < overall - margin)
+
+
+def readout_synapses(state: Any) -> torch.Tensor:
+    """Bool [nnz]: synapses onto an output neuron (derived from ``state.output_idx`` and the CSR, so
+    it is valid for the structure at hand whatever ``engine.readout`` was last built for)."""
+    is_out = torch.zeros(state.n, dtype=torch.bool, device=state.col.device)
+    is_out[state.output_idx.reshape(-1).long().to(state.col.device)] = True
+    return is_out[state.col.long()]
+
+
 # -- the decay rule ----------------------------------------------------------------------------
 def decay_classes(
     cluster_rate: torch.Tensor, reward_mean: torch.Tensor, reward_n: torch.Tensor, cfg: DecayConfig
 ) -> torch.Tensor:
-    """Class of every cluster (int64 [C]): 2 = low reward (mean of >= ``min_window_rewards`` window
-    rewards below ``low_reward_threshold``), else 1 = low activity (rate below ``low_activity_hz``),
-    else 0. Low reward wins (seed 002 §5.E.4)."""
+    """Class of every cluster (int64 [C]): 2 = low reward (``low_reward_clusters``), else 1 = low
+    activity (rate below ``low_activity_hz``), else 0. Low reward wins (seed 002 §5.E.4)."""
     cls = torch.zeros(cluster_rate.shape[0], dtype=torch.int64, device=cluster_rate.device)
     cls[cluster_rate < cfg.low_activity_hz] = 1
-    cls[(reward_n >= cfg.min_window_rewards) & (reward_mean < cfg.low_reward_threshold)] = 2
+    low = low_reward_clusters(reward_mean, reward_n, cfg.min_window_rewards, cfg.low_reward_threshold, cfg.low_reward_margin)
+    cls[low.to(cls.device)] = 2
     return cls
 
 
@@ -203,11 +241,14 @@ class DecayJob:
             plan = self.compute(self.snapshot(engine))
         post_cluster = st.cluster[st.col.to(torch.int64)]
         syn_class = plan.classes.to(st.device)[post_cluster]
-        movable = ~st.persistent
-        st.w.copy_(decay_weights(st.w, st.persistent, plan.factors.to(st.device)[post_cluster]))
+        readout = readout_synapses(st) if self.config.protect_readout else torch.zeros_like(st.persistent)
+        fixed = st.persistent | readout  # neither decayed nor pruned
+        movable = ~fixed
+        st.w.copy_(decay_weights(st.w, fixed, plan.factors.to(st.device)[post_cluster]))
         budget = prune_budget(st.nnz, st.n, initial_density(engine.config), self.config.prune_floor)
-        pruned = remove_synapses(st, prune_keep(st.w, st.persistent, self.config.prune_below, budget))
+        pruned = remove_synapses(st, prune_keep(st.w, fixed, self.config.prune_below, budget))
         return {
+            "protected_readout": int(readout.sum()),
             "decayed": int(movable.sum()),
             "pruned": pruned,
             "slow": int((movable & (syn_class == 1)).sum()),

@@ -32,6 +32,15 @@ structural plasticity rates").
    the init distributions, wired at the target density, E/I chosen so the whole network stays
    4:1 (within rounding); never beyond ``neuron_cap`` (1.5) x ``network.neurons``.
 
+**The readout is left alone** (``protect_readout``, default on; issue #9): no synapse onto an
+output neuron (the learned input->output weights, the inhibition between output populations) is
+rewired or removed for density, no neuron with a synapse onto an output neuron is pruned, and no
+new synapse (rewiring, density, growth) ends on an input or output neuron, which keeps the readout
+isolated from the recurrent network (``network.readout_isolated``). Growth's "low reward" is
+relative as well as absolute (``growth_reward_margin``, as decay's rule): with labels the reward is
+mostly the external +-1, and an absolute threshold alone grows every cluster of a network that
+learns a hard task.
+
 ``compute`` (pure, may run off the loop) chooses everything on a snapshot; ``apply`` performs it
 in the order rewire -> add -> remove synapses -> compensate -> prune -> grow, each edit through
 ``fumd.network.edit`` (arrays aligned, CSR rebuilt, ``structure_version`` bumped).
@@ -47,7 +56,9 @@ import torch
 from ..network.build import initial_density
 from ..network import edit
 from ..network.state import NetworkState
+from .base import PrivateStream
 from .clustering import _check_cadence, _check_range
+from .decay import low_reward_clusters
 
 NAME = "structural"
 
@@ -61,6 +72,7 @@ class StructuralConfig:
     # growth
     growth: bool = True
     growth_reward_threshold: float = 0.0  # seed: 0.5; departure, docs/mechanisms.md
+    growth_reward_margin: float = 0.5  # ... and this far below the network's mean window reward (issue #9)
     growth_window: int = 1000  # reward samples of the cluster averaged for the trigger
     growth_min_samples: int = 100  # a cluster needs this much evidence before it grows
     growth_cap: float = 0.01  # new neurons per event, fraction of N
@@ -86,6 +98,8 @@ class StructuralConfig:
     target_density: float = 0.0  # 0: the initial density implied by the network config
     density_tolerance: float = 0.05  # relative band around the target left alone
     density_cap: float = 0.05  # synapses added or removed for density, fraction per event (docs/mechanisms.md)
+    # the readout
+    protect_readout: bool = True  # module docstring (issue #9)
 
     def validate(self) -> None:
         """Raise ConfigError naming the first ``jobs.structural.*`` key out of range."""
@@ -106,6 +120,7 @@ class StructuralConfig:
         _check_range(NAME, "rewire_tries", self.rewire_tries, 1, 1000)
         _check_range(NAME, "integrity_threshold", self.integrity_threshold, 0.0, 1e6)
         _check_range(NAME, "target_density", self.target_density, 0.0, 1.0)
+        _check_range(NAME, "growth_reward_margin", self.growth_reward_margin, 0.0, 100.0)
 
 
 @dataclass
@@ -123,6 +138,7 @@ class StructuralSnapshot:
     cluster: torch.Tensor
     activity: torch.Tensor
     designated: torch.Tensor
+    outputs: torch.Tensor  # int64: the output neurons (a part of ``designated``)
     avg_reward: torch.Tensor
     reward_history: torch.Tensor
     reward_count: torch.Tensor
@@ -164,9 +180,11 @@ class StructuralJob:
 
     name = NAME
 
-    def __init__(self, config: StructuralConfig | None = None, slow_source: Callable[[], bool] | None = None):
+    def __init__(self, config: StructuralConfig | None = None, slow_source: Callable[[], bool] | None = None,
+                 seed: int = 0):
         self.config = config or StructuralConfig()
         self.config.validate()
+        self.stream = PrivateStream(seed, NAME)  # event seeds: the engine's generator is never touched
         self.slow_source = slow_source
         self.slow = False
         self._empty()
@@ -192,7 +210,7 @@ class StructuralJob:
         cfg = engine.config
         if self.slow_source is not None:
             self.slow = bool(self.slow_source())
-        seed = int(torch.randint(0, 2**62, (1,), generator=engine.generator, device=engine.generator.device))
+        seed = self.stream.integer(2**62)
         sie = engine.sie
         params = {
             "target_neurons": float(cfg.network.neurons),
@@ -211,6 +229,7 @@ class StructuralJob:
             indptr=st.indptr.clone(), col=st.col.clone(), w=st.w.clone(), persistent=st.persistent.clone(),
             v_th=st.v_th.clone(), grid_xy=st.grid_xy.clone(), cluster=st.cluster.clone(), activity=st.activity.clone(),
             designated=torch.cat([st.input_idx.reshape(-1), st.output_idx.reshape(-1)]).long().clone(),
+            outputs=st.output_idx.reshape(-1).long().clone(),
             avg_reward=sie.avg_reward.clone(), reward_history=sie.reward_history.clone(),
             reward_count=sie.reward_count.clone(),
             pair_pre=self.pair_pre.to(dev), pair_post=self.pair_post.to(dev), pair_count=self.pair_count.to(dev),
@@ -282,6 +301,7 @@ class StructuralJob:
         if c.density_cap > 0 and nnz_after > target * (1 + c.density_tolerance):
             k = min(int(nnz_after - target), dens_cap)
             ok = ~snap.persistent & ~remove_mask[pre] & ~remove_mask[post]
+            ok &= ~_protection(snap, c.protect_readout)[0][post]  # never a readout synapse
             ok[rw_pos] = False
             cand = ok.nonzero().squeeze(1)
             cand = cand[torch.randperm(cand.numel(), generator=gen, device=dev)]
@@ -332,6 +352,9 @@ class StructuralJob:
         on_persistent[pre[snap.persistent]] = True
         on_persistent[post[snap.persistent]] = True
         cand &= ~on_persistent
+        if c.protect_readout:  # pruning a neuron would remove its readout synapses
+            is_out, _ = _protection(snap, True)
+            cand[pre[is_out[post]]] = False
         grace = c.grace_cycles or int(p["history"])
         young = snap.young_idx[(snap.steps_done - snap.young_born) < grace]
         cand[young] = False
@@ -375,6 +398,8 @@ class StructuralJob:
         ok[:n_exc_syn] = True
         ok &= ~snap.persistent & (snap.w.abs() < c.rewire_weak_threshold)
         ok &= ~remove_mask[pre] & ~remove_mask[post]
+        _, is_des = _protection(snap, c.protect_readout)
+        ok &= ~is_des[post]  # readout synapses stay where they are
         if halted.numel():
             ok &= ~halted[snap.cluster[pre]] & ~halted[snap.cluster[post]]
         cand = ok.nonzero().squeeze(1)
@@ -387,7 +412,7 @@ class StructuralJob:
         cand = cand[: 2 * cap]  # a few spares for synapses whose proposals all fail
         src = pre[cand]
         proposals = edit.propose_near(snap.grid_xy, snap.grid_xy[src], c.rewire_tries, p["sigma"], gen,
-                                      candidates=~remove_mask, exclude=src, radius=p["radius"])
+                                      candidates=~remove_mask & ~is_des, exclude=src, radius=p["radius"])
         existing = keys
         chosen = torch.full((cand.numel(),), -1, dtype=torch.int64, device=dev)
         taken_new = torch.zeros(0, dtype=torch.int64, device=dev)
@@ -427,6 +452,7 @@ class StructuralJob:
         n = snap.grid_xy.shape[0]
         dev = snap.w.device
         alive = ~remove_mask
+        targets = alive & ~_protection(snap, c.protect_readout)[1]  # nothing new onto input/output neurons
         idx = torch.arange(n, device=dev)
         n_inh = int(round(count * c.rewire_inh_per_100 / (100.0 + c.rewire_inh_per_100)))
         out_p, out_q = [], []
@@ -435,7 +461,7 @@ class StructuralJob:
             if k <= 0 or pool.numel() == 0:
                 continue
             pres = pool[torch.randint(0, pool.numel(), (2 * k,), generator=gen, device=dev)]
-            a, b = self._first_valid(snap, pres, k, alive, torch.cat([taken_keys] + [x * n + y for x, y in zip(out_p, out_q)]), gen, sources=False)
+            a, b = self._first_valid(snap, pres, k, targets, torch.cat([taken_keys] + [x * n + y for x, y in zip(out_p, out_q)]), gen, sources=False)
             out_p.append(a)
             out_q.append(b)
         if not out_p:
@@ -484,7 +510,8 @@ class StructuralJob:
         mask = j[None, :] < win[:, None]
         mean = (vals * mask).sum(1) / win.clamp(min=1)
         thr = c.growth_reward_threshold
-        ok = (count >= c.growth_min_samples) & (snap.avg_reward < thr) & (mean < thr) & (win > 0)
+        relative = low_reward_clusters(mean, win, 1, thr, c.growth_reward_margin)  # mean < thr and < overall - margin
+        ok = (count >= c.growth_min_samples) & (snap.avg_reward < thr) & relative & (win > 0)
         present = torch.bincount(snap.cluster, minlength=k)[:k] > 0  # a cluster with no neurons cannot grow
         ok &= present
         ids = ok.nonzero().squeeze(1)
@@ -536,6 +563,8 @@ class StructuralJob:
                                      init=edit.NeuronInit.from_config(cfg), generator=gen,
                                      fan_out=plan.grow_fan, fan_in=plan.grow_fan)
             self._renumber(grown.old_to_new)
+            if self.config.protect_readout:  # the new neurons' out-synapses onto input/output neurons go
+                grown.synapses_added -= self._drop_onto_designated(st, grown.new_index)
             self.young_idx = torch.cat([self.young_idx, grown.new_index.cpu()])
             self.young_born = torch.cat([self.young_born, torch.full((grown.new_index.numel(),), int(engine.steps_done), dtype=torch.int64)])
             out["neurons_added"] = float(grown.new_index.numel())
@@ -554,6 +583,20 @@ class StructuralJob:
                     "synapse_delta": float(st.nnz - syn_before), "slow": float(self.slow),
                     "excitatory_fraction": st.n_exc / float(st.n)})
         return out
+
+    @staticmethod
+    def _drop_onto_designated(st: NetworkState, sources: torch.Tensor) -> int:
+        """Remove the synapses from ``sources`` onto input or output neurons (``edit.add_neurons``
+        draws targets among all neurons); returns how many went."""
+        designated = torch.zeros(st.n, dtype=torch.bool, device=st.device)
+        designated[st.input_idx.reshape(-1).long()] = True
+        designated[st.output_idx.reshape(-1).long()] = True
+        is_src = torch.zeros(st.n, dtype=torch.bool, device=st.device)
+        is_src[sources.long()] = True
+        drop = is_src[st.pre_index()] & designated[st.col.long()]
+        if not bool(drop.any()):
+            return 0
+        return edit.remove_synapses(st, ~drop)
 
     # -- per-pair rewire counters -------------------------------------------------------------
     def _count_pairs(self, pre: torch.Tensor, post: torch.Tensor, n: int) -> None:
@@ -585,6 +628,7 @@ class StructuralJob:
         out: dict[str, Any] = {
             "pair_pre": self.pair_pre, "pair_post": self.pair_post, "pair_count": self.pair_count,
             "young_idx": self.young_idx, "young_born": self.young_born, "slow": self.slow, "events": self.events,
+            "rng": self.stream.get_state(),
         }
         out.update({f"total_{k}": v for k, v in self.totals.items()})
         return out
@@ -600,8 +644,24 @@ class StructuralJob:
             self.young_idx = torch.as_tensor(data["young_idx"]).cpu().to(torch.int64)
             self.young_born = torch.as_tensor(data["young_born"]).cpu().to(torch.int64)
         self.events = int(data.get("events", 0))
+        if "rng" in data:
+            self.stream.set_state(data["rng"])
+        else:
+            self.stream.reset()
         for key in self.totals:
             self.totals[key] = int(data.get(f"total_{key}", 0))
+
+
+def _protection(snap: StructuralSnapshot, protect: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(is_output, is_designated) bool [N]; all False when the readout is not protected."""
+    n = snap.grid_xy.shape[0]
+    dev = snap.w.device
+    is_out = torch.zeros(n, dtype=torch.bool, device=dev)
+    is_des = torch.zeros(n, dtype=torch.bool, device=dev)
+    if protect:
+        is_out[snap.outputs] = True
+        is_des[snap.designated] = True
+    return is_out, is_des
 
 
 def _floor(x: float) -> int:
@@ -635,7 +695,7 @@ def _shadow_state(snap: StructuralSnapshot) -> NetworkState:
     n = snap.grid_xy.shape[0]
     z = torch.zeros(n, device=snap.w.device)
     return NetworkState(
-        n_exc=snap.n_exc, v=z, tau_mem=z, v_th=snap.v_th, rate_ema=z, last_spikes=z.bool(), grid_xy=snap.grid_xy,
+        n_exc=snap.n_exc, v=z, tau_mem=z, v_th=snap.v_th, theta=z, rate_ema=z, last_spikes=z.bool(), grid_xy=snap.grid_xy,
         cluster=snap.cluster, activity=snap.activity, indptr=snap.indptr, col=snap.col, w=snap.w, e=snap.w,
         persistent=snap.persistent, input_idx=snap.designated, output_idx=snap.designated, global_inhibition=1.0,
         n_clusters=int(snap.cluster.max()) + 1 if n else 0,

@@ -21,8 +21,9 @@ Tag (a run of the job, all conditions at once):
 
 De-tag:
 
-    sustained low reward: mean_c < 0.5 (with n_c >= min_window_rewards) at every run for
-                   >= 2,000 cycles (100k steps) -> all persistent synapses of c lose the tag
+    sustained low reward: mean_c < 0.5 AND mean_c < (the network's mean) - 0.5 (with n_c >=
+                   min_window_rewards; ``decay.low_reward_clusters``) at every run for >= 2,000
+                   cycles (100k steps) -> all persistent synapses of c lose the tag
     negative streak: total_reward < -1 on 3 consecutive inputs whose cycle state (result.cluster)
                    was c -> immediately (in ``observe``), all persistent synapses of c lose the tag
     A cluster de-tagged by either rule cannot be re-tagged for ``retag_cooldown_cycles`` (200):
@@ -44,6 +45,10 @@ Decisions and departures (docs/mechanisms.md):
   per synapse; fumd records per output population the last cycle its action earned
   ``total_reward > 1`` (in ``observe``), and a synapse "contributed" if it is a strong (w > 0.8)
   excitatory input of one of that population's neurons.
+* "Low reward" is relative as well as absolute (``detag_reward_margin``, issue #9): with labels the
+  reward is mostly the external +-1, so ``mean_c < 0.5`` alone holds for every cluster of a network
+  below 75 % accuracy, however well it learns; the margin keeps de-tagging for clusters that do
+  clearly worse than the rest (as decay's low-reward rule).
 * "for 100k steps" is tracked from the first run that saw the cluster low (``low_since``), reset by
   any run that sees it not low; it is exact to within one job period.
 * The negative streak is counted per cluster (the brief's reading of "involved in"): an input whose
@@ -63,7 +68,7 @@ from typing import Any
 import torch
 
 from .clustering import _check_cadence, _check_range, dominant_predecessor, overlap_matrix
-from .decay import cluster_rates_hz, neuron_rates_hz, window_reward_stats
+from .decay import cluster_rates_hz, low_reward_clusters, neuron_rates_hz, window_reward_stats
 
 NAME = "persistence"
 NEVER = -1
@@ -94,6 +99,7 @@ class TaggingConfig:
     independent_w_min: float = 0.8
     # de-tagging
     detag_reward_below: float = 0.5
+    detag_reward_margin: float = 0.5  # ... and this far below the network's mean window reward (issue #9)
     detag_after_cycles: int = 2000  # 100,000 steps
     negative_reward: float = -1.0
     negative_streak: int = 3
@@ -113,6 +119,7 @@ class TaggingConfig:
         _check_range(NAME, "low_activity_hz", self.low_activity_hz, 0.0, 1000.0)
         _check_range(NAME, "high_reward_window_cycles", self.high_reward_window_cycles, 0, 10**12)
         _check_range(NAME, "detag_after_cycles", self.detag_after_cycles, 0, 10**12)
+        _check_range(NAME, "detag_reward_margin", self.detag_reward_margin, 0.0, 100.0)
         _check_range(NAME, "negative_streak", self.negative_streak, 1, 1_000_000)
         _check_range(NAME, "retag_cooldown_cycles", self.retag_cooldown_cycles, 0, 10**12)
 
@@ -295,8 +302,7 @@ class TaggingJob:
         low_act, win = cluster_windows(rate_c, cfg)
         stats = window_reward_stats(snap.reward_history[:k], snap.reward_count[:k], win.to(snap.reward_history.device))
         mean, var, n = (t.cpu() for t in stats)
-        enough = n >= cfg.min_window_rewards
-        is_low = enough & (mean < cfg.detag_reward_below)
+        is_low = low_reward_clusters(mean, n, cfg.min_window_rewards, cfg.detag_reward_below, cfg.detag_reward_margin)
         low_since = update_low_since(snap.low_since, is_low, snap.now)
         detag = sustained_low(low_since, snap.now, cfg.detag_after_cycles)
         may = may_retag(snap.detag_cycle, snap.now, cfg.retag_cooldown_cycles) & ~detag

@@ -1,42 +1,85 @@
-"""Bayesian tuning of the sensitive learning parameters, SPEC §8 (seed 002 §5.E.1).
+"""Bayesian tuning of the learning rate on a task measure, SPEC §8 (seed 002 §5.E.1; issue #9).
 
-Search space (seed §5.E.1): ``eta in [0.005, 0.02]`` (reward-modulated STDP rate), ``gamma in
-[0.9, 0.98]`` (eligibility-trace decay), the four SIE weights ``w_td, w_novelty, w_habituation,
-w_self_benefit in [0.5, 2.0]``. Objective (minimised): ``-mean(total_reward)`` over a trial window.
+**Objective: the task, nothing the knobs can inflate.** The seed maximises mean ``total_reward``;
+that sum is linear in the SIE weights the seed also tunes, so the optimiser learned to inflate
+whichever internal term was positive, whatever the task (issue #9: the tuner alone took a learning
+network to chance). Here a window's score is the mean *external* reward
+(``result.components["external"]``) over the cycles that carry one: on a labelled stream that is
+``+1`` right / ``-1`` wrong, i.e. ``2 x prequential accuracy - 1`` (predict, then learn); on a
+rewarded stream the reward given. No tuned value enters it. **Without a task signal nothing is
+tuned**: windows wait for ``window_task_cycles`` cycles that carry one (the internal SIE terms are
+not a criterion a tuner may maximise; the configured values stay).
 
-The optimisation runs *live*, ask/tell: a trial sets a point on the engine, runs for
-``settle_cycles + window_cycles`` cycles (``observe`` sums ``total_reward`` of the last
-``window_cycles``; the first ``settle_cycles`` are skipped because the SIE smooths its reward over
-the last 5 inputs), then the job's run tells the optimiser the objective, asks the next point and
-applies it. After ``n_trials`` trials (one *session*) the best point found is applied and held for
-``rest_cycles`` cycles; then a new session starts (the network has changed, old objectives are
-stale), its first trial being the incumbent best.
+**Search space** (default: ``eta`` only): ``engine.eta``, the live learning rate that scales all
+learning, in ``[eta0 / eta_range, eta0 x eta_range]`` (log-uniform), ``eta0`` the configured
+``learning.eta``, or ``[eta_min, eta_max]`` when both are set. ``gamma`` (trace carried to the
+next input) only with ``tune_gamma = true`` in ``[gamma_min, gamma_max]`` (the seed's
+``[0.9, 0.98]`` hands each input's reward to the next inputs, which are other classes on an i.i.d.
+stream); the four SIE weights only with ``tune_sie_weights = true`` (they no longer drive the
+readout's learning when a label or reward arrives).
+
+**Paired trials, incumbent kept unless beaten** (the network keeps learning, so a score measured
+later is higher whatever the knobs do; a sequential comparison credits a candidate with that
+trend). A session alternates windows of the *incumbent* (``BASE``) and of a *candidate*
+(``TRIAL``)::
+
+    BASE_0, C_1, BASE_1, C_2, BASE_2, ...,  each window = settle_cycles + window_task_cycles scored
+
+Candidate ``C_i`` is compared with the pooled flanking windows ``BASE_{i-1}`` and ``BASE_i`` (an
+A-B-A design: a linear trend cancels)::
+
+    d_i  = mean(C_i) - mean(BASE_{i-1} u BASE_i)
+    se_i = sqrt(var(C_i) / n_C + var(BASE) / n_BASE)
+    accept C_i as the new incumbent  iff  d_i > max(accept_margin, accept_z x se_i)
+
+(each window with one +1 and one -1 pseudo-observation added, Agresti & Caffo 2000; ``compare``)
+
+The optimiser is told ``y_i = -d_i`` (the incumbent itself is told ``y = 0``). An accepted
+candidate becomes the incumbent and a new GP session starts from it (earlier ``d`` were measured
+against the old one). A rejected candidate's knobs are reverted at once (the ``BASE_i`` window runs
+the incumbent). So the engine only ever keeps a point that beat the one before it, by a margin
+that accuracy noise crosses with probability ~2 % (``accept_z = 2``), and every candidate window
+is followed by the incumbent. A candidate window that does not collect ``window_task_cycles``
+scored cycles within ``max_window_cycles`` is abandoned (incumbent restored). Tuning starts after
+``warmup_cycles`` cycles (the steep first part of the learning curve is concave, where an A-B-A
+comparison still favours the middle window), and after ``n_trials`` candidates the incumbent is
+held for ``rest_cycles`` before the next session.
 
 The optimiser (``propose``) is a pure function of (search space, seed, trials): a fresh
 ``skopt.Optimizer`` (Gaussian process with a Matern-5/2 ARD kernel plus white noise, expected
-improvement) is built, told every trial of the session and asked once. So ``compute`` holds no
-mutable optimiser, a restart that restores the trials continues exactly, and the seed (drawn once
-from ``engine.generator``) is all the randomness there is.
+improvement) is built, told every trial of the session and asked once, so ``compute`` holds no
+mutable optimiser, a restart that restores the trials continues exactly, and the seed (derived
+from ``network.seed`` and the job's name, ``base.job_seed``; the engine's generator is never
+touched) is all the randomness there is.
+
+**Sharing ``engine.eta`` with the criticality job**: that job scales the learning rate by a
+factor in ``[eta_min_scale, 1]`` on rate variance (``criticality.eta_scale``). The tuner sets
+``engine.eta = point x scale`` and reads the live point as ``engine.eta / scale`` (the registry
+wires ``eta_scale_source``), so neither job undoes the other.
 
 Live values outside their range (another job or an operator moved them, or a checkpoint holds a
-bad value) revert to the configured defaults at the next run (seed §5.E.1 "revert to validated
-default settings").
+bad value) revert to the incumbent at the next run (seed §5.E.1 "revert to validated default
+settings").
 """
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
+from .base import job_seed
 
 NAME = "tuning"
 SIE_WEIGHTS = ("w_td", "w_novelty", "w_habituation", "w_self_benefit")
-PARAMS = ("eta", "gamma") + SIE_WEIGHTS
+ALL_PARAMS = ("eta", "gamma") + SIE_WEIGHTS
+STATE_FORMAT = 2  # checkpoints of the seed-objective tuner (format 1) start a fresh tuner
+
+Bound = tuple[str, float, float, str]  # name, low, high, prior ("uniform" | "log-uniform")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -44,41 +87,70 @@ PARAMS = ("eta", "gamma") + SIE_WEIGHTS
 @dataclass(frozen=True)
 class TuningConfig:
     enabled: bool = True
-    every_seconds: float = 5.0  # wall-clock polling; a trial only switches once its window is full
-    every_cycles: int = 25  # = settle_cycles + window_cycles: the run is the trial switch
-    window_cycles: int = 20  # seed §5.E.1: objective over ~1,000 timesteps = 20 cycles of T = 50
-    settle_cycles: int = 5  # skipped after a switch (the SIE smooths total_reward over 5 inputs)
-    n_trials: int = 50  # per session (seed: "e.g., 50 trials")
-    n_initial_points: int = 10  # Latin-hypercube points before the GP takes over
-    rest_cycles: int = 200  # best point held this long between sessions (seed: every 10,000 timesteps)
+    every_seconds: float = 5.0  # wall-clock polling; a window only switches once it is full
+    every_cycles: int = 20  # polling in cycles: the run that finds a full window switches it
+    # windows
+    window_task_cycles: int = 100  # scored cycles (with a label or reward) per window (SD of accuracy ~0.05)
+    settle_cycles: int = 10  # cycles after a switch that are not scored (the new value takes effect)
+    max_window_cycles: int = 5000  # a candidate window without enough task signal by then is abandoned
+    warmup_cycles: int = 500  # no tuning before this many cycles (the learning curve's steep start)
+    # sessions
+    n_trials: int = 10  # candidates per session
+    n_initial_points: int = 4  # Latin-hypercube points before the GP takes over
+    rest_cycles: int = 2000  # incumbent held this long between sessions
+    # acceptance: d > max(accept_margin, accept_z x se)
+    accept_margin: float = 0.02  # external-reward units (+-1 per labelled input: 0.01 of accuracy)
+    accept_z: float = 2.0
     acq_func: str = "EI"
     acq_optimizer: str = "lbfgs"
-    eta_min: float = 0.005
-    eta_max: float = 0.02
-    gamma_min: float = 0.9
-    gamma_max: float = 0.98
+    # search space
+    eta_range: float = 2.0  # eta in [eta0 / r, eta0 x r], eta0 = learning.eta
+    eta_min: float = 0.0  # both > 0: absolute bounds instead of eta_range
+    eta_max: float = 0.0
+    tune_gamma: bool = False
+    gamma_min: float = 0.0
+    gamma_max: float = 0.5
+    tune_sie_weights: bool = False
     sie_weight_min: float = 0.5
     sie_weight_max: float = 2.0
 
-    def bounds(self, names: Sequence[str] = PARAMS) -> list[tuple[str, float, float]]:
-        table = {"eta": (self.eta_min, self.eta_max), "gamma": (self.gamma_min, self.gamma_max)}
-        table.update({w: (self.sie_weight_min, self.sie_weight_max) for w in SIE_WEIGHTS})
-        return [(n, *table[n]) for n in names]
+    def names(self) -> tuple[str, ...]:
+        return ("eta",) + (("gamma",) if self.tune_gamma else ()) + (SIE_WEIGHTS if self.tune_sie_weights else ())
+
+    def bounds(self, eta0: float, names: Sequence[str] | None = None) -> list[Bound]:
+        """The search space for a configured learning rate ``eta0``."""
+        if self.eta_min > 0 and self.eta_max > 0:
+            eta = (self.eta_min, self.eta_max)
+        else:
+            eta = (eta0 / self.eta_range, eta0 * self.eta_range)
+        table: dict[str, Bound] = {"eta": ("eta", *eta, "log-uniform" if eta[0] > 0 else "uniform"),
+                                   "gamma": ("gamma", self.gamma_min, self.gamma_max, "uniform")}
+        table.update({w: (w, self.sie_weight_min, self.sie_weight_max, "uniform") for w in SIE_WEIGHTS})
+        return [table[n] for n in (names if names is not None else self.names())]
 
     def validate(self) -> None:
         ranges: dict[str, tuple[float, float]] = {
-            "every_seconds": (0.0, 1e7), "every_cycles": (1, 10**9), "window_cycles": (1, 10**7),
-            "settle_cycles": (0, 10**7), "n_trials": (1, 10_000), "n_initial_points": (1, 10_000),
-            "rest_cycles": (0, 10**9), "eta_min": (0.0, 1.0), "eta_max": (0.0, 1.0), "gamma_min": (0.0, 1.0),
-            "gamma_max": (0.0, 1.0), "sie_weight_min": (0.0, 10.0), "sie_weight_max": (0.0, 10.0),
+            "every_seconds": (0.0, 1e7), "every_cycles": (1, 10**9), "window_task_cycles": (2, 10**7),
+            "settle_cycles": (0, 10**7), "max_window_cycles": (1, 10**9), "warmup_cycles": (0, 10**12),
+            "n_trials": (1, 10_000), "n_initial_points": (1, 10_000), "rest_cycles": (0, 10**9),
+            "accept_margin": (0.0, 2.0), "accept_z": (0.0, 100.0), "eta_range": (1.0, 1000.0),
+            "eta_min": (0.0, 1.0), "eta_max": (0.0, 1.0), "gamma_min": (0.0, 1.0), "gamma_max": (0.0, 1.0),
+            "sie_weight_min": (0.0, 10.0), "sie_weight_max": (0.0, 10.0),
         }
         for key, (low, high) in ranges.items():
             value = getattr(self, key)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
                 raise ConfigError(f"jobs.{NAME}.{key} = {value!r} is outside the allowed range [{low}, {high}]")
-        for low, high in (("eta_min", "eta_max"), ("gamma_min", "gamma_max"), ("sie_weight_min", "sie_weight_max")):
+        if (self.eta_min > 0) != (self.eta_max > 0):
+            raise ConfigError(f"jobs.{NAME}.eta_min and jobs.{NAME}.eta_max: set both (absolute bounds) or neither")
+        pairs = [("gamma_min", "gamma_max"), ("sie_weight_min", "sie_weight_max")]
+        if self.eta_min > 0:
+            pairs.insert(0, ("eta_min", "eta_max"))
+        for low, high in pairs:
             if not getattr(self, low) < getattr(self, high):
                 raise ConfigError(f"jobs.{NAME}.{low} must be < jobs.{NAME}.{high}")
+        if self.settle_cycles + self.window_task_cycles > self.max_window_cycles:
+            raise ConfigError(f"jobs.{NAME}.max_window_cycles must be >= settle_cycles + window_task_cycles")
         if self.acq_func not in ("EI", "PI", "LCB", "gp_hedge"):
             raise ConfigError(f"jobs.{NAME}.acq_func = {self.acq_func!r}: allowed values are EI, PI, LCB, gp_hedge")
         if self.acq_optimizer not in ("lbfgs", "sampling"):
@@ -98,20 +170,38 @@ class Tunables(Protocol):
 
 
 class EngineTunables:
-    """``engine.eta``, ``engine.gamma`` and ``engine.sie.w_td / w_novelty / w_habituation /
-    w_self_benefit`` (live values); defaults from ``engine.config.learning`` / ``engine.config.sie``."""
+    """``engine.eta`` (divided by the criticality job's ``eta_scale``), ``engine.gamma`` and
+    ``engine.sie.w_td / w_novelty / w_habituation / w_self_benefit`` (live values); defaults from
+    ``engine.config.learning`` / ``engine.config.sie``."""
 
-    names = PARAMS
+    def __init__(self, names: Sequence[str] = ("eta",), eta_scale_source: Callable[[], float] | None = None):
+        unknown = [n for n in names if n not in ALL_PARAMS]
+        if unknown:
+            raise KeyError(unknown[0])
+        self.names = tuple(names)
+        self.eta_scale_source = eta_scale_source
+
+    def _scale(self) -> float:
+        s = float(self.eta_scale_source()) if self.eta_scale_source is not None else 1.0
+        return s if math.isfinite(s) and s > 0 else 1.0
 
     def get(self, engine: Any) -> dict[str, float]:
-        out = {"eta": float(engine.eta), "gamma": float(engine.gamma)}
-        out.update({w: float(getattr(engine.sie, w)) for w in SIE_WEIGHTS})
+        out = {}
+        for name in self.names:
+            if name == "eta":
+                out[name] = float(engine.eta) / self._scale()
+            elif name == "gamma":
+                out[name] = float(engine.gamma)
+            else:
+                out[name] = float(getattr(engine.sie, name))
         return out
 
     def set(self, engine: Any, values: Mapping[str, float]) -> None:
         for name, value in values.items():
-            if name in ("eta", "gamma"):
-                setattr(engine, name, float(value))
+            if name == "eta":
+                engine.eta = float(value) * self._scale()
+            elif name == "gamma":
+                engine.gamma = float(value)
             elif name in SIE_WEIGHTS:
                 setattr(engine.sie, name, float(value))
             else:
@@ -119,51 +209,111 @@ class EngineTunables:
 
     def defaults(self, engine: Any) -> dict[str, float]:
         cfg = engine.config
-        out = {"eta": float(cfg.learning.eta), "gamma": float(cfg.learning.gamma)}
-        out.update({w: float(getattr(cfg.sie, w)) for w in SIE_WEIGHTS})
+        out = {}
+        for name in self.names:
+            out[name] = float(getattr(cfg.learning, name)) if name in ("eta", "gamma") else float(getattr(cfg.sie, name))
         return out
 
 
 # ---------------------------------------------------------------------------------------------
 # pure functions
-def objective(rewards_sum: float, count: int) -> float:
-    """Minimised objective of a trial: ``-mean(total_reward)`` over its window (seed §5.E.1
-    "maximize average SIE reward over a window")."""
-    return -rewards_sum / count
+@dataclass
+class WindowStats:
+    """Scored cycles of one window: count, sum, sum of squares (external reward)."""
+
+    n: int = 0
+    s: float = 0.0
+    ss: float = 0.0
+
+    def add(self, value: float) -> None:
+        self.n += 1
+        self.s += value
+        self.ss += value * value
+
+    def merged(self, other: "WindowStats") -> "WindowStats":
+        return WindowStats(self.n + other.n, self.s + other.s, self.ss + other.ss)
+
+    @property
+    def mean(self) -> float:
+        return self.s / self.n if self.n else math.nan
+
+    @property
+    def var(self) -> float:
+        """Unbiased sample variance (0 for fewer than 2 values)."""
+        if self.n < 2:
+            return 0.0
+        return max(0.0, (self.ss - self.s * self.s / self.n) / (self.n - 1))
+
+    def as_list(self) -> list[float]:
+        return [float(self.n), self.s, self.ss]
+
+    @classmethod
+    def from_list(cls, v: Sequence[float]) -> "WindowStats":
+        return cls(int(v[0]), float(v[1]), float(v[2])) if len(v) == 3 else cls()
 
 
-def revert_out_of_range(values: Mapping[str, float], bounds: Sequence[tuple[str, float, float]],
+def task_score(result: Any) -> float | None:
+    """The task signal of one cycle: its external reward (``+1``/``-1`` for a right/wrong labelled
+    decision, the record's reward otherwise); None for a cycle without label or reward."""
+    components = getattr(result, "components", None) or {}
+    r = components.get("external")
+    if r is None:
+        correct = getattr(result, "correct", None)
+        if correct is None:
+            return None
+        r = 1.0 if correct else -1.0
+    r = float(r)
+    return r if math.isfinite(r) else None
+
+
+PSEUDO = WindowStats(2, 0.0, 2.0)  # one +1 and one -1 observation
+
+
+def compare(candidate: WindowStats, base: WindowStats, margin: float, z: float) -> tuple[float, float, bool]:
+    """``(d, se, accept)``: ``d = mean(candidate) - mean(base)``, ``se`` its standard error,
+    accept iff ``d > max(margin, z x se)``. Each window first gets one ``+1`` and one ``-1``
+    pseudo-observation (for +-1 rewards this is Agresti & Caffo's 2000 "add one success and one
+    failure to each group"): near 100 % accuracy a window without a single error has sample
+    variance 0, and the plain Wald test then calls 0 errors in 100 against 4 in 200 a
+    significant improvement (it is not: 0 errors in 100 has P = 0.13 at a 2 % error rate)."""
+    c, b = candidate.merged(PSEUDO), base.merged(PSEUDO)
+    d = c.mean - b.mean
+    se = math.sqrt(c.var / c.n + b.var / b.n)
+    return d, se, bool(math.isfinite(d) and d > max(margin, z * se))
+
+
+def revert_out_of_range(values: Mapping[str, float], bounds: Sequence[Bound],
                         defaults: Mapping[str, float]) -> dict[str, float]:
     """The parameters whose live value is outside ``[low, high]`` (or not finite), mapped to their
     default (seed §5.E.1 "if parameters drift outside these ranges ... revert to validated default
     settings"). A default outside the range is clipped into it."""
     out = {}
-    for name, low, high in bounds:
+    for name, low, high, *_ in bounds:
         v = values[name]
-        if not (math.isfinite(v) and low <= v <= high):
+        if not (math.isfinite(v) and low * (1 - 1e-9) <= v <= high * (1 + 1e-9)):
             out[name] = min(max(defaults[name], low), high)
     return out
 
 
-def propose(bounds: Sequence[tuple[str, float, float]], xs: Sequence[Sequence[float]], ys: Sequence[float],
-            seed: int, n_initial_points: int = 10, acq_func: str = "EI", acq_optimizer: str = "lbfgs") -> list[float]:
+def propose(bounds: Sequence[Bound], xs: Sequence[Sequence[float]], ys: Sequence[float],
+            seed: int, n_initial_points: int = 4, acq_func: str = "EI", acq_optimizer: str = "lbfgs") -> list[float]:
     """Next point of a GP Bayesian optimisation, a pure function of its arguments.
 
     A fresh ``skopt.Optimizer(base_estimator="GP")`` (Matern-5/2 ARD kernel x constant + white
     noise, hyperparameters by marginal likelihood) with a Latin-hypercube initial design of
     ``n_initial_points`` drawn from ``seed`` is told all trials ``(xs, ys)`` and asked once: the
-    first ``n_initial_points`` answers are the design's points in order, later ones maximise the
-    acquisition, e.g. expected improvement ``EI(x) = E[max(y_best - f(x) - xi, 0)]`` under the GP
-    posterior ``f``. The acquisition's random restarts use a stream derived from ``(seed, len(xs))``
-    so they differ between trials but not between runs. BLAS is limited to one thread (same
-    numbers on any machine load, and no oversubscription of the loop's cores).
+    first answers are the design's points in order, later ones maximise the acquisition, e.g.
+    expected improvement ``EI(x) = E[max(y_best - f(x) - xi, 0)]`` under the GP posterior ``f``.
+    The acquisition's random restarts use a stream derived from ``(seed, len(xs))`` so they differ
+    between trials but not between runs. BLAS is limited to one thread (same numbers on any
+    machine load, and no oversubscription of the loop's cores).
     """
     from skopt import Optimizer
     from skopt.sampler import Lhs
     from skopt.space import Real
     from threadpoolctl import threadpool_limits
 
-    dims = [Real(low, high, name=name) for name, low, high in bounds]
+    dims = [Real(b[1], b[2], prior=(b[3] if len(b) > 3 else "uniform"), name=b[0]) for b in bounds]
     with threadpool_limits(limits=1), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "objective evaluated at this point before": skopt handles it
         opt = Optimizer(dims, base_estimator="GP", acq_func=acq_func, acq_optimizer=acq_optimizer,
@@ -171,14 +321,15 @@ def propose(bounds: Sequence[tuple[str, float, float]], xs: Sequence[Sequence[fl
                         random_state=int(seed))
         opt.rng = np.random.RandomState((int(seed) * 1_000_003 + len(xs)) % (2**32 - 1))
         if len(xs):
-            opt.tell([list(map(float, x)) for x in xs], [float(y) for y in ys])
+            opt.tell([[min(max(float(v), b[1]), b[2]) for v, b in zip(x, bounds)] for x in xs], [float(y) for y in ys])
         x = opt.ask()
-    return [min(max(float(v), low), high) for v, (_, low, high) in zip(x, bounds)]
+    return [min(max(float(v), b[1]), b[2]) for v, b in zip(x, bounds)]
 
 
 # ---------------------------------------------------------------------------------------------
 # the job
-TRIAL, REST = 0, 1
+WARMUP, BASE, TRIAL, REST = 0, 1, 2, 3
+PHASES = {WARMUP: "warmup", BASE: "base", TRIAL: "trial", REST: "rest"}
 
 
 @dataclass
@@ -186,159 +337,254 @@ class TuningSnapshot:
     phase: int
     live: dict[str, float]
     defaults: dict[str, float]
+    incumbent: list[float] | None
     xs: list[list[float]]
     ys: list[float]
-    current: list[float] | None
-    best: list[float] | None
-    reward_sum: float
-    reward_count: int
+    window: WindowStats
+    prev_base: WindowStats
+    pending: list[float] | None  # candidate awaiting its second flanking base window
+    pending_stats: WindowStats
     cycles_in_phase: int
+    cycles_total: int
+    trials_in_session: int
     seed: int
+    session: int
+    bounds: list[Bound]
 
 
 @dataclass
 class TuningPlan:
     revert: dict[str, float]
-    told: tuple[list[float], float] | None = None  # the finished trial (point, objective)
-    next_point: list[float] | None = None  # the point to run next (trial or best)
-    next_phase: int = TRIAL
+    next_phase: int | None = None  # None: stay in the phase, keep counting
+    set_point: list[float] | None = None  # knobs to make live
+    incumbent: list[float] | None = None  # new incumbent (first use or accepted candidate)
+    told: tuple[list[float], float] | None = None  # (candidate, -d) to tell the GP
     new_session: bool = False
+    pending: list[float] | None = None  # the candidate whose window just finished
+    pending_stats: WindowStats | None = None
+    prev_base: WindowStats | None = None
+    decision: dict[str, float] = field(default_factory=dict)
 
 
 class TuningJob:
     name = NAME
 
-    def __init__(self, config: TuningConfig | None = None, tunables: Tunables | None = None):
+    def __init__(self, config: TuningConfig | None = None, tunables: Tunables | None = None,
+                 eta_scale_source: Callable[[], float] | None = None, seed: int = 0):
         self.config = config or TuningConfig()
         self.config.validate()
-        self.tunables = tunables or EngineTunables()
-        self.bounds = self.config.bounds(self.tunables.names)
-        self.seed = -1  # drawn from engine.generator at first use
+        self.tunables = tunables or EngineTunables(self.config.names(), eta_scale_source)
+        self.bounds: list[Bound] = []  # fixed at first use from the engine's configured eta
+        self.base_seed = job_seed(seed, NAME) % (2**31 - 1)
+        self.seed = -1  # set at first use (base_seed)
+        self._reset()
+
+    def _reset(self) -> None:
         self.session = 0
-        self.phase = TRIAL
+        self.phase = WARMUP
+        self.incumbent: list[float] | None = None
         self.xs: list[list[float]] = []
         self.ys: list[float] = []
-        self.current: list[float] | None = None
-        self.best_x: list[float] | None = None
-        self.best_y = math.nan
-        self.last_objective = math.nan
-        self.reward_sum = 0.0
-        self.reward_count = 0
+        self.window = WindowStats()
+        self.prev_base = WindowStats()
+        self.pending: list[float] | None = None
+        self.pending_stats = WindowStats()
         self.cycles_in_phase = 0
-        self.reverts = 0
+        self.cycles_total = 0
+        self.trials_in_session = 0
+        self.counts = {"accepted": 0, "rejected": 0, "abandoned": 0, "reverts": 0}
+        self.last = {"d": math.nan, "se": math.nan, "incumbent_score": math.nan, "candidate_score": math.nan}
 
     # -- per cycle --------------------------------------------------------------------------
     def observe(self, engine: Any, result: Any) -> None:
-        if self.phase == TRIAL and self.current is None:
-            return
+        self.cycles_total += 1
         self.cycles_in_phase += 1
-        r = float(result.total_reward)
-        if self.phase == TRIAL and self.cycles_in_phase > self.config.settle_cycles and math.isfinite(r):
-            self.reward_sum += r
-            self.reward_count += 1
+        if self.phase in (BASE, TRIAL) and self.cycles_in_phase > self.config.settle_cycles:
+            score = task_score(result)
+            if score is not None:
+                self.window.add(score)
 
     # -- snapshot -> compute -> apply ---------------------------------------------------------
     def snapshot(self, engine: Any) -> TuningSnapshot:
         if self.seed < 0:
-            self.seed = int(torch.randint(0, 2**31 - 1, (1,), generator=engine.generator))
+            self.seed = self.base_seed
+        if not self.bounds:
+            eta0 = float(engine.config.learning.eta)
+            self.bounds = self.config.bounds(eta0, self.tunables.names)
         return TuningSnapshot(
             phase=self.phase, live=self.tunables.get(engine), defaults=self.tunables.defaults(engine),
-            xs=[list(x) for x in self.xs], ys=list(self.ys), current=list(self.current) if self.current else None,
-            best=list(self.best_x) if self.best_x else None, reward_sum=self.reward_sum,
-            reward_count=self.reward_count, cycles_in_phase=self.cycles_in_phase, seed=self.seed,
+            incumbent=list(self.incumbent) if self.incumbent else None,
+            xs=[list(x) for x in self.xs], ys=list(self.ys), window=WindowStats(**vars(self.window)),
+            prev_base=WindowStats(**vars(self.prev_base)), pending=list(self.pending) if self.pending else None,
+            pending_stats=WindowStats(**vars(self.pending_stats)), cycles_in_phase=self.cycles_in_phase,
+            cycles_total=self.cycles_total, trials_in_session=self.trials_in_session, seed=self.seed,
+            session=self.session, bounds=list(self.bounds),
         )
 
-    def _propose(self, xs: list[list[float]], ys: list[float], seed: int) -> list[float]:
+    def _propose(self, snap: TuningSnapshot, incumbent: list[float], xs: list[list[float]], ys: list[float]) -> list[float]:
+        """The session's next candidate: the GP is told the incumbent at ``y = 0`` first (the
+        anchor every ``d`` is measured against), then the candidates so far."""
         c = self.config
-        return propose(self.bounds, xs, ys, seed, c.n_initial_points, c.acq_func, c.acq_optimizer)
+        return propose(snap.bounds, [incumbent] + xs, [0.0] + ys, snap.seed + 7919 * snap.session,
+                       c.n_initial_points + 1, c.acq_func, c.acq_optimizer)
 
-    def compute(self, snap: TuningSnapshot) -> TuningPlan | None:
+    def compute(self, snap: TuningSnapshot) -> TuningPlan:
         c = self.config
-        plan = TuningPlan(revert=revert_out_of_range(snap.live, self.bounds, snap.defaults))
-        if snap.phase == TRIAL:
-            if snap.current is None:  # first use: start the session
-                plan.next_point = self._propose(snap.xs, snap.ys, snap.seed)
-            elif snap.reward_count >= c.window_cycles:
-                y = objective(snap.reward_sum, snap.reward_count)
-                xs, ys = snap.xs + [snap.current], snap.ys + [y]
-                plan.told = (snap.current, y)
-                if len(xs) >= c.n_trials:  # budget spent: hold the best
-                    plan.next_point, plan.next_phase = list(xs[int(np.argmin(ys))]), REST
-                else:
-                    plan.next_point = self._propose(xs, ys, snap.seed)
-        elif snap.cycles_in_phase >= c.rest_cycles:  # next session, warm-started at the incumbent
-            plan.new_session = True
-            plan.next_point = list(snap.best) if snap.best else self._propose([], [], snap.seed)
-        if not plan.revert and plan.next_point is None:
-            return None
-        return plan
+        names = [b[0] for b in snap.bounds]
+        incumbent_d = dict(zip(names, snap.incumbent)) if snap.incumbent else dict(snap.defaults)
+        plan = TuningPlan(revert=revert_out_of_range(snap.live, snap.bounds, incumbent_d))
+        full = snap.window.n >= c.window_task_cycles
+        if snap.phase == WARMUP:
+            if snap.cycles_total >= c.warmup_cycles:  # start: the live (configured) values are the incumbent
+                live = {**snap.live, **plan.revert}
+                plan.incumbent = [live[n] for n in names]
+                plan.next_phase, plan.new_session = BASE, True
+        elif snap.phase == BASE and full:
+            base = snap.window
+            if snap.pending is not None:  # decide the candidate between two base windows
+                pooled = snap.prev_base.merged(base)
+                d, se, accept = compare(snap.pending_stats, pooled, c.accept_margin, c.accept_z)
+                plan.decision = {"d": d, "se": se, "accepted": float(accept), "incumbent_score": pooled.mean,
+                                 "candidate_score": snap.pending_stats.mean}
+                plan.told = (snap.pending, -d)
+                if accept:
+                    plan.incumbent = list(snap.pending)
+                    plan.set_point = list(snap.pending)
+                    plan.new_session = True  # earlier d's were against the old incumbent
+                    plan.next_phase = BASE
+                    plan.prev_base = WindowStats()
+                    return plan
+            else:
+                plan.decision = {"incumbent_score": base.mean}
+            trials = snap.trials_in_session + (1 if snap.pending is not None else 0)
+            if trials >= c.n_trials:
+                plan.next_phase = REST
+            else:
+                xs = snap.xs + ([snap.pending] if snap.pending is not None else [])
+                ys = snap.ys + ([plan.told[1]] if plan.told is not None else [])
+                plan.pending = self._propose(snap, [incumbent_d[n] for n in names], xs, ys)
+                plan.set_point = plan.pending
+                plan.next_phase = TRIAL
+            plan.prev_base = base
+        elif snap.phase == TRIAL:
+            if full:
+                plan.pending_stats = snap.window
+                plan.set_point = list(snap.incumbent) if snap.incumbent else None
+                plan.next_phase = BASE
+            elif snap.cycles_in_phase >= c.max_window_cycles:  # no task signal: give up on the candidate
+                plan.decision = {"abandoned": 1.0}
+                plan.set_point = list(snap.incumbent) if snap.incumbent else None
+                plan.next_phase = BASE
+        elif snap.phase == REST and snap.cycles_in_phase >= c.rest_cycles:
+            plan.next_phase, plan.new_session = BASE, True
+        return plan  # always a plan: every run reports the phase and counters (metrics, log)
 
     def apply(self, engine: Any, plan: TuningPlan | None) -> dict[str, float]:
+        names = list(self.tunables.names)
+        reverted = 0
         if plan is not None:
             if plan.revert:
                 self.tunables.set(engine, plan.revert)
-                self.reverts += len(plan.revert)
+                reverted = len(plan.revert)
+                self.counts["reverts"] += reverted
             if plan.told is not None:
-                x, y = plan.told
-                self.xs.append(list(x))
-                self.ys.append(float(y))
-                self.last_objective = float(y)
-                if not (y >= self.best_y):  # also true while best_y is nan
-                    self.best_x, self.best_y = list(x), float(y)
+                self.xs.append(list(plan.told[0]))
+                self.ys.append(float(plan.told[1]))
+                self.trials_in_session += 1
+                self.pending = None
+                self.pending_stats = WindowStats()
+            if plan.decision:
+                self.last.update({k: v for k, v in plan.decision.items() if k in self.last})
+                if "accepted" in plan.decision:
+                    self.counts["accepted" if plan.decision["accepted"] else "rejected"] += 1
+                if plan.decision.get("abandoned"):
+                    self.counts["abandoned"] += 1
+                    self.pending = None
+                    self.pending_stats = WindowStats()
+            if plan.incumbent is not None:
+                self.incumbent = list(plan.incumbent)
             if plan.new_session:
-                self.session += 1
-                self.xs, self.ys = [], []
-                self.best_y = math.nan  # the incumbent is re-measured as the session's first trial
-            if plan.next_point is not None:
+                if self.phase != WARMUP:
+                    self.session += 1
+                self.xs, self.ys, self.trials_in_session = [], [], 0
+                self.prev_base = WindowStats()
+            if plan.prev_base is not None and not plan.new_session:
+                self.prev_base = WindowStats(**vars(plan.prev_base))
+            if plan.pending is not None:
+                self.pending = list(plan.pending)
+            if plan.pending_stats is not None:
+                self.pending_stats = WindowStats(**vars(plan.pending_stats))
+            if plan.set_point is not None:
+                self.tunables.set(engine, dict(zip(names, plan.set_point)))
+            if plan.next_phase is not None:
                 self.phase = plan.next_phase
-                self.current = list(plan.next_point) if plan.next_phase == TRIAL else None
-                self.tunables.set(engine, dict(zip(self.tunables.names, plan.next_point)))
-                self.reward_sum, self.reward_count, self.cycles_in_phase = 0.0, 0, 0
+                self.window = WindowStats()
+                self.cycles_in_phase = 0
         out = {
-            "session": float(self.session), "trial": float(len(self.xs)), "resting": float(self.phase == REST),
-            "last_objective": self.last_objective, "best_objective": self.best_y,
-            "reverted": float(len(plan.revert)) if plan is not None else 0.0, "reverts_total": float(self.reverts),
+            "session": float(self.session), "phase": float(self.phase), "trial": float(self.trials_in_session),
+            "resting": float(self.phase == REST), "task_cycles": float(self.window.n),
+            "accepted_total": float(self.counts["accepted"]), "rejected_total": float(self.counts["rejected"]),
+            "abandoned_total": float(self.counts["abandoned"]), "last_d": self.last["d"], "last_se": self.last["se"],
+            "incumbent_score": self.last["incumbent_score"], "candidate_score": self.last["candidate_score"],
+            "reverted": float(reverted), "reverts_total": float(self.counts["reverts"]),
         }
         out.update({f"param_{k}": v for k, v in self.tunables.get(engine).items()})
+        if self.incumbent:
+            out.update({f"incumbent_{k}": float(v) for k, v in zip(names, self.incumbent)})
         return out
 
     # -- persistence --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         d = len(self.tunables.names)
+        f64 = torch.float64
         return {
-            "names": list(self.tunables.names), "seed": int(self.seed), "session": int(self.session),
-            "phase": int(self.phase),
-            "xs": torch.tensor(self.xs, dtype=torch.float64).reshape(-1, d),
-            "ys": torch.tensor(self.ys, dtype=torch.float64),
-            "current": torch.tensor(self.current or [], dtype=torch.float64),
-            "best_x": torch.tensor(self.best_x or [], dtype=torch.float64),
-            "best_y": float(self.best_y), "last_objective": float(self.last_objective),
-            "reward_sum": float(self.reward_sum), "reward_count": int(self.reward_count),
-            "cycles_in_phase": int(self.cycles_in_phase), "reverts": int(self.reverts),
+            "format": STATE_FORMAT, "names": list(self.tunables.names), "seed": int(self.seed),
+            "session": int(self.session), "phase": int(self.phase),
+            "bounds": torch.tensor([[b[1], b[2]] for b in self.bounds], dtype=f64).reshape(-1, 2),
+            "incumbent": torch.tensor(self.incumbent or [], dtype=f64),
+            "xs": torch.tensor(self.xs, dtype=f64).reshape(-1, d), "ys": torch.tensor(self.ys, dtype=f64),
+            "window": torch.tensor(self.window.as_list(), dtype=f64),
+            "prev_base": torch.tensor(self.prev_base.as_list(), dtype=f64),
+            "pending": torch.tensor(self.pending or [], dtype=f64),
+            "pending_stats": torch.tensor(self.pending_stats.as_list(), dtype=f64),
+            "cycles_in_phase": int(self.cycles_in_phase), "cycles_total": int(self.cycles_total),
+            "trials_in_session": int(self.trials_in_session),
+            **{f"count_{k}": int(v) for k, v in self.counts.items()},
+            **{f"last_{k}": float(v) for k, v in self.last.items()},
         }
 
     def load_state_dict(self, data: Mapping[str, Any]) -> None:
-        if not data:  # a checkpoint from before this job was enabled: start fresh
+        """Restore; a checkpoint from another format or for other parameters starts a fresh
+        tuner (the configured values are live until the warm-up ends)."""
+        self._reset()
+        self.bounds = []
+        self.seed = -1
+        if not data or int(data.get("format", 1)) != STATE_FORMAT or list(data["names"]) != list(self.tunables.names):
             return
-        names = list(data["names"])
-        if names != list(self.tunables.names):
-            raise ValueError(f"tuning state is for parameters {names}, this job tunes {list(self.tunables.names)}")
         self.seed, self.session, self.phase = int(data["seed"]), int(data["session"]), int(data["phase"])
-        xs = data["xs"].to(torch.float64).cpu()
-        ys = data["ys"].to(torch.float64).cpu()
-        # trials outside the (possibly changed) search space are dropped, not told
-        keep = [i for i in range(xs.shape[0]) if all(lo <= float(v) <= hi for v, (_, lo, hi) in zip(xs[i], self.bounds))]
-        self.xs = [xs[i].tolist() for i in keep]
-        self.ys = [float(ys[i]) for i in keep]
-        cur = data["current"].to(torch.float64).cpu().tolist()
-        self.current = cur if cur else None
-        best = data["best_x"].to(torch.float64).cpu().tolist()
-        self.best_x = best if best else None
-        self.best_y = float(data["best_y"])
-        self.last_objective = float(data["last_objective"])
-        self.reward_sum, self.reward_count = float(data["reward_sum"]), int(data["reward_count"])
-        self.cycles_in_phase, self.reverts = int(data["cycles_in_phase"]), int(data["reverts"])
+        b = data["bounds"].to(torch.float64).cpu().tolist()
+        if b:
+            priors = [x[3] for x in self.config.bounds(1.0, self.tunables.names)]
+            self.bounds = [(n, float(lo), float(hi), p) for n, (lo, hi), p in zip(self.tunables.names, b, priors)]
+
+        def vec(key: str) -> list[float] | None:
+            v = data[key].to(torch.float64).cpu().tolist()
+            return v if v else None
+
+        self.incumbent = vec("incumbent")
+        self.xs = data["xs"].to(torch.float64).cpu().tolist()
+        self.ys = data["ys"].to(torch.float64).cpu().tolist()
+        self.window = WindowStats.from_list(data["window"].tolist())
+        self.prev_base = WindowStats.from_list(data["prev_base"].tolist())
+        self.pending = vec("pending")
+        self.pending_stats = WindowStats.from_list(data["pending_stats"].tolist())
+        self.cycles_in_phase, self.cycles_total = int(data["cycles_in_phase"]), int(data["cycles_total"])
+        self.trials_in_session = int(data["trials_in_session"])
+        for k in self.counts:
+            self.counts[k] = int(data.get(f"count_{k}", 0))
+        for k in self.last:
+            self.last[k] = float(data.get(f"last_{k}", math.nan))
 
 
-__all__ = ["TuningConfig", "TuningJob", "Tunables", "EngineTunables", "propose", "objective",
-           "revert_out_of_range", "PARAMS", "SIE_WEIGHTS"]
+__all__ = ["TuningConfig", "TuningJob", "Tunables", "EngineTunables", "WindowStats", "propose", "compare",
+           "task_score", "revert_out_of_range", "ALL_PARAMS", "SIE_WEIGHTS"]
