@@ -1,4 +1,10 @@
-"""One input record: what ``Engine.cycle`` accepts, validated before any state changes."""
+"""One input record: what ``Engine.cycle`` accepts, validated before any state changes.
+
+``x`` must be finite and inside +-``MAX_ABS_X`` (1e150): the encoder scales each vector by its
+range (``max - min``) or by running means and variances (squares of the values), and values near
+the float64 limit (1.8e308) overflow there to inf/NaN, which would then be learned and checkpointed.
+Such a record is refused with ``ValueRangeError`` (reason ``out_of_range``) naming the element.
+"""
 from __future__ import annotations
 
 import math
@@ -10,11 +16,20 @@ import numpy as np
 from .errors import (
     DimensionError,
     EmptyTextError,
+    InputError,
     LabelTypeError,
     NonFiniteError,
     RecordFormatError,
     RewardError,
 )
+
+MAX_ABS_X = 1e150  # |x| beyond this overflows the encoder's range / variance arithmetic in float64
+
+
+class ValueRangeError(InputError):
+    """An element of ``x`` is finite but so large that scaling it would overflow float64."""
+
+    reason = "out_of_range"
 
 Label = str
 
@@ -83,6 +98,10 @@ def _parse_vector(x: Any, input_size: int) -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(arr))
     if bad.size:
         raise NonFiniteError(f"x[{bad[0]}] = {arr[bad[0]]}: values must be finite (no NaN or inf)")
+    big = np.flatnonzero(np.abs(arr) > MAX_ABS_X)
+    if big.size:
+        raise ValueRangeError(f"x[{big[0]}] = {arr[big[0]]:.6g}: values must lie within +-{MAX_ABS_X:g} "
+                              "(larger ones overflow the encoder's scaling)")
     return arr
 
 

@@ -1,9 +1,24 @@
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from fumd.daemon.config import ServiceConfig, config_from_mapping, default_toml, load_config, reloadable_changes
+from fumd.daemon.config import (
+    STATE_SUBDIRS,
+    ServiceConfig,
+    available_memory_bytes,
+    check_memory,
+    check_state_dir,
+    config_from_mapping,
+    default_toml,
+    estimate_memory_bytes,
+    load_config,
+    reloadable_changes,
+)
 from fumd.errors import ConfigError
+from tests.nonroot import as_nobody, needs_root
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "systemd" / "fumd.example.toml"
 
@@ -39,3 +54,90 @@ def test_sighup_applies_only_reloadable_sections() -> None:
     assert applied.inbox.max_file_bytes == 10
     assert applied.engine == old.engine and applied.metrics == old.metrics
     assert len(ignored) == 2
+
+
+# -- issue 10: config and machine errors are one line naming the key or path --------------------
+
+def test_a_config_path_that_is_a_directory_or_unreadable_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="is a directory, not a config file"):
+        load_config(tmp_path)
+    cfg = tmp_path / "fumd.toml"
+    cfg.write_text("[inbox]\nrescan_seconds = 1.0\n")
+
+    def denied(*_a, **_k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    assert str(cfg) in str(info.value) and "Permission denied" in str(info.value) and "\n" not in str(info.value)
+
+
+@needs_root
+def test_a_config_of_another_user_with_mode_600_is_a_config_error(tmp_path: Path) -> None:
+    """Issue 10 item 4 as reported (SIGHUP reads it the same way): PermissionError -> ConfigError."""
+    base = Path(tempfile.mkdtemp(prefix="fumd-cfg-", dir="/tmp"))
+    try:
+        os.chmod(base, 0o755)
+        cfg = base / "fumd.toml"
+        cfg.write_text("[inbox]\nrescan_seconds = 1.0\n")
+        os.chmod(cfg, 0o600)
+
+        def load() -> str:
+            try:
+                load_config(cfg)
+            except ConfigError as exc:
+                return str(exc)
+            return "loaded"
+
+        assert as_nobody(load) == f"{cfg}: cannot read the config file: Permission denied"
+    finally:
+        shutil.rmtree(base)
+
+
+def test_state_dir_problems_name_the_path(tmp_path: Path) -> None:
+    check_state_dir(tmp_path / "fresh")  # created, with its subdirectories
+    assert all((tmp_path / "fresh" / sub).is_dir() for sub in STATE_SUBDIRS)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="exists and is not a directory"):
+        check_state_dir(tmp_path / "file")
+    with pytest.raises(ConfigError, match="cannot create it: Not a directory"):
+        check_state_dir(tmp_path / "file" / "state")
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "inbox").write_text("x")
+    with pytest.raises(ConfigError, match=r"odd/inbox: exists and is not a directory"):
+        check_state_dir(tmp_path / "odd")
+
+
+@needs_root
+def test_a_state_dir_the_daemon_cannot_write_is_refused() -> None:
+    base = Path(tempfile.mkdtemp(prefix="fumd-state-", dir="/tmp"))
+    try:
+        os.chmod(base, 0o755)
+        for sub in STATE_SUBDIRS:
+            (base / "full" / sub).mkdir(parents=True)  # root's, 0755: the daemon user may only read them
+
+        def check(name: str) -> str:
+            try:
+                check_state_dir(base / name)
+            except ConfigError as exc:
+                return str(exc)
+            return "accepted"
+
+        assert as_nobody(lambda: check("missing")) == f"state directory {base / 'missing'}: cannot create it: Permission denied (--state-dir)"
+        assert as_nobody(lambda: check("full")) == f"state directory {base / 'full'}: not writable: Permission denied (--state-dir)"
+    finally:
+        shutil.rmtree(base)
+
+
+def test_a_network_beyond_the_machines_memory_is_refused_with_the_estimate() -> None:
+    cfg = config_from_mapping({"network": {"neurons": 2_000_000, "synapses_per_neuron": 1000}})
+    need = estimate_memory_bytes(cfg.engine)
+    assert need >= 2 * 2_000_000 * 1000 * 11
+    with pytest.raises(ConfigError) as info:
+        check_memory(cfg.engine, available=need - 1)
+    message = str(info.value)
+    assert message.startswith("network.neurons = 2000000") and "GiB" in message and "\n" not in message
+    check_memory(cfg.engine, available=need)  # fits: no error
+    check_memory(ServiceConfig().engine)  # the defaults fit this machine
+    assert available_memory_bytes() is None or available_memory_bytes() > 0

@@ -4,10 +4,16 @@ Top-level keys are the engine's (``network.*``, ``lif.*``, ``learning.*``, ..., 
 ``device``; see ``fumd/config.py``) plus the service sections below. Everything has a default, so
 the daemon runs with no file at all. Unknown keys, wrong types and values out of range are refused
 at start with an error naming the key and its allowed range.
+
+At start the daemon also refuses, the same way (one line, exit 2), a state directory it cannot
+use (``check_state_dir``) and a network too large for the machine's memory (``check_memory``:
+about 11 bytes per synapse and 0.5 KiB per neuron, twice while a checkpoint is taken, plus
+0.5 GiB for the libraries, against MemAvailable capped by the cgroup's memory.max).
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +42,7 @@ class MetricsConfig:
 @dataclass(frozen=True)
 class InboxConfig:
     rescan_seconds: float = 2.0  # the periodic rescan is the truth; filesystem events only hint
+    settle_seconds: float = 1.0  # a file written in place without a close event is admitted once unchanged this long
     max_file_bytes: int = 64 * 1024 * 1024
     max_records_per_file: int = 100_000
 
@@ -95,6 +102,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "checkpoint.keep": (1, 1000),
     "metrics.port": (0, 65535),
     "inbox.rescan_seconds": (0.05, 3600.0),
+    "inbox.settle_seconds": (0.0, 3600.0),
     "inbox.max_file_bytes": (1, 1 << 40),
     "inbox.max_records_per_file": (1, 10**9),
     "status.every_seconds": (0.1, 3600.0),
@@ -143,8 +151,12 @@ def load_config(path: Path | None, seed: int | None = None) -> ServiceConfig:
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: is a directory, not a config file") from None
+        except OSError as exc:  # permissions, I/O errors, a FIFO that is not a file, ...
+            raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+            raise ConfigError(f"{path}: not valid TOML: {_one_line(exc)}") from None
     if seed is not None:
         data.setdefault("network", {})
         if not isinstance(data["network"], dict):
@@ -222,3 +234,108 @@ def _field_comments(cls: type) -> dict[str, str]:
 def _toml_line(key: str, value: Any, comment: str | None) -> str:
     text = ("true" if value else "false") if isinstance(value, bool) else f'"{value}"' if isinstance(value, str) else repr(value)
     return f"{key} = {text}" + (f"  # {comment}" if comment else "")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+# -- checks of the machine the daemon starts on (refused like a bad config: one line, exit 2) --------
+STATE_SUBDIRS = ("checkpoints", "inbox", "queue", "done", "failed", "outbox", "history")
+
+
+def check_state_dir(state_dir: Path) -> None:
+    """Create the state directory and its subdirectories if needed and prove they are writable
+    (a file, not a directory, where one should be; permissions; a read-only filesystem)."""
+    state_dir = Path(state_dir)
+    for path in (state_dir, *(state_dir / sub for sub in STATE_SUBDIRS)):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise ConfigError(f"state directory {path}: exists and is not a directory (--state-dir)") from None
+        except OSError as exc:
+            raise ConfigError(f"state directory {path}: cannot create it: {exc.strerror or exc} (--state-dir)") from None
+        if not path.is_dir():
+            raise ConfigError(f"state directory {path}: not a directory (--state-dir)")
+        probe = path / f".fumd-write-test-{os.getpid()}"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise ConfigError(f"state directory {path}: not writable: {exc.strerror or exc} (--state-dir)") from None
+
+
+BYTES_PER_SYNAPSE = 11  # col int32 + w float32 + e float16 + persistent bool (fumd/network/state.py)
+BYTES_PER_NEURON = 512  # neuron state, activity history, traces, encoder/decoder and simulation buffers
+CHECKPOINT_COPIES = 2  # the live state plus the snapshot a checkpoint writes from
+BASE_BYTES = 512 << 20  # interpreter, torch, numba and the other libraries
+
+
+def estimate_memory_bytes(engine: EngineConfig) -> int:
+    """About how much memory a daemon with this network needs at its peak (while a checkpoint is
+    taken): every synapse and neuron twice (state + snapshot), plus the libraries."""
+    net = engine.network
+    synapses = net.neurons * net.synapses_per_neuron
+    trace_extra = 2 if getattr(getattr(engine, "learning", None), "trace_dtype", "float16") == "float32" else 0
+    per_copy = synapses * (BYTES_PER_SYNAPSE + trace_extra) + (net.neurons + 1) * 8 + net.neurons * (
+        BYTES_PER_NEURON + getattr(net, "activity_history", 32))
+    return CHECKPOINT_COPIES * per_copy + BASE_BYTES
+
+
+def available_memory_bytes() -> int | None:
+    """Memory this process may still use: MemAvailable, capped by a cgroup (systemd MemoryMax=)."""
+    available = None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if available is None:
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, AttributeError):
+            return None
+    limit = _cgroup_memory_limit()
+    if limit is not None:
+        available = min(available, limit)
+    return available
+
+
+def _cgroup_memory_limit() -> int | None:
+    """memory.max - memory.current of this process's cgroup (v2), or None."""
+    try:
+        with open("/proc/self/cgroup") as fh:
+            rel = next((line.strip().split(":", 2)[2] for line in fh if line.startswith("0::")), None)
+        if rel is None:
+            return None
+        base = Path("/sys/fs/cgroup") / rel.lstrip("/")
+        raw = (base / "memory.max").read_text().strip()
+        if raw == "max":
+            return None
+        current = int((base / "memory.current").read_text().strip())
+        return max(0, int(raw) - current)
+    except (OSError, ValueError, StopIteration):
+        return None
+
+
+def check_memory(engine: EngineConfig, available: int | None = None) -> None:
+    """Refuse, before anything is allocated, a network that cannot fit in this machine's memory."""
+    available = available_memory_bytes() if available is None else available
+    if available is None:
+        return
+    need = estimate_memory_bytes(engine)
+    if need > available:
+        net = engine.network
+        raise ConfigError(
+            f"network.neurons = {net.neurons} (x network.synapses_per_neuron = {net.synapses_per_neuron}): "
+            f"the daemon would need about {_gib(need)} ({net.neurons * net.synapses_per_neuron:,} synapses x "
+            f"{BYTES_PER_SYNAPSE} B, twice while checkpointing, plus neurons and libraries) but only "
+            f"{_gib(available)} of memory is available; lower network.neurons or network.synapses_per_neuron")
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB"

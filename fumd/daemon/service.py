@@ -11,8 +11,11 @@ reloadable config sections; SIGUSR1 checkpoints now.
 """
 from __future__ import annotations
 
+import errno
+import json
 import os
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -34,8 +37,8 @@ from ..ops.logging import configure_logging, get_logger
 from ..ops.metrics import Metrics
 from ..ops.sdnotify import SystemdNotifier, WatchdogPinger
 from ..ops.status import write_status
-from ..persistence.checkpoint import CheckpointError, CheckpointInfo, load_latest, snapshot, write_checkpoint
-from .config import ServiceConfig, load_config, reloadable_changes
+from ..persistence.checkpoint import CheckpointError, CheckpointInfo, list_checkpoints, load_latest, snapshot, write_checkpoint
+from .config import ServiceConfig, check_memory, check_state_dir, load_config, reloadable_changes
 from .ledger import Ledger
 
 # Fault injection for the crash tests: sleep this long at every progress point of a checkpoint
@@ -91,13 +94,16 @@ class Daemon:
 
     # -- life cycle -----------------------------------------------------------------------
     def run(self, exit_when_idle: bool = False) -> int:
-        self._install_signal_handlers()
-        (self.state_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        # refused like a bad config (ConfigError: one line, exit 2), before anything is allocated
+        check_state_dir(self.state_dir)
+        check_memory(self._effective_engine_config())
         if self.config.metrics.enabled:
-            self.metrics_port = self.metrics.serve(self.config.metrics.host, self.config.metrics.port)
+            self.metrics_port = self._serve_metrics()
+        self._install_signal_handlers()
         self._restore()
         assert self.engine is not None
-        self.inbox = Inbox(self.state_dir, self.config.inbox.max_file_bytes, min_seq=self.ledger.next_seq)
+        self.inbox = Inbox(self.state_dir, self.config.inbox.max_file_bytes, min_seq=self.ledger.next_seq,
+                           settle_seconds=self.config.inbox.settle_seconds, on_problem=self._inbox_problem)
         self.history = History(self.state_dir, self.config.history.every_cycles, self.config.history.max_bytes)
         self.jobs.on_run = lambda name, outputs: self.history.job(self.engine.steps_done, name, outputs)
         self.outbox = Outbox(self.state_dir)
@@ -173,6 +179,43 @@ class Daemon:
         return saved
 
     # -- start-up -------------------------------------------------------------------------
+    def _serve_metrics(self) -> int:
+        host, port = self.config.metrics.host, self.config.metrics.port
+        try:
+            return self.metrics.serve(host, port)
+        except socket.gaierror as exc:
+            raise ConfigError(f"metrics.host = {host!r}: cannot resolve it: {exc.strerror or exc}") from None
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"metrics.port = {port}: already in use on {host} (another fumd? set metrics.port, 0 = any free port)") from None
+            if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                raise ConfigError(f"metrics.host = {host!r}: not an address of this machine: {exc.strerror or exc}") from None
+            if exc.errno == errno.EACCES:
+                raise ConfigError(f"metrics.port = {port}: permission denied on {host} (ports below 1024 need privileges)") from None
+            raise ConfigError(f"metrics.host = {host!r}, metrics.port = {port}: cannot listen: {exc.strerror or exc}") from None
+
+    def _effective_engine_config(self) -> Any:
+        """The engine config the daemon will run: the network's shape comes from the newest
+        checkpoint when there is one (read from its manifest only; best effort)."""
+        engine_config = self.config.engine
+        try:
+            newest = list_checkpoints(self.state_dir / "checkpoints")
+            if newest:
+                manifest = json.loads((newest[0] / "manifest.json").read_text())
+                saved = manifest.get("meta", {}).get("config", {}).get("network")
+                if isinstance(saved, dict):
+                    engine_config = engine_config.replace(network=saved)
+        except Exception:  # noqa: BLE001 - an unreadable checkpoint is reported by the restore itself
+            pass
+        return engine_config
+
+    def _inbox_problem(self, event: str, **fields: Any) -> None:
+        if event == "input_stuck":
+            self.metrics.errors.labels("input_stuck").inc()
+            self.log.error(event, **fields)
+        else:
+            self.log.warning(event, **fields)
+
     def _restore(self) -> None:
         ckpt_dir = self.state_dir / "checkpoints"
         self.notifier.extend_timeout(120)
@@ -248,12 +291,14 @@ class Daemon:
                 self.outbox.discard_partial(qf.seq)
                 continue
             except Exception as exc:  # noqa: BLE001 - OSError, or a reader bug: the file fails, the daemon lives
-                err = InputFileError("unreadable", f"{qf.name}: cannot read: {type(exc).__name__}: {exc}")
+                detail = f"{exc.strerror} ({type(exc).__name__})" if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+                err = InputFileError("unreadable", f"{qf.name}: cannot read: {detail}")
                 if not isinstance(exc, OSError):
                     self.metrics.errors.labels("reader").inc()
                     self.log.exception("reader_error", file=qf.name)
                 self.inbox.fail(qf, err)
                 self._count_failed_file(qf.name, err.reason, str(err))
+                self.outbox.discard_partial(qf.seq)
                 continue
             resume = self.ledger.seq == qf.seq
             start = self.ledger.record if resume else 0
@@ -437,13 +482,17 @@ class Daemon:
         self.notifier.reloading()
         try:
             new = load_config(self.config_path, seed=self.config.engine.network.seed) if self.config_path else self.config
-        except ConfigError as exc:
+        except Exception as exc:  # noqa: BLE001 - a bad file (or a bug) never takes the daemon down: it keeps its config
             self.metrics.errors.labels("config_reload").inc()
-            self.log.error("config_reload_rejected", error=str(exc))
+            if isinstance(exc, ConfigError):
+                self.log.error("config_reload_rejected", error=str(exc))
+            else:
+                self.log.exception("config_reload_rejected", error=f"{type(exc).__name__}: {exc}")
             self.notifier.ready(status="config reload rejected")
             return
         self.config, ignored = reloadable_changes(self.config, new)
         self.inbox.max_file_bytes = self.config.inbox.max_file_bytes
+        self.inbox.settle_seconds = self.config.inbox.settle_seconds
         self.history.every_cycles, self.history.max_bytes = self.config.history.every_cycles, self.config.history.max_bytes
         configure_logging(self.config.log.level, self.config.log.format)
         self.log.info("config_reloaded", needs_restart=ignored)
@@ -452,6 +501,9 @@ class Daemon:
     # -- status -----------------------------------------------------------------------------
     def _idle_timeout(self) -> float:
         timeout = self.config.inbox.rescan_seconds
+        settle = self.inbox.next_check_in() if hasattr(self, "inbox") else None
+        if settle is not None:
+            timeout = min(timeout, settle)
         interval = self.notifier.watchdog_interval()
         if interval:
             timeout = min(timeout, interval)

@@ -12,12 +12,27 @@ A problem with the file as a whole raises ``InputFileError`` (the file goes to `
 problem with one record is returned in its place (``RecordProblem``) so that only that record fails.
 Record content (dimension, NaN/inf, label type, ...) is validated by ``fumd.records.parse_record``
 inside ``Engine.cycle``, before any state changes.
+
+Positions (``where``) are physical lines of the file, counted from 1 at each ``\\n``:
+
+* JSON Lines are split on ``\\n`` only (a trailing ``\\r`` is dropped): U+2028, U+0085 and the
+  other characters that ``str.splitlines`` also treats as line breaks are valid inside JSON
+  strings and never cut a record.
+* A CSV row that spans several lines (a quoted newline) is reported at the line where it starts;
+  a row the csv module cannot parse (a bare ``\r`` inside an unquoted cell, an unclosed quote)
+  fails on its own (``bad_csv``). A file without any ``\n`` is split at ``\r`` (classic Mac).
+* A CSV file has a header row when its first non-blank row has no numeric cell; a first row with
+  numbers and one non-number is data, and that row fails (``bad_format``) on its own.
+
+Every reader refuses a file with more than ``max_records`` records before it builds them, and a
+``.npy`` header is checked against the file's size before any array is allocated.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -48,32 +63,38 @@ def extension_of(name: str) -> str:
 
 
 def read_input_file(data: bytes, name: str, max_records: int) -> list[InputItem]:
-    """Parse the bytes of an inbox file named ``name`` into records."""
+    """Parse the bytes of an inbox file named ``name`` into records.
+
+    Raises only ``InputFileError``; a problem confined to one record is returned in its place."""
     ext = extension_of(name)
     if not data:
         raise InputFileError("empty", f"{name}: the file is empty")
     if ext == ".npy":
-        items = _read_npy(data, name)
+        items = _read_npy(data, name, max_records)
     else:
+        if ext not in SUPPORTED_EXTENSIONS:
+            raise InputFileError("unsupported_extension",
+                                 f"{name}: unsupported extension {ext or '(none)'}; allowed: {', '.join(SUPPORTED_EXTENSIONS)}")
         text = _decode_utf8(data, name)
         if not text.strip():
             raise InputFileError("empty", f"{name}: the file contains only whitespace")
         if ext == ".jsonl":
-            items = _read_jsonl(text, name)
+            items = _read_jsonl(text, name, max_records)
         elif ext == ".json":
             items = _read_json(text, name)
         elif ext == ".csv":
-            items = _read_csv(text, name)
-        elif ext == ".txt":
+            items = _read_csv(text, name, max_records)
+        else:  # .txt
             items = [InputItem("record 0", {"id": Path(name).stem, "text": text})]
-        else:
-            raise InputFileError("unsupported_extension",
-                                 f"{name}: unsupported extension {ext or '(none)'}; allowed: {', '.join(SUPPORTED_EXTENSIONS)}")
     if not items:
         raise InputFileError("empty", f"{name}: no records")
     if len(items) > max_records:
         raise InputFileError("too_many_records", f"{name}: {len(items)} records exceeds inbox.max_records_per_file = {max_records}")
     return items
+
+
+def _too_many(name: str, max_records: int) -> InputFileError:
+    return InputFileError("too_many_records", f"{name}: more than inbox.max_records_per_file = {max_records} records")
 
 
 def _decode_utf8(data: bytes, name: str) -> str:
@@ -82,24 +103,35 @@ def _decode_utf8(data: bytes, name: str) -> str:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise InputFileError("not_utf8", f"{name}: not valid UTF-8 at byte {exc.start} (line {line}): {exc.reason}",
-                             where=f"byte {exc.start}") from exc
+                             where=f"line {line}") from exc
     if "\x00" in text:
-        raise InputFileError("binary", f"{name}: contains NUL bytes at character {text.index(chr(0))}; expected text")
+        at = text.index("\x00")
+        line = text.count("\n", 0, at) + 1
+        raise InputFileError("binary", f"{name}: contains a NUL byte at character {at} (line {line}); expected text",
+                             where=f"line {line}")
     return text.removeprefix("\ufeff")
 
 
 def _strict_json(text: str) -> Any:
-    # Python's json accepts NaN/Infinity; JSON does not, and a NaN must not reach the network.
+    """``json.loads`` without NaN/Infinity (not JSON; a NaN must not reach the network) and with
+    nesting too deep for the parser reported as a ValueError, like any other malformed JSON."""
     def reject(token: str) -> Any:
         raise ValueError(f"{token} is not valid JSON")
 
-    return json.loads(text, parse_constant=reject)
+    try:
+        return json.loads(text, parse_constant=reject)
+    except RecursionError:
+        raise ValueError("nested too deeply (arrays or objects inside each other beyond the parser's limit)") from None
 
 
-def _read_jsonl(text: str, name: str) -> list[InputItem]:
+def _read_jsonl(text: str, name: str, max_records: int) -> list[InputItem]:
+    lines = text.split("\n")
+    if sum(1 for line in lines if line.strip(" \t\r")) > max_records:
+        raise _too_many(name, max_records)
     items = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+    for number, line in enumerate(lines, start=1):
+        line = line.removesuffix("\r")
+        if not line.strip(" \t\r"):  # JSON's whitespace; anything else on a line is a record
             continue
         where = f"line {number}"
         try:
@@ -117,6 +149,8 @@ def _read_jsonl(text: str, name: str) -> list[InputItem]:
 def _read_json(text: str, name: str) -> list[InputItem]:
     try:
         obj = _strict_json(text)
+    except json.JSONDecodeError as exc:
+        raise InputFileError("malformed_json", f"{name}: malformed JSON ({exc})", where=f"line {exc.lineno}") from exc
     except ValueError as exc:
         raise InputFileError("malformed_json", f"{name}: malformed JSON ({exc})") from exc
     if isinstance(obj, dict):
@@ -129,47 +163,91 @@ def _read_json(text: str, name: str) -> list[InputItem]:
     raise InputFileError("bad_format", f"{name}: expected a JSON object or a list of objects, got {type(obj).__name__}")
 
 
-def _read_npy(data: bytes, name: str) -> list[InputItem]:
+def _read_npy(data: bytes, name: str, max_records: int) -> list[InputItem]:
+    shape, dtype = _npy_header(data, name)
+    if dtype.kind not in "biuf":
+        raise InputFileError("bad_npy", f"{name}: expected a numeric array, got dtype {dtype}")
+    if len(shape) not in (1, 2):
+        raise InputFileError("wrong_dimension", f"{name}: expected a 1-D or 2-D array, got shape {shape}")
+    if len(shape) == 2 and shape[0] > max_records:
+        raise InputFileError("too_many_records", f"{name}: {shape[0]} records exceeds inbox.max_records_per_file = {max_records}")
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
-    except ValueError as exc:  # object arrays need pickle: refused
-        raise InputFileError("bad_npy", f"{name}: not a plain numeric .npy array ({exc})") from exc
     except Exception as exc:  # noqa: BLE001 - any parser failure is the file's fault
         raise InputFileError("bad_npy", f"{name}: cannot read as .npy ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(array, np.ndarray):
-        raise InputFileError("bad_npy", f"{name}: expected one array, got {type(array).__name__}")
-    if array.dtype.kind not in "biuf":
-        raise InputFileError("bad_npy", f"{name}: expected a numeric array, got dtype {array.dtype}")
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf" or array.ndim not in (1, 2):
+        raise InputFileError("bad_npy", f"{name}: not a plain 1-D or 2-D numeric array")
     if array.ndim == 1:
         array = array[None, :]
-    elif array.ndim != 2:
-        raise InputFileError("wrong_dimension", f"{name}: expected a 1-D or 2-D array, got shape {array.shape}")
+    rows = array.astype(np.float64, copy=False) if array.dtype.kind == "f" else array
     stem = Path(name).stem
-    return [InputItem(f"row {i}", {"id": f"{stem}:{i}", "x": row.tolist()}) for i, row in enumerate(array)]
+    return [InputItem(f"row {i}", {"id": f"{stem}:{i}", "x": row.tolist()}) for i, row in enumerate(rows)]
+
+
+def _npy_header(data: bytes, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from the header, checked against the size of the data that follows."""
+    fp = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            shape, _fortran, dtype = np.lib.format.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, _fortran, dtype = np.lib.format.read_array_header_2_0(fp)
+        else:
+            raise ValueError(f"format version {version[0]}.{version[1]} (only 1.0 and 2.0 hold plain numeric arrays)")
+    except Exception as exc:  # noqa: BLE001 - a malformed header is the file's fault
+        raise InputFileError("bad_npy", f"{name}: not a plain numeric .npy array ({type(exc).__name__}: {exc})") from exc
+    if dtype.hasobject:
+        raise InputFileError("bad_npy", f"{name}: object arrays are never unpickled; expected a numeric array")
+    expected = math.prod(shape) * dtype.itemsize
+    if expected != len(data) - fp.tell():
+        raise InputFileError("bad_npy", f"{name}: the header says shape {shape} of {dtype} ({expected} bytes) but "
+                                        f"{len(data) - fp.tell()} bytes follow it")
+    return tuple(shape), dtype
 
 
 _META_COLUMNS = ("id", "label", "reward")
 
 
-def _read_csv(text: str, name: str) -> list[InputItem]:
-    try:
-        rows = list(csv.reader(io.StringIO(text)))
-    except csv.Error as exc:
-        raise InputFileError("bad_csv", f"{name}: {exc}") from exc
-    rows = [(i, r) for i, r in enumerate(rows, start=1) if any(c.strip() for c in r)]
+def _read_csv(text: str, name: str, max_records: int) -> list[InputItem]:
+    # lines end at \n (\r\n too); only a file with no \n at all (classic Mac) is split at \r
+    separator = "\n" if "\n" in text or "\r" not in text else "\r"
+    lines = [line + "\n" for line in text.split(separator)]
+    if lines[-1] == "\n":
+        lines.pop()
+    reader = csv.reader(iter(lines))
+    rows: list[tuple[int, list[str] | RecordProblem]] = []  # (first physical line of the row, cells)
+    previous = 0
+    while True:
+        try:
+            row: list[str] | RecordProblem = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # the reader resumes at the next line: only this row fails
+            row = RecordProblem("bad_csv", f"line {previous + 1}: {exc}")
+        start, previous = previous + 1, reader.line_num
+        if isinstance(row, RecordProblem) or any(c.strip() for c in row):
+            rows.append((start, row))
+            if len(rows) > max_records + 1:  # + a header
+                raise _too_many(name, max_records)
     if not rows:
         raise InputFileError("empty", f"{name}: no rows")
     header = None
     first_line, first = rows[0]
-    if any(not _is_number(c) for c in first):
+    if not isinstance(first, RecordProblem) and not any(_is_number(c) for c in first):  # a header names columns; a row with any number is data
         header = [c.strip().lower() for c in first]
         rows = rows[1:]
         if len(set(header)) != len(header):
-            raise InputFileError("bad_csv", f"{name}: line {first_line}: duplicate column names in the header")
+            dup = next(h for h in header if header.count(h) > 1)
+            raise InputFileError("bad_csv", f"{name}: line {first_line}: duplicate column name {dup!r} in the header",
+                                 where=f"line {first_line}")
     stem = Path(name).stem
     items = []
     for line, row in rows:
         where = f"line {line}"
+        if isinstance(row, RecordProblem):
+            items.append(InputItem(where, row))
+            continue
         if header is not None and len(row) != len(header):
             items.append(InputItem(where, RecordProblem("bad_format", f"{where}: {len(row)} cells, the header has {len(header)}")))
             continue
@@ -188,7 +266,7 @@ def _read_csv(text: str, name: str) -> list[InputItem]:
             elif _is_number(cell):
                 values.append(float(cell))
             else:
-                problem = RecordProblem("bad_format", f"{where}, column {col + 1}: {cell!r} is not a number")
+                problem = RecordProblem("bad_format", f"{where}, column {col + 1}: {cell[:80]!r} is not a number")
                 break
         items.append(InputItem(where, problem if problem else {**record, "x": values}))
     return items

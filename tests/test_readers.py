@@ -1,0 +1,106 @@
+"""Reader and record regressions of issue 10 (items 6-9): each reproduction as reported."""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from fumd.errors import InputError, InputFileError, NonFiniteError
+from fumd.io.readers import RecordProblem, read_input_file
+from fumd.records import MAX_ABS_X, ValueRangeError, parse_record
+
+
+def _kinds(items) -> list[tuple[str, str]]:
+    return [(i.where, i.record.reason if isinstance(i.record, RecordProblem) else "ok") for i in items]
+
+
+def test_a_depth_bomb_fails_only_its_own_line() -> None:
+    """Item 6: {"x": [[[...100k deep...]]]} between two good lines: malformed_json for that line;
+    the whole file used to fail as unreadable (RecursionError)."""
+    bomb = '{"x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    data = "\n".join([json.dumps({"id": "a", "text": "one"}), bomb, json.dumps({"id": "b", "text": "two"})]).encode()
+    items = read_input_file(data, "bomb.jsonl", 100)
+    assert _kinds(items) == [("line 1", "ok"), ("line 2", "malformed_json"), ("line 3", "ok")]
+    assert "nested too deeply" in items[1].record.message
+    with pytest.raises(InputFileError) as info:
+        read_input_file(bomb.encode(), "bomb.json", 100)
+    assert info.value.reason == "malformed_json"
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\u0085", "\x1c", "\x1d", "\x1e", "\x0b", "\x0c", "\r"])
+def test_unicode_line_separators_inside_json_strings_do_not_cut_records(separator: str) -> None:
+    """Item 7: valid JSON written with ensure_ascii=False; JSON Lines are split on \\n only."""
+    records = [{"id": f"r{i}", "text": f"before{separator}after {i}"} for i in range(3)]
+    data = "\n".join(json.dumps(r, ensure_ascii=False) for r in records[:2]) + "\n\n" + json.dumps(records[2], ensure_ascii=False) + "\r\n"
+    items = read_input_file(data.encode(), "u.jsonl", 100)
+    assert [i.where for i in items] == ["line 1", "line 2", "line 4"]
+    assert [i.record for i in items] == records
+
+
+def test_csv_first_row_with_one_non_number_is_data_not_a_header() -> None:
+    """Item 8: '1,2,abc,4' used to become a header silently (no result for it); with repeated
+    values the whole file failed as 'duplicate column names'."""
+    items = read_input_file(b"1,2,abc,4\n5,6,7,8\n", "a.csv", 100)
+    assert _kinds(items) == [("line 1", "bad_format"), ("line 2", "ok")]
+    assert "column 3" in items[0].record.message and items[1].record["x"] == [5.0, 6.0, 7.0, 8.0]
+    items = read_input_file(b"1,1,x,1\n2,2,2,2\n", "b.csv", 100)
+    assert _kinds(items) == [("line 1", "bad_format"), ("line 2", "ok")]
+    # a real header (no numeric cell) still names columns
+    items = read_input_file(b"f0,f1,label\n0.5,0.25,cat\n", "c.csv", 100)
+    assert items[0].record == {"id": "c:2", "x": [0.5, 0.25], "label": "cat"}
+
+
+def test_csv_positions_are_physical_lines_after_a_quoted_newline() -> None:
+    data = b'f0,label\n0.1,"two\nlines"\n\n0.2,x\n0.3,"a\r\nb\r\nc"\nbad,y\n'
+    items = read_input_file(data, "q.csv", 100)
+    assert _kinds(items) == [("line 2", "ok"), ("line 5", "ok"), ("line 6", "ok"), ("line 9", "bad_format")]
+    assert items[0].record["label"] == "two\nlines" and "line 9, column 1" in items[3].record.message
+
+
+def test_a_csv_row_the_csv_module_cannot_parse_fails_alone() -> None:
+    items = read_input_file(b"0.5,0.5\n1,2\rx\n0.25,0.25\n", "cr.csv", 100)
+    assert _kinds(items) == [("line 1", "ok"), ("line 2", "bad_csv"), ("line 3", "ok")]
+    items = read_input_file(b"1,2\r3,4\r", "mac.csv", 100)  # no \n at all: classic Mac line ends
+    assert [i.record["x"] for i in items] == [[1.0, 2.0], [3.0, 4.0]]
+
+
+def test_huge_but_finite_x_is_refused_before_the_encoder() -> None:
+    """Item 9: [1.7e308, -1.7e308, 0, ...] is finite, but max - min overflows to inf and min-max
+    scaling gives NaN (which reached the checkpointed encoder and SIE history)."""
+    x = [1.7e308, -1.7e308] + [0.0] * 14
+    with pytest.raises(ValueRangeError) as info:
+        parse_record({"x": x}, 16, 100)
+    assert info.value.reason == "out_of_range" and "x[0]" in str(info.value) and isinstance(info.value, InputError)
+    with pytest.raises(ValueRangeError):
+        parse_record({"x": [0.0] * 15 + [-2 * MAX_ABS_X]}, 16, 100)
+    ok = parse_record({"x": [MAX_ABS_X, -MAX_ABS_X] + [0.0] * 14}, 16, 100)
+    span = ok.x.max() - ok.x.min()
+    assert np.isfinite(span) and np.all(np.isfinite((ok.x - ok.x.min()) / span))
+    with pytest.raises(NonFiniteError):
+        parse_record({"x": [float("inf")] + [0.0] * 15}, 16, 100)
+
+
+def test_npy_header_is_checked_before_any_allocation() -> None:
+    """A header claiming 10^10 rows over 128 bytes of data is refused from the header alone."""
+    forged = io.BytesIO()
+    np.lib.format.write_array_header_1_0(forged, {"descr": "<f8", "fortran_order": False, "shape": (10**10, 16)})
+    forged.write(np.zeros(16).tobytes())
+    with pytest.raises(InputFileError) as info:
+        read_input_file(forged.getvalue(), "big.npy", 10**12)
+    assert info.value.reason == "bad_npy" and "follow" in str(info.value)
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((4, 16)))
+    with pytest.raises(InputFileError) as info:
+        read_input_file(buf.getvalue(), "rows.npy", 3)
+    assert info.value.reason == "too_many_records"
+
+
+def test_too_many_records_is_refused_before_the_records_are_built() -> None:
+    with pytest.raises(InputFileError) as info:
+        read_input_file(b"{}\n" * 1000, "many.jsonl", 10)
+    assert info.value.reason == "too_many_records"
+    with pytest.raises(InputFileError) as info:
+        read_input_file(b"1,2\n" * 1000, "many.csv", 10)
+    assert info.value.reason == "too_many_records"
