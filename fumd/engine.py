@@ -145,7 +145,7 @@ class Engine:
         sie = self.sie.evaluate(target_rates, state_id, cluster_spikes, confidence, external)
 
         if self.learning_enabled:
-            self._learn(spikes, counts, sie, action, n_actions, label_index, confidence, pop_rates)
+            self._learn(spikes, counts, sie, action, n_actions, label_index, pop_rates)
         self.steps_done += 1
         total = int(counts.sum())
         cycle_ms = cfg.lif.steps * cfg.lif.dt_ms
@@ -163,12 +163,12 @@ class Engine:
         )
 
     def _learn(self, spikes: CycleSpikes, counts: torch.Tensor, sie: SIEResult, action: int, n_actions: int,
-               label_index: int | None, confidence: float, pop_rates: torch.Tensor) -> None:
+               label_index: int | None, pop_rates: torch.Tensor) -> None:
         cfg, st, lc = self.config, self.state, self.config.learning
         if self.readout.structure_version != st.structure_version:  # synapses moved (jobs): re-derive
             self.readout = ReadoutIndex.build(st, lc.readout_weight_sum)
         ro = self.readout
-        modulator = self._population_modulator(sie, action, n_actions, label_index, confidence, pop_rates)
+        modulator = self._population_modulator(sie, action, n_actions, label_index, pop_rates)
         # STDP -> eligibility traces. Among the output neurons only the populations with a non-zero
         # modulator are eligible (action credit, docs/mechanisms.md); excitatory synapses onto
         # output neurons count only pre-before-post pairs (readout_window = causal, stdp.py)
@@ -194,13 +194,14 @@ class Engine:
         if coefs.apply_readout and lc.readout_normalize:
             normalize_readout(st.w, ro, lc.w_max)
         # output homeostasis (adaptive thresholds) and intrinsic plasticity
-        st.theta = update_theta(st.theta, counts, st.output_idx, lc.theta_plus_mv, lc.theta_decay, modulator, lc.bias_mv)
+        st.theta = update_theta(st.theta, counts, st.output_idx, lc.theta_plus_mv, lc.theta_decay,
+                                modulator.to(self.device), lc.bias_mv)
         st.rate_ema = update_rate(st.rate_ema, counts, cfg.lif.steps * cfg.lif.dt_ms, cfg.intrinsic.rate_alpha)
         if cfg.intrinsic.enabled:
             st.v_th, st.tau_mem = intrinsic_update(st.rate_ema, st.v_th, st.tau_mem, cfg.intrinsic)
 
     def _population_modulator(self, sie: SIEResult, action: int, n_actions: int, label_index: int | None,
-                              confidence: float, pop_rates: torch.Tensor) -> torch.Tensor:
+                              pop_rates: torch.Tensor) -> torch.Tensor:
         """The third factor of each output population (float64 [max_labels]; readout.py):
         label-addressed error when a label arrives (``learning.modulator = label``), else the
         reward-prediction error ``R - b[a]`` of the acting population (external reward), else a
@@ -231,7 +232,8 @@ class Engine:
         inh = cfg.stdp.inh_modulation
         coef_inh = coef if inh == "reward" else reward_coefficient(self.eta * boost, abs(delta), mode) if inh == "abs_reward" else effective_eta(self.eta * boost, 0.0)
         eta_ro = lc.readout_eta * boost * (self.eta / lc.eta if lc.eta > 0 else 1.0)
-        per_population = torch.tensor([reward_coefficient(eta_ro, float(m), mode) for m in modulator], dtype=torch.float32)
+        per_population = torch.tensor([reward_coefficient(eta_ro, float(m), mode) for m in modulator],
+                                      dtype=torch.float32, device=self.device)
         coef_ro = per_population[self.readout.post_local // cfg.network.population_size]
         return UpdateCoefficients(
             excitatory=coef, inhibitory=coef_inh, readout=coef_ro, generic=coef != 0.0 or coef_inh != 0.0,
@@ -278,7 +280,9 @@ class Engine:
         self.eta = float(data["eta"])
         self.gamma = float(data.get("gamma", self.config.learning.gamma))
         if "learning.reward_baseline" in data:
-            self.reward_baseline = torch.as_tensor(data["learning.reward_baseline"], dtype=torch.float64).cpu().clone()
+            saved = torch.as_tensor(data["learning.reward_baseline"], dtype=torch.float64).cpu()
+            self.reward_baseline = torch.zeros_like(self.reward_baseline)  # (before #9: only the per-action slots)
+            self.reward_baseline[: saved.numel()] = saved
         self.readout = ReadoutIndex.build(self.state, self.config.learning.readout_weight_sum)
         self.steps_done = int(data["steps_done"])
 
