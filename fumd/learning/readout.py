@@ -1,35 +1,29 @@
-"""Learning from rewards at the readout layer (docs/mechanisms.md "Learning from labels").
+"""Learning at the readout layer (docs/mechanisms.md "Learning that works", issue #9).
 
-The *readout synapses* are the excitatory synapses onto output neurons (the designated
-input->output pathway, ``network.readout_fan_in``, plus the recurrent excitatory synapses that
-happen to end on an output neuron). Three mechanisms make reward-modulated STDP learn a labelled
-stream there:
+The *readout synapses* are the excitatory synapses onto output neurons: the designated
+input->output pathway (``network.readout_fan_in``, by default every input neuron to every output
+neuron; with ``network.readout_isolated`` nothing else reaches an output neuron). Per input:
 
 1. **Causal eligibility** (``learning.readout_window = causal``, see ``stdp.py``): only
-   pre-before-post pairs enter their eligibility.
-2. **Centred reward** (``learning.reward_baseline``; Fremaux, Sprekeler & Gerstner 2010, the
-   "unsupervised bias" of R-STDP vanishes only when the reward is centred)::
+   pre-before-post pairs of this input enter ``e_ij`` (``learning.gamma = 0``: no carry-over).
+2. **A third factor per output population** ``m_p`` (``population_modulator``): with a label,
+   ``onehot(y) - onehot(a)`` plus a margin update; with only an external reward, the acting
+   population's reward-prediction error ``R - b[a]`` (``b[a] <- b[a] + alpha (R - b[a])``,
+   Fremaux, Sprekeler & Gerstner 2010: R-STDP learns only with the reward centred); with neither,
+   a small share of the centred SIE reward (``engine.py``)::
 
-       delta = R - b[a];     b[a] <- b[a] + alpha (R - b[a])        (alpha = baseline_alpha)
+       w_ij <- clip(w_ij + eta_eff(readout_eta, m_p) * m_p * e_ij, 0, w_max)       (j in population p)
 
-   with ``R`` the SIE ``total_reward`` and ``a`` the population that acted (``action``), or one
-   global ``b`` (``global``), or none (``none``: ``delta = R`` as SPEC §3 literally). A per-action
-   baseline is the REINFORCE baseline of a stochastic policy: the reward expected when ``a`` acts.
-   It removes the correlation between "which population acts" and the sign of the reward, which
-   otherwise (with the 20-cycle eligibility trace, gamma = 0.95) feeds back into which population
-   wins and freezes the decision on one or two populations (measured).
 3. **Synaptic scaling** (``learning.readout_normalize``; Turrigiano 2008): after each update the
-   excitatory input weights of every output neuron ``j`` are scaled multiplicatively so that their
-   sum stays at ``readout_weight_mean x n_j`` (``n_j`` = number of such synapses)::
+   readout weights of every output neuron ``j`` are scaled multiplicatively back to the sum
+   ``S = learning.readout_weight_sum``::
 
-       w_ij <- clip(w_ij * readout_weight_mean * n_j / sum_i w_ij, 0, w_max)
+       w_ij <- clip(w_ij * S / sum_i w_ij, 0, w_max)
 
-   Potentiating the inputs that predicted a rewarded action thereby depresses the others, and
-   the positive eligibility cannot run the output rates away.
-
-Their weight update uses their own rate ``learning.readout_eta``::
-
-    w_ij <- clip(w_ij + eta_eff(readout_eta, delta) * delta * e_ij, 0, w_max)
+   Potentiating the inputs that predicted the label thereby depresses the others, and the
+   ever-positive eligibility cannot run the output rates away.
+4. **Adaptive thresholds** ``theta`` of output neurons (``update_theta``): homeostasis plus an
+   error-driven bias.
 """
 from __future__ import annotations
 
