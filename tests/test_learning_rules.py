@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -225,3 +226,72 @@ def test_population_modulator_and_adaptive_threshold():
     counts = torch.tensor([0, 10, 0, 0, 99])
     new = update_theta(theta, counts, output, 0.1, 0.5, torch.tensor([1.0, -1.0], dtype=torch.float64), 0.2)
     assert new.tolist() == pytest.approx([0.3, 1.3, 0.7, 0.7, 7.0])
+
+
+def test_readout_is_isolated_and_all_to_all():
+    """network.readout_isolated / readout_fan_in = -1: no recurrent synapse ends on an input or an
+    output neuron, and every input neuron reaches every output neuron."""
+    from fumd.engine import Engine
+    from tests.conftest import small_config
+
+    st = Engine(small_config(network={**small_config().network.__dict__, "readout_fan_in": -1})).state
+    pre, post = st.pre_index(), st.col.long()
+    is_in = torch.zeros(st.n, dtype=torch.bool)
+    is_in[st.input_idx] = True
+    is_out = torch.zeros(st.n, dtype=torch.bool)
+    is_out[st.output_idx.reshape(-1)] = True
+    assert not bool(is_in[post].any())
+    onto_out = is_out[post]
+    assert bool(is_in[pre[onto_out]].all())
+    assert int(onto_out.sum()) == st.input_idx.numel() * st.output_idx.numel()
+
+
+def _theta_engine(**learning):
+    from fumd.engine import Engine
+    from tests.conftest import small_config
+
+    return Engine(small_config(learning={"theta_plus_mv": 0.0, "theta_decay": 1.0, **learning}))
+
+
+def test_engine_applies_the_error_driven_bias_and_reserve_competition():
+    """With homeostasis off (plus 0, decay 1) theta moves only by the bias: a wrong decision lowers
+    the label population's theta by bias_mv and raises the acting one's; with reserve_compete the
+    populations without a label that outfire the label are pushed up too."""
+    rng = np.random.default_rng(0)
+    xs = rng.normal(0.0, 1.0, (40, 16))
+    engine = _theta_engine(bias_mv=0.5)
+    out = engine.state.output_idx
+    for i, x in enumerate(xs):
+        before = engine.state.theta[out[:, 0]].clone()
+        r = engine.cycle({"x": x.tolist(), "label": "a" if i % 2 else "b"})
+        step = engine.state.theta[out[:, 0]] - before
+        if r.correct is False:
+            assert float(step[r.action_index]) == pytest.approx(0.5)
+            assert float(step[engine.vocabulary.labels.index(r.label)]) == pytest.approx(-0.5)
+    assert bool((engine.state.theta[out[2:].reshape(-1)] > 0).any())  # reserve populations were outbid
+    others = torch.ones(engine.state.n, dtype=torch.bool)
+    others[out.reshape(-1)] = False
+    assert bool((engine.state.theta[others] == 0).all())
+    plain = _theta_engine(bias_mv=0.5, reserve_compete=False)
+    for i, x in enumerate(xs):
+        plain.cycle({"x": x.tolist(), "label": "a" if i % 2 else "b"})
+    assert bool((plain.state.theta[out[2:].reshape(-1)] == 0).all())
+
+
+def test_adaptive_threshold_silences_a_population():
+    """The simulation's threshold is v_th + theta (both backends)."""
+    from fumd.engine import Engine
+    from tests.conftest import small_config
+
+    counts = []
+    for backend in ("torch", "numba"):
+        for raise_mv in (0.0, 50.0):
+            engine = Engine(small_config(backend=backend, learning={"enabled": False}))
+            engine.state.theta[engine.state.output_idx[0]] = raise_mv
+            x = np.random.default_rng(1).normal(0.0, 1.0, (20, 16))
+            total = 0
+            for row in x:
+                engine.cycle({"x": row.tolist()})
+                total += int(engine.last_spikes.counts[engine.state.output_idx[0]].sum())
+            counts.append(total)
+    assert counts[0] > 0 and counts[1] == 0 and counts[2] == counts[0] and counts[3] == 0
