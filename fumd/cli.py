@@ -7,8 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-
-from .config import EngineConfig
 from .errors import FumdError
 
 
@@ -64,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                               description="Prequential (test-then-train) evaluation of the daemon's code path, jobs as configured, "
                                           "side by side with River's online baselines; see docs/evaluation.md.")
     evaluate.add_argument("--streams", default=None,
-                          help="comma-separated: led,rbf,sea,agrawal,hyperplane,phishing,bananas,wine,iris,topics (default: all)")
+                          help="comma-separated: led,rbf,sea,agrawal,hyperplane,phishing,bananas,wine,iris,digits,cancer,topics (default: all)")
     evaluate.add_argument("--seeds", default="0", help="comma-separated seeds (stream and network), default 0")
     evaluate.add_argument("--inputs", type=int, default=1500, help="stream length (default 1500); with --shift, INPUTS/2 training inputs per domain")
     evaluate.add_argument("--neurons", type=int, default=None, help="network.neurons (default: the config's)")
@@ -92,12 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                                         backend=args.backend, threads=args.threads, warmup=args.warmup)))
             return 0
         if args.command == "run":
-            from .daemon.config import load_config
-
-            config = load_config(args.config, seed=args.seed)  # refuse a bad config before importing torch
-            from .daemon.service import run_daemon
-
-            return run_daemon(args.state_dir, config, args.config, args.exit_when_idle)
+            return _run(args)
         if args.command == "feed":
             from .io.feed import feed_files
 
@@ -139,6 +132,32 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    """``fumd run``: signal handling first (a SIGHUP or SIGTERM during the seconds of imports and
+    restore must neither kill the process nor lose its state; see ``daemon/signals.py``)."""
+    from .daemon.signals import SignalLatch
+
+    signals = SignalLatch().install()
+    finished = False
+    try:
+        from .daemon.config import load_config
+
+        config = load_config(args.config, seed=args.seed)
+        if signals.stop:  # stopped while reading the config: nothing started, nothing to save
+            finished = True
+            return 0
+        from .daemon.service import run_daemon
+
+        code = run_daemon(args.state_dir, config, args.config, args.exit_when_idle, signals=signals)
+        finished = True
+        return code
+    finally:
+        # a refused start gives the signals back (main() may run in-process); a daemon that ran
+        # ignores them until the process is gone (the interpreter's finalisation would restore
+        # the killing defaults)
+        signals.finish() if finished else signals.restore()
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from .evaluation import EvaluationError, run_evaluation
     from .evaluation.prequential import Options, load_mapping
@@ -159,6 +178,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from .config import EngineConfig
     from .engine import Engine
 
     engine = Engine(EngineConfig().replace(network={"seed": args.seed}))

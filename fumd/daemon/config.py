@@ -45,6 +45,7 @@ class InboxConfig:
     settle_seconds: float = 1.0  # a file written in place without a close event is admitted once unchanged this long
     max_file_bytes: int = 64 * 1024 * 1024
     max_records_per_file: int = 100_000
+    max_queued_files: int = 1000  # admitted and not yet learned; a larger backlog waits in the inbox
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,33 @@ class HistoryConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    """What the daemon deletes so that a run of months stays within its disk (0: no limit).
+
+    Oldest first, until every limit of a directory holds. outbox/: published results files only
+    (`*.results.jsonl`; a consumer should take them long before). done/: learned inputs, only once
+    no checkpoint on disk predates them (a fallback could replay them). failed/: rejected files
+    with their reports. history/ is bounded by history.max_bytes (two files of each kind).
+    """
+
+    every_seconds: float = 60.0  # how often the state directory is measured and pruned
+    outbox_max_age_days: float = 30.0
+    outbox_max_bytes: int = 4 * 1024**3
+    outbox_max_files: int = 200_000
+    done_max_age_days: float = 7.0
+    done_max_bytes: int = 2 * 1024**3
+    done_max_files: int = 100_000
+    failed_max_age_days: float = 30.0
+    failed_max_bytes: int = 512 * 1024**2
+    failed_max_files: int = 10_000
+
+    def limits(self, directory: str) -> tuple[float, int, int]:
+        """(max age in seconds, max bytes, max files) of ``outbox``, ``done`` or ``failed``."""
+        return (getattr(self, f"{directory}_max_age_days") * 86400.0, getattr(self, f"{directory}_max_bytes"),
+                getattr(self, f"{directory}_max_files"))
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -73,6 +101,7 @@ class ServiceConfig:
     log: LogConfig = field(default_factory=LogConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
     history: HistoryConfig = field(default_factory=HistoryConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
 
     def __post_init__(self) -> None:
@@ -93,8 +122,10 @@ class ServiceConfig:
 
 
 SERVICE_SECTIONS = {f.name: f for f in dataclasses.fields(ServiceConfig) if f.name != "engine"}
-# sections SIGHUP may change in a running daemon (nothing that touches the network's state)
-RELOADABLE_SECTIONS = ("checkpoint", "inbox", "log", "status", "history")  # jobs: restart (cadences live in the scheduler)
+# The one list of what SIGHUP applies to a running daemon (``Daemon._apply_config`` applies each of
+# these; jobs by rebuilding their runner). Every other key (the engine's, which shape the network's
+# state, and ``metrics``, whose listening socket is opened once) is named in ``needs_restart``.
+RELOADABLE_SECTIONS = ("checkpoint", "inbox", "log", "status", "history", "retention", "jobs")
 
 _RANGES: dict[str, tuple[float, float]] = {
     "checkpoint.every_seconds": (0.0, 7 * 86400.0),
@@ -105,9 +136,14 @@ _RANGES: dict[str, tuple[float, float]] = {
     "inbox.settle_seconds": (0.0, 3600.0),
     "inbox.max_file_bytes": (1, 1 << 40),
     "inbox.max_records_per_file": (1, 10**9),
+    "inbox.max_queued_files": (1, 10**7),
     "status.every_seconds": (0.1, 3600.0),
     "history.every_cycles": (0, 10**9),
     "history.max_bytes": (1024, 1 << 40),
+    "retention.every_seconds": (1.0, 86400.0),
+    **{f"retention.{d}_max_age_days": (0.0, 36500.0) for d in ("outbox", "done", "failed")},
+    **{f"retention.{d}_max_bytes": (0, 1 << 50) for d in ("outbox", "done", "failed")},
+    **{f"retention.{d}_max_files": (0, 10**9) for d in ("outbox", "done", "failed")},
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "checkpoint.format": ("zarr", "hdf5"),
@@ -168,15 +204,25 @@ def load_config(path: Path | None, seed: int | None = None) -> ServiceConfig:
         raise ConfigError(f"{path or 'config'}: {exc}") from None
 
 
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted names of every leaf key whose value differs (engine keys without a prefix, as in the
+    TOML file: ``network.neurons``, ``jobs.tuning.enabled``, ``deterministic``)."""
+    if dataclasses.is_dataclass(old) and dataclasses.is_dataclass(new) and type(old) is type(new):
+        out = []
+        for f in dataclasses.fields(old):
+            name = "" if f.name == "engine" and isinstance(old, ServiceConfig) else f"{prefix}{f.name}"
+            out += changed_keys(getattr(old, f.name), getattr(new, f.name), f"{name}." if name else "")
+        return out
+    return [] if old == new else [prefix.rstrip(".")]
+
+
 def reloadable_changes(old: ServiceConfig, new: ServiceConfig) -> tuple[ServiceConfig, list[str]]:
-    """Apply the SIGHUP-safe sections of ``new``; returns the result and the keys left unchanged."""
+    """Apply the SIGHUP-safe sections of ``new``; returns the result and the changed keys that
+    were *not* applied (they need a restart). Nothing is ignored silently: every changed key is
+    either in a reloadable section or in the returned list."""
     applied = dataclasses.replace(old, **{s: getattr(new, s) for s in RELOADABLE_SECTIONS})
-    ignored = []
-    if new.engine != old.engine:
-        ignored.append("engine sections (network, lif, learning, ...)")
-    if new.metrics != old.metrics:
-        ignored.append("metrics")
-    return applied, ignored
+    needs_restart = [key for key in changed_keys(old, new) if key.split(".")[0] not in RELOADABLE_SECTIONS]
+    return applied, needs_restart
 
 
 def default_toml() -> str:
@@ -186,7 +232,7 @@ def default_toml() -> str:
     lines = [
         "# fumd configuration: every key, with its default (`fumd config` prints this file).",
         "# Omit any key to keep its default. Units: ms of simulated time, Hz, seconds, bytes.",
-        "# SIGHUP reloads the [checkpoint], [inbox], [log] and [status] sections; others need a restart.",
+        f"# SIGHUP reloads the {', '.join(f'[{s}]' for s in RELOADABLE_SECTIONS)} sections; others need a restart.",
         "",
     ]
     for f in dataclasses.fields(cfg.engine):

@@ -9,7 +9,9 @@ after the checkpoint: nothing lost, nothing learned twice.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 
@@ -30,3 +32,19 @@ class Ledger:
     def covers_file(self, seq: int) -> bool:
         """True when the state holding this ledger has learned every record of file ``seq``."""
         return seq < self.seq
+
+
+def oldest_ledger_seq(checkpoints_dir: Path) -> int | None:
+    """The lowest ledger position among the checkpoints on disk: no restore (not even a fallback
+    past a corrupt newer checkpoint) can take the daemon back before it. None when there is no
+    readable checkpoint. Reads the manifests only (small JSON)."""
+    from ..persistence.checkpoint import MANIFEST, list_checkpoints
+
+    seqs = []
+    for path in list_checkpoints(checkpoints_dir):
+        try:
+            meta = json.loads((path / MANIFEST).read_text()).get("meta", {})
+            seqs.append(int(meta["ledger"]["seq"]))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # an unreadable manifest cannot be restored from: it sends nobody back
+    return min(seqs) if seqs else None

@@ -6,21 +6,25 @@ for at most one cycle. Checkpoints snapshot the state between cycles (a copy, th
 are written by a background thread while the loop goes on; a file moves to ``done/`` only once a
 finished checkpoint covers it (see ``ledger.py`` and ``fumd/io/``).
 
-Signals: SIGTERM/SIGINT finish the current cycle, checkpoint and exit 0; SIGHUP reloads the
-reloadable config sections; SIGUSR1 checkpoints now.
+Signals (``signals.py``, installed before the heavy imports): SIGTERM/SIGINT finish the current
+cycle, checkpoint and exit 0; SIGHUP reloads the reloadable config sections (jobs included);
+SIGUSR1 checkpoints now.
+
+A full disk pauses the loop instead of ending it (``diskspace.py``); a retention pass keeps the
+state directory bounded (``retention.py``); results are published exactly once (``fumd/io/outbox.py``).
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
-import signal
 import socket
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -37,9 +41,14 @@ from ..ops.logging import configure_logging, get_logger
 from ..ops.metrics import Metrics
 from ..ops.sdnotify import SystemdNotifier, WatchdogPinger
 from ..ops.status import write_status
-from ..persistence.checkpoint import CheckpointError, CheckpointInfo, list_checkpoints, load_latest, snapshot, write_checkpoint
-from .config import ServiceConfig, check_memory, check_state_dir, load_config, reloadable_changes
-from .ledger import Ledger
+from ..persistence.checkpoint import (CheckpointError, CheckpointInfo, clean_interrupted_writes, list_checkpoints, load_latest,
+                                      snapshot, write_checkpoint)
+from .config import ServiceConfig, changed_keys, check_memory, check_state_dir, load_config, reloadable_changes
+from .ledger import Ledger, oldest_ledger_seq
+from .restarts import RestartTracker
+from .diskspace import DiskGuard, is_disk_full
+from .retention import RetentionPass
+from .signals import SignalLatch
 
 # Fault injection for the crash tests: sleep this long at every progress point of a checkpoint
 # write, so that a SIGKILL can land in the middle of one. Never set in production.
@@ -64,7 +73,7 @@ class _PendingCheckpoint:
 
 class Daemon:
     def __init__(self, state_dir: Path, config: ServiceConfig, config_path: Path | None = None,
-                 environ: dict[str, str] | None = None):
+                 environ: dict[str, str] | None = None, signals: SignalLatch | None = None):
         self.state_dir = Path(state_dir)
         self.config = config
         self.config_path = config_path
@@ -73,19 +82,22 @@ class Daemon:
         self.notifier = SystemdNotifier(environ)
         self.pinger = WatchdogPinger(self.notifier)
         self.wake = threading.Event()
-        self._stop = False
-        self._checkpoint_now = False
-        self._reload = False
+        self.signals = signals  # installed by `fumd run` before its heavy imports, else by run()
         self._phase = "starting"
         self._fault_pause = float((environ if environ is not None else os.environ).get(FAULT_PAUSE_ENV, "0") or 0)
         self.engine: Engine | None = None
         self.ledger = Ledger()
+        self.restarts = RestartTracker(self.state_dir)
+        self.disk = DiskGuard(self.state_dir, self.metrics, self.log)
+        self.retention = RetentionPass(self.state_dir, self.metrics, self.log)
         self.current: _OpenFile | None = None
         self.completed: list[QueuedFile] = []  # learned, waiting for a checkpoint to cover them
         self.pending: _PendingCheckpoint | None = None
         self.last_checkpoint: dict[str, Any] | None = None
         self.metrics_port: int | None = None
         self._cycles_since_checkpoint = 0
+        self._urgent_retention_done = False
+        self._retry_checkpoint = False  # a checkpoint failed for lack of space: retry when the pause ends
         self._last_checkpoint_time = time.monotonic()
         self._last_status = 0.0
         self._last_scan = 0.0
@@ -99,7 +111,13 @@ class Daemon:
         check_memory(self._effective_engine_config())
         if self.config.metrics.enabled:
             self.metrics_port = self._serve_metrics()
-        self._install_signal_handlers()
+        if self.signals is None:
+            self.signals = SignalLatch().install()
+        self.signals.set_wake(self.wake.set)
+        if self._stop:  # SIGTERM/SIGINT while starting: nothing restored or changed yet
+            self.log.info("stopped_during_startup", step=None)
+            self.metrics.close()
+            return 0
         self._restore()
         assert self.engine is not None
         self.inbox = Inbox(self.state_dir, self.config.inbox.max_file_bytes, min_seq=self.ledger.next_seq,
@@ -107,6 +125,7 @@ class Daemon:
         self.history = History(self.state_dir, self.config.history.every_cycles, self.config.history.max_bytes)
         self.jobs.on_run = lambda name, outputs: self.history.job(self.engine.steps_done, name, outputs)
         self.outbox = Outbox(self.state_dir)
+        self.metrics.watch_filesystem(self.state_dir)
         self._recover_queue()
         watching = self.inbox.watch(self.wake.set)
         self._files_done = sum(1 for _ in os.scandir(self.inbox.done))
@@ -129,14 +148,34 @@ class Daemon:
             self._handle_requests()
             self.jobs.run_due(self.engine)  # plans computed off-loop from wall-clock triggers
             self._collect_checkpoint()
-            if self.current is None:
-                self._scan_if_due()
-                self.current = self._open_next()
-                if self.current is None and self.inbox.pending_names():
-                    self._scan_if_due(force=True)
+            self._maybe_retention()
+            if not self.disk.retry_due():  # disk full: admit nothing, learn nothing, retry later
+                self._phase = "paused"
+                self._write_status()
+                self.wake.wait(self.disk.retry_in())
+                self.wake.clear()
+                continue
+            self._phase = "running"
+            try:
+                if self.current is None:
+                    self._scan_if_due()
                     self.current = self._open_next()
+                    if self.current is None and self.inbox.pending_names():
+                        self._scan_if_due(force=True)
+                        self.current = self._open_next()
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                self.disk.full("admission", exc)
+                continue
             if self.current is not None:
-                self._step_current()
+                try:
+                    self._step_current()
+                except OSError as exc:
+                    if not is_disk_full(exc):
+                        raise
+                    self.disk.full("results", exc)
+                    continue
                 self._maybe_checkpoint()
                 self._write_status()
                 continue
@@ -165,13 +204,16 @@ class Daemon:
             if self.engine is not None and (self._cycles_since_checkpoint > 0 or self.last_checkpoint is None or self.completed):
                 self._checkpoint(background=False)
             saved = self._cycles_since_checkpoint == 0 and not self.completed
-            if not saved:
+            if saved:
+                self.restarts.stopped_cleanly()
+            else:
                 self.log.error("final_checkpoint_failed", hint="inputs since the last checkpoint are replayed at the next start")
         finally:
             if hasattr(self, "outbox"):
                 self.outbox.close()
             if hasattr(self, "inbox"):
                 self.inbox.close()
+            self.retention.join(timeout=10)
             self._phase = "stopped"
             self._write_status(force=True)
             self.metrics.close()
@@ -219,6 +261,9 @@ class Daemon:
     def _restore(self) -> None:
         ckpt_dir = self.state_dir / "checkpoints"
         self.notifier.extend_timeout(120)
+        for path in clean_interrupted_writes(ckpt_dir):
+            # the trace of a kill during a checkpoint write: the previous checkpoints are whole
+            self.log.info("checkpoint_leftover_removed", path=str(path), reason="interrupted checkpoint write")
         try:
             loaded = load_latest(ckpt_dir, progress=lambda: self.notifier.extend_timeout(60))
         except CheckpointError as exc:
@@ -235,8 +280,12 @@ class Daemon:
                 self.log.warning("network_config_from_checkpoint", config=engine_config.to_dict()["network"], checkpoint=saved["network"])
                 engine_config = engine_config.replace(network=saved["network"])
         self.engine = Engine(engine_config)
-        self.jobs = JobRunner(build_jobs(self.config.jobs, seed=engine_config.network.seed), job_cadences(self.config.jobs, self.config.deterministic),
-                              self.config.deterministic, self.metrics, self.log, self.wake.set)
+        self.jobs = self._build_job_runner(self.config)
+        stuck = self.restarts.started(loaded.path.name if loaded is not None else None)
+        self.metrics.restarts_without_progress.set(stuck)
+        if stuck:
+            self.log.warning("restart_without_progress", restarts=stuck, checkpoint=str(loaded.path) if loaded else None,
+                             hint="the previous start died before writing a newer checkpoint (crash loop?)")
         if loaded is None:
             self.log.info("fresh_network", neurons=self.engine.state.n, synapses=self.engine.state.nnz, seed=engine_config.network.seed)
             return
@@ -251,14 +300,23 @@ class Daemon:
     def _recover_queue(self) -> None:
         """After a restart: files the restored state has fully learned go to done/; files in done/
         that it has not learned (its newer checkpoint was unusable) go back to the queue."""
-        for qf in self.inbox.queued():
-            if self.ledger.covers_file(qf.seq):
-                self.inbox.finish(qf)
+        self.inbox.finish_many([qf for qf in self.inbox.queued() if self.ledger.covers_file(qf.seq)])
         for qf in self.inbox.done_files():
             if not self.ledger.covers_file(qf.seq):
                 self.log.warning("input_replayed", file=qf.name, seq=qf.seq, reason="not covered by the restored checkpoint")
                 self.inbox.requeue(qf)
         self.outbox.drop_partials_below(self.ledger.seq)
+        for path in self.outbox.recover():
+            self.log.info("publication_completed", results=path.name,
+                          hint="the daemon stopped between committing these results and making them visible")
+        self._prune_publication_records()
+
+    def _prune_publication_records(self) -> None:
+        """Publication records are kept while some checkpoint on disk could send the daemon back
+        before their input (a corrupt newest checkpoint falls back to an older one)."""
+        oldest = oldest_ledger_seq(self.state_dir / "checkpoints")
+        if oldest is not None:
+            self.outbox.prune_records_below(oldest)
 
     # -- input ----------------------------------------------------------------------------
     def _scan_if_due(self, force: bool = False) -> None:
@@ -266,23 +324,37 @@ class Daemon:
         if not force and now - self._last_scan < self.config.inbox.rescan_seconds:
             return
         self._last_scan = now
-        admitted, rejected = self.inbox.admit()
+        room = self.config.inbox.max_queued_files - self._unlearned()
+        if room <= 0:
+            return  # the queue is full: the backlog waits in the inbox
+        admitted, rejected = self.inbox.admit(limit=room)
+        self.disk.ok()
         for rej in rejected:
             self._count_failed_file(rej.name, rej.reason, rej.message)
         for qf in admitted:
             self.log.info("input_admitted", file=qf.name, seq=qf.seq)
         self.metrics.queue_depth.set(self._queue_depth())
 
+    def _unlearned(self) -> int:
+        """Admitted files not yet learned (queue/ also holds learned ones waiting for a checkpoint)."""
+        return self.inbox.count_queued_unless(self._learned())[0]
+
     def _queue_depth(self) -> int:
-        """Files not yet processed: inbox + admitted, less those learned and waiting for a checkpoint."""
-        return len(self.inbox.queued()) - len(self.completed) + len(self.inbox.pending_names())
+        """Files not yet processed: inbox + admitted, less those learned and waiting for a checkpoint;
+        also sets the age of the oldest of them."""
+        admitted, oldest_admitted = self.inbox.count_queued_unless(self._learned())
+        in_inbox, oldest_in_inbox = self.inbox.waiting()
+        since = [t for t in (oldest_admitted, oldest_in_inbox) if t is not None]
+        self.metrics.queue_oldest_age.set(max(0.0, time.time() - min(since)) if since else 0.0)
+        return admitted + in_inbox
+
+    def _learned(self) -> Callable[[int], bool]:
+        """Whether file ``seq`` is learned (and only waits in queue/ for a checkpoint to cover it)."""
+        waiting = {qf.seq for qf in self.completed}
+        return lambda seq: self.ledger.covers_file(seq) or seq in waiting
 
     def _open_next(self) -> _OpenFile | None:
-        for qf in self.inbox.queued():
-            if self.ledger.covers_file(qf.seq):
-                continue  # learned; waiting for a checkpoint to cover it
-            if any(c.seq == qf.seq for c in self.completed):
-                continue
+        for qf in self.inbox.queued_unless(self._learned()):
             try:
                 items = read_input_file(self.inbox.read(qf), qf.name, self.config.inbox.max_records_per_file)
             except InputFileError as exc:
@@ -302,25 +374,34 @@ class Daemon:
                 continue
             resume = self.ledger.seq == qf.seq
             start = self.ledger.record if resume else 0
-            self.outbox.begin(qf.seq, qf.name, self.ledger.partial_bytes if resume else 0)
+            fresh = self.outbox.begin(qf.seq, qf.name, self.ledger.partial_bytes if resume else 0)
             self.ledger = Ledger(qf.seq, start, 0, self.inbox.next_seq)
-            self.log.info("input_started", file=qf.name, seq=qf.seq, records=len(items), resume_at=start)
+            self.log.info("input_started", file=qf.name, seq=qf.seq, records=len(items), resume_at=start,
+                          **({} if fresh else {"results": "already published (re-learned only; the published file stands)"}))
             return _OpenFile(qf, items, start)
         return None
 
     def _step_current(self) -> None:
+        """Learn the next record of the open file (or publish its results once all are learned).
+        An OSError out of here (a full disk) leaves everything consistent for a retry: a learned
+        record's results line waits in the outbox, and publication is retried as a whole."""
         assert self.current is not None and self.engine is not None
         cur = self.current
+        self.outbox.flush()  # lines a full disk held back
         if cur.next_index < len(cur.items):
             self._run_record(cur, cur.items[cur.next_index])
             cur.next_index += 1
             self.ledger = Ledger(cur.queued.seq, cur.next_index, 0, self.inbox.next_seq)
+            self.outbox.flush()
+            self.disk.ok()
         if cur.next_index >= len(cur.items):
             results = self.outbox.publish(cur.queued.seq, cur.queued.name)
+            self.disk.ok()
             self.completed.append(cur.queued)
             self.ledger = Ledger(cur.queued.seq + 1, 0, 0, self.inbox.next_seq)
             self.metrics.files.labels("done").inc()
-            self.log.info("input_finished", file=cur.queued.name, seq=cur.queued.seq, records=len(cur.items), results=results.name)
+            self.log.info("input_finished", file=cur.queued.name, seq=cur.queued.seq, records=len(cur.items),
+                          results=results.name if results is not None else None)
             self.current = None
 
     def _run_record(self, cur: _OpenFile, item: InputItem) -> None:
@@ -367,19 +448,30 @@ class Daemon:
     # -- checkpoints ----------------------------------------------------------------------
     def _maybe_checkpoint(self) -> None:
         cfg = self.config
-        due = self._checkpoint_now
+        due = self.signals.checkpoint
         every_cycles = cfg.checkpoint_every_cycles()
         if every_cycles and self._cycles_since_checkpoint >= every_cycles:
             due = True
         every_s = cfg.checkpoint_every_seconds()
         if every_s and time.monotonic() - self._last_checkpoint_time >= every_s and (self._cycles_since_checkpoint or self.completed):
             due = True
+        if self._retry_checkpoint:
+            due = True
         if due and self.pending is None:
-            self._checkpoint_now = False
+            self.signals.take_checkpoint()
             self._checkpoint(background=True)
 
     def _checkpoint(self, background: bool) -> None:
         assert self.engine is not None
+        if self.current is not None:
+            try:
+                self.outbox.flush()
+            except OSError as exc:
+                # the state has learned a record whose results line cannot be written yet: a
+                # checkpoint now would lose that line at a replay; wait until it is written
+                self.log.warning("checkpoint_deferred", reason=f"results line not yet written: {exc}")
+                self._retry_checkpoint = True
+                return
         stall_start = time.perf_counter()
         partial = self.outbox.partial_bytes() if self.current is not None else 0
         ledger = Ledger(self.ledger.seq, self.ledger.record, partial, self.inbox.next_seq)
@@ -427,21 +519,25 @@ class Daemon:
             self.metrics.errors.labels("checkpoint").inc()
             self.log.error("checkpoint_failed", error=repr(pending.error))
             self._cycles_since_checkpoint = max(self._cycles_since_checkpoint, 1)  # try again next time
+            if is_disk_full(pending.error):  # pause, and retry as soon as the pause ends
+                self.disk.full("checkpoint", pending.error)
+                self._retry_checkpoint = True
             return
+        self._retry_checkpoint = False
+        self.disk.ok()
         info = pending.info
         now = time.time()
         self.metrics.observe_checkpoint(info.seconds, info.bytes, now)
         self.last_checkpoint = {"path": str(info.path), "step": info.step, "time": now, "bytes": info.bytes,
                                 "seconds": info.seconds, "format": info.format}
-        still_waiting = []
-        for qf in self.completed:
-            if pending.ledger.covers_file(qf.seq):
-                self.inbox.finish(qf)
-                self._files_done += 1
-            else:
-                still_waiting.append(qf)
-        self.completed = still_waiting
+        covered = [qf for qf in self.completed if pending.ledger.covers_file(qf.seq)]
+        self.inbox.finish_many(covered)
+        self._files_done += len(covered)
+        self.completed = [qf for qf in self.completed if not pending.ledger.covers_file(qf.seq)]
         self.outbox.drop_partials_below(pending.ledger.seq)
+        self._prune_publication_records()
+        self.restarts.progressed(info.path.name)
+        self.metrics.restarts_without_progress.set(0)
         self.log.info("checkpoint_written", path=str(info.path), step=info.step, bytes=info.bytes, seconds=round(info.seconds, 3))
         self._write_status(force=True)
 
@@ -451,30 +547,15 @@ class Daemon:
             self._collect_checkpoint()
 
     # -- signals and requests ---------------------------------------------------------------
-    def _install_signal_handlers(self) -> None:
-        def stop(signum: int, _frame: Any) -> None:
-            self._stop = True
-            self.wake.set()
-
-        def checkpoint_now(_signum: int, _frame: Any) -> None:
-            self._checkpoint_now = True
-            self.wake.set()
-
-        def reload(_signum: int, _frame: Any) -> None:
-            self._reload = True
-            self.wake.set()
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGUSR1, checkpoint_now)
-        signal.signal(signal.SIGHUP, reload)
+    @property
+    def _stop(self) -> bool:
+        return self.signals is not None and self.signals.stop
 
     def _handle_requests(self) -> None:
-        if self._reload:
-            self._reload = False
+        if self.signals.take_reload():
             self._reload_config()
-        if self._checkpoint_now and self.pending is None:
-            self._checkpoint_now = False
+        if self.signals.checkpoint and self.pending is None:
+            self.signals.take_checkpoint()
             self.log.info("checkpoint_requested")
             self._checkpoint(background=True)
 
@@ -490,13 +571,52 @@ class Daemon:
                 self.log.exception("config_reload_rejected", error=f"{type(exc).__name__}: {exc}")
             self.notifier.ready(status="config reload rejected")
             return
-        self.config, ignored = reloadable_changes(self.config, new)
+        old = self.config
+        applied, needs_restart = reloadable_changes(old, new)
+        changed = changed_keys(old, applied)
+        if applied.jobs != old.jobs and not self._rebuild_jobs(applied):
+            jobs_keys = [key for key in changed if key.startswith("jobs.")]
+            applied = dataclasses.replace(applied, jobs=old.jobs)
+            changed = [key for key in changed if key not in jobs_keys]
+            needs_restart += jobs_keys
+        self.config = applied
         self.inbox.max_file_bytes = self.config.inbox.max_file_bytes
         self.inbox.settle_seconds = self.config.inbox.settle_seconds
         self.history.every_cycles, self.history.max_bytes = self.config.history.every_cycles, self.config.history.max_bytes
         configure_logging(self.config.log.level, self.config.log.format)
-        self.log.info("config_reloaded", needs_restart=ignored)
+        self.log.info("config_reloaded", applied=changed, needs_restart=needs_restart)
         self.notifier.ready(status="config reloaded")
+
+    def _build_job_runner(self, config: ServiceConfig) -> JobRunner:
+        seed = self.engine.config.network.seed if self.engine is not None else config.engine.network.seed
+        return JobRunner(build_jobs(config.jobs, seed=seed), job_cadences(config.jobs, config.deterministic),
+                         config.deterministic, self.metrics, self.log, self.wake.set)
+
+    def _rebuild_jobs(self, config: ServiceConfig) -> bool:
+        """Apply changed ``[jobs.*]`` settings: finish what the old runner has in flight, carry its
+        state over (jobs that stay keep theirs; a newly enabled job starts fresh), swap runners and
+        start the new clocks. False, with the old runner untouched and running, if the state does
+        not fit the new settings (the caller then names the keys in ``needs_restart``)."""
+        assert self.engine is not None
+        old = self.jobs
+        old.wait_idle(self.engine)
+        try:
+            new = self._build_job_runner(config)
+            new.load_state_dict(old.state_dict())
+        except Exception:  # noqa: BLE001 - a reload never takes the daemon down
+            self.log.exception("jobs_reload_failed")
+            return False
+        old.shutdown()
+        new.on_run = old.on_run
+        self.jobs = new
+        new.start()
+        self.log.info("jobs_rescheduled", jobs=sorted(new.jobs), cadences={k: list(v) for k, v in new.cadences.items() if k in new.jobs})
+        return True
+
+    # -- disk -------------------------------------------------------------------------------
+    def _maybe_retention(self) -> None:
+        self.retention.maybe_start(self.config.retention, urgent=self.disk.paused and not self._urgent_retention_done)
+        self._urgent_retention_done = self.disk.paused  # one urgent pass per pause
 
     # -- status -----------------------------------------------------------------------------
     def _idle_timeout(self) -> float:
@@ -539,11 +659,16 @@ class Daemon:
             "cycles_per_s": len(self._rate_window) / 10.0,
             "metrics_url": f"http://{self.config.metrics.host}:{self.metrics_port}/metrics" if self.metrics_port else None,
         }
-        write_status(self.state_dir, status)
+        try:
+            write_status(self.state_dir, status)
+        except OSError as exc:  # status is a view, not state: a full disk must not stop the loop
+            if not is_disk_full(exc):
+                raise
         self.notifier.status(f"{self._phase}: step {status['step']}, queue {queue_depth}")
 
 
-def run_daemon(state_dir: Path, config: ServiceConfig, config_path: Path | None, exit_when_idle: bool) -> int:
+def run_daemon(state_dir: Path, config: ServiceConfig, config_path: Path | None, exit_when_idle: bool,
+               signals: SignalLatch | None = None) -> int:
     configure_logging(config.log.level, config.log.format)
-    return Daemon(state_dir, config, config_path).run(exit_when_idle=exit_when_idle)
+    return Daemon(state_dir, config, config_path, signals=signals).run(exit_when_idle=exit_when_idle)
 

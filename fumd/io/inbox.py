@@ -37,7 +37,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..errors import InputFileError
 from .atomic import atomic_write_json, durable_rename, fsync_dir
@@ -115,8 +115,23 @@ class Inbox:
             names.append(entry.name)
         return names
 
-    def admit(self) -> tuple[list[QueuedFile], list[Rejection]]:
-        """Move every complete file from inbox/ into queue/ (or failed/), in arrival order."""
+    def waiting(self) -> tuple[int, float | None]:
+        """How many files wait in the inbox (as ``pending_names``), and the change time of the
+        oldest (the backlog's age when the queue is full)."""
+        count, oldest = 0, None
+        for name in self.pending_names():
+            count += 1
+            try:
+                ctime = os.lstat(self.inbox / name).st_ctime
+            except FileNotFoundError:
+                continue
+            oldest = ctime if oldest is None else min(oldest, ctime)
+        return count, oldest
+
+    def admit(self, limit: int | None = None) -> tuple[list[QueuedFile], list[Rejection]]:
+        """Move complete files from inbox/ into queue/ (or failed/), in arrival order; at most
+        ``limit`` into queue/ (a bounded queue: a backlog of thousands of files waits in the inbox,
+        where it costs the daemon nothing, and arrival order is kept because the oldest go first)."""
         scan_started = time.monotonic()
         entries = []
         present = set()
@@ -135,6 +150,8 @@ class Inbox:
             self._link_remnant = None
         admitted, rejected = [], []
         for _, name, st in sorted(entries):
+            if limit is not None and len(admitted) >= limit:
+                break
             if not self._complete(name, st, scan_started):
                 continue
             seq = self.next_seq
@@ -295,6 +312,36 @@ class Inbox:
         except FileNotFoundError:
             pass  # removed from done/ by hand: nothing left to replay
 
+    def _queued_names(self, skip: Callable[[int], bool]) -> list[tuple[int, str, os.DirEntry]]:
+        names = []
+        for entry in os.scandir(self.queue):
+            match = _SEQ_NAME.match(entry.name)
+            if match and not skip(int(match.group(1))):
+                names.append((int(match.group(1)), match.group(2), entry))
+        return sorted(names, key=lambda n: n[0])
+
+    def count_queued_unless(self, skip: Callable[[int], bool]) -> tuple[int, float | None]:
+        """How many admitted files ``skip`` does not leave out, and the admission time of the first
+        (lowest sequence number = admitted first): one directory read and at most one stat."""
+        names = self._queued_names(skip)
+        for _seq, _name, entry in names:
+            try:
+                return len(names), entry.stat(follow_symlinks=False).st_ctime
+            except FileNotFoundError:
+                continue
+        return len(names), None
+
+    def queued_unless(self, skip: Callable[[int], bool]) -> Iterator[QueuedFile]:
+        """Admitted files in sequence order, leaving out those for which ``skip(seq)`` is true,
+        stat'ed one at a time as they are taken: with thousands of files in queue/ (learned ones
+        wait there for a checkpoint), picking the next input stays one directory read."""
+        for seq, name, entry in self._queued_names(skip):
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            yield QueuedFile(seq, name, Path(entry.path), st.st_ctime)
+
     def _listing(self, directory: Path) -> list[QueuedFile]:
         files = []
         for entry in os.scandir(directory):
@@ -325,10 +372,23 @@ class Inbox:
         return data
 
     def finish(self, qf: QueuedFile) -> None:
-        try:
-            durable_rename(qf.path, self.done / qf.path.name)
-        except FileNotFoundError:
-            pass  # removed from queue/ by hand after it was learned: nothing to move
+        self.finish_many([qf])
+
+    def finish_many(self, files: list[QueuedFile]) -> None:
+        """Move learned, checkpointed files to done/; the two directories are fsynced once for the
+        batch (a checkpoint covering thousands of small inputs would otherwise stall the loop on
+        two fsyncs per file). A crash before the fsync leaves some in queue/: the next start
+        finishes them, as it does any file the restored ledger covers."""
+        moved = False
+        for qf in files:
+            try:
+                os.replace(qf.path, self.done / qf.path.name)
+                moved = True
+            except FileNotFoundError:
+                pass  # removed from queue/ by hand after it was learned: nothing to move
+        if moved:
+            fsync_dir(self.done)
+            fsync_dir(self.queue)
 
     def fail(self, qf: QueuedFile, error: InputFileError) -> Rejection:
         rejection = self._reject(qf.path, qf.seq, qf.name, error, None)

@@ -81,69 +81,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError
 from .base import PrivateStream
+from .config import ClusteringConfig  # noqa: F401 - the [jobs.clustering] section, defined in config.py (light to import)
 
 NAME = "clustering"
-
-
-@dataclass(frozen=True)
-class ClusteringConfig:
-    """``jobs.clustering.*``. SPEC §8: every 1,000 cycles (seed §5.B.2: "every 1000 steps")."""
-
-    enabled: bool = True
-    every_seconds: float = 0.0  # 0: this clock off
-    every_cycles: int = 1000  # 0: this clock off
-    k_min: int = 8  # seed §5.A.2 / §5.B: k_min = 8
-    k_max: int = 24  # upper bound of the silhouette search (seeds silent; docs/mechanisms.md)
-    max_fit_neurons: int = 5000  # seed §5.D.5: fit on a sample, assign everyone
-    silhouette_sample: int = 2000  # points used to score each k
-    n_init: int = 3
-    max_iter: int = 100
-    threads: int = 1  # OpenMP/BLAS threads for k-means (1: bit-reproducible)
-    warm_start: bool = True  # k-means starts from the current partition's centroids (issue #9)
-    profile: str = "receptive_field"  # receptive_field: input-triggered average | activity: the activity ring (seed)
-    profile_dims: int = 32  # receptive fields are randomly projected to this many dimensions (if fewer inputs: none)
-    profile_decay: float = 0.5  # per run: weight kept by the evidence gathered before the last run
-    min_profile_spikes: float = 5.0  # fewer (decayed) spikes behind a receptive field: the neuron counts as silent
-    input_mean_alpha: float = 0.01  # EMA rate of the mean input-neuron counts that centre the receptive fields
-    k_switch_margin: float = 0.05  # another k replaces the current one only if its silhouette is this much higher
-    assign_hysteresis: float = 0.1  # a neuron keeps its cluster unless another centroid is (1 + this) x closer (squared)
-
-    def validate(self) -> None:
-        _check_cadence(NAME, self.every_seconds, self.every_cycles, self.enabled)
-        _check_range(NAME, "k_min", self.k_min, 2, 100_000)
-        _check_range(NAME, "k_max", self.k_max, self.k_min, 100_000)
-        _check_range(NAME, "max_fit_neurons", self.max_fit_neurons, self.k_max + 1, 100_000_000)
-        _check_range(NAME, "silhouette_sample", self.silhouette_sample, self.k_max + 1, 1_000_000)
-        _check_range(NAME, "n_init", self.n_init, 1, 100)
-        _check_range(NAME, "max_iter", self.max_iter, 1, 10_000)
-        _check_range(NAME, "threads", self.threads, 1, 1024)
-        _check_range(NAME, "k_switch_margin", self.k_switch_margin, 0.0, 2.0)
-        _check_range(NAME, "assign_hysteresis", self.assign_hysteresis, 0.0, 100.0)
-        if self.profile not in ("receptive_field", "activity"):
-            raise ConfigError(f"jobs.{NAME}.profile = {self.profile!r}: allowed values are receptive_field, activity")
-        _check_range(NAME, "profile_dims", self.profile_dims, 1, 4096)
-        _check_range(NAME, "profile_decay", self.profile_decay, 0.0, 1.0)
-        _check_range(NAME, "min_profile_spikes", self.min_profile_spikes, 0.0, 1e9)
-        _check_range(NAME, "input_mean_alpha", self.input_mean_alpha, 1e-6, 1.0)
-
-
-# -- shared validation helpers (also used by decay.py and tagging.py) ---------------------------
-def _check_range(job: str, key: str, value: float, low: float | None, high: float | None) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"jobs.{job}.{key} = {value!r} must be finite")
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise ConfigError(f"jobs.{job}.{key} = {value!r} is outside the allowed range [{low}, {high}]")
-
-
-def _check_cadence(job: str, every_seconds: float, every_cycles: int, enabled: bool) -> None:
-    _check_range(job, "every_seconds", every_seconds, 0.0, 365 * 86400.0)
-    _check_range(job, "every_cycles", every_cycles, 0, 10**12)
-    if enabled and every_seconds == 0 and every_cycles == 0:
-        raise ConfigError(
-            f"jobs.{job}.every_cycles = 0 and jobs.{job}.every_seconds = 0: an enabled job needs one clock > 0"
-        )
 
 
 # -- pure functions ----------------------------------------------------------------------------

@@ -50,87 +50,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import minimize_scalar
-from scipy.special import zeta
 
-from ..errors import ConfigError
+from .config import CriticalityConfig  # noqa: F401 - the [jobs.criticality] section, defined in config.py (light to import)
 
 NAME = "criticality"
-
-
-# ---------------------------------------------------------------------------------------------
-# configuration
-@dataclass(frozen=True)
-class CriticalityConfig:
-    enabled: bool = True
-    every_seconds: float = 60.0
-    every_cycles: int = 100  # the seed gives none; 500 reacted too slowly to a hot network (docs/mechanisms.md)
-    # avalanche detection
-    electrodes: int = 64  # recorded neurons (Beggs & Plenz 2003: 60-electrode array)
-    bin_steps: int = 0  # 0: automatic, mean inter-event interval of the electrode train
-    iei_alpha: float = 0.02  # EMA weight of the per-cycle electrode event rate (automatic bin)
-    max_bin_steps: int = 50
-    ring_size: int = 10_000  # avalanche sizes kept for the fit
-    # power-law fit, criticality index
-    min_avalanches: int = 500  # fewer: no fit, no criticality action
-    min_tail: int = 50  # samples required at or above x_min
-    min_tail_fraction: float = 0.1  # ... and at least this fraction of all sizes (fit the bulk, not the cutoff)
-    max_xmin_candidates: int = 100
-    target_tau: float = 1.5
-    index_threshold: float = 0.2
-    inhibition_mode: str = "both"  # both | seed | signed (docs/mechanisms.md)
-    inhibition_factor: float = 1.1
-    inhibition_range: float = 2.0  # global_inhibition stays in [g0 / range, g0 x range], g0 = lif.global_inhibition
-    inhibition_max: float = 100.0  # absolute bounds on top of the range (= lif.global_inhibition's valid range)
-    inhibition_min: float = 0.0
-    rate_low_hz: float = 2.0  # "both": recurrent rate below this = too quiet -> less inhibition
-    rate_high_hz: float = 40.0  # "both": above this = too hot -> more inhibition (fumd's 2-40 Hz band)
-    # large avalanches
-    large_fraction: float = 0.1  # of N, estimated from the electrodes: s * N / m > 0.1 N  <=>  s > 0.1 m
-    sustain_window: int = 20  # cycles: the median avalanche (and the mean rate) of the last 20 cycles
-    # rate variance -> eta scale
-    variance_window: int = 200  # cycles of population rate (seed: spike_rates[-1000:])
-    variance_measure: str = "cv2_blocks"  # cv2_blocks: cv2 of 20-cycle block means | cv2: var / mean^2 | hz2: var in Hz^2
-    variance_block: int = 20  # cycles per block (cv2_blocks)
-    variance_threshold: float = 0.1  # seed 0.1 (§5.C.3), read as a squared CV (docs/mechanisms.md)
-    eta_factor: float = 0.9  # eta scale x this on high variance, / this (up to 1) otherwise
-    eta_min_scale: float = 0.5  # the scale never goes below this: engine.eta >= 0.5 x the value set for it
-    eta_min: float = 0.0  # absolute floor on engine.eta (0: none)
-    # anomalies
-    anomaly_variance_threshold: float = 0.2  # "excessive": 2x the control threshold, so control acts first
-    reward_window: int = 50  # cycles
-    reward_extreme: float = 2.0
-
-    def validate(self) -> None:
-        ranges: dict[str, tuple[float, float]] = {
-            "every_seconds": (0.0, 1e7), "every_cycles": (1, 10**9), "electrodes": (1, 10**7),
-            "bin_steps": (0, 10**6), "iei_alpha": (1e-6, 1.0), "max_bin_steps": (1, 10**6),
-            "ring_size": (10, 10**7), "min_avalanches": (10, 10**7), "min_tail": (5, 10**7),
-            "max_xmin_candidates": (1, 10**6), "target_tau": (1.0, 10.0), "index_threshold": (0.0, 10.0),
-            "inhibition_factor": (1.0, 10.0), "inhibition_max": (0.0, 1000.0), "inhibition_min": (0.0, 1000.0),
-            "inhibition_range": (1.0, 1000.0), "rate_low_hz": (0.0, 10_000.0), "rate_high_hz": (0.0, 10_000.0),
-            "eta_min_scale": (1e-6, 1.0), "variance_block": (1, 10**6),
-            "large_fraction": (0.0, 1.0), "sustain_window": (1, 10**6), "min_tail_fraction": (0.0, 1.0),
-            "variance_window": (2, 10**7), "variance_threshold": (0.0, 1e9), "eta_factor": (0.0, 1.0),
-            "eta_min": (0.0, 1.0), "anomaly_variance_threshold": (0.0, 1e9), "reward_window": (1, 10**7),
-            "reward_extreme": (0.0, 1e9),
-        }
-        for key, (low, high) in ranges.items():
-            value = getattr(self, key)
-            if not (low <= value <= high) or (isinstance(value, float) and not math.isfinite(value)):
-                raise ConfigError(f"jobs.{NAME}.{key} = {value!r} is outside the allowed range [{low}, {high}]")
-        if self.variance_measure not in ("cv2_blocks", "cv2", "hz2"):
-            raise ConfigError(f"jobs.{NAME}.variance_measure = {self.variance_measure!r}: allowed values are cv2_blocks, cv2, hz2")
-        if self.inhibition_mode not in ("both", "seed", "signed"):
-            raise ConfigError(f"jobs.{NAME}.inhibition_mode = {self.inhibition_mode!r}: allowed values are both, seed, signed")
-        if self.inhibition_min > self.inhibition_max:
-            raise ConfigError(f"jobs.{NAME}.inhibition_min must be <= jobs.{NAME}.inhibition_max")
-        if self.rate_low_hz >= self.rate_high_hz:
-            raise ConfigError(f"jobs.{NAME}.rate_low_hz must be < jobs.{NAME}.rate_high_hz")
-        if self.min_tail > self.min_avalanches:
-            raise ConfigError(f"jobs.{NAME}.min_tail must be <= jobs.{NAME}.min_avalanches")
-        if self.min_avalanches > self.ring_size:
-            raise ConfigError(f"jobs.{NAME}.min_avalanches must be <= jobs.{NAME}.ring_size")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,6 +76,9 @@ def _fit_alpha(n: float, sum_log: float, x_min: int, lo: float = 1.0 + 1e-6, hi:
     (``zeta(alpha, q)`` is the Hurwitz zeta function). No closed form; the approximation
     ``1 + n / sum ln(x_i / (x_min - 1/2))`` is only good for x_min >~ 6, so it is not used.
     """
+    from scipy.optimize import minimize_scalar  # here, not at the top: the daemon starts without scipy
+    from scipy.special import zeta
+
     def nll(alpha: float) -> float:
         return n * math.log(zeta(alpha, x_min)) + alpha * sum_log
 
@@ -175,6 +101,8 @@ def fit_discrete_power_law(sizes: np.ndarray, min_tail: int = 50, max_candidates
     (geometric) tail on the same ``x >= x_min``; positive favours the power law (Clauset et al.
     §5). An inhomogeneous Poisson process can mimic a power law, so the ratio is reported with tau.
     """
+    from scipy.special import zeta  # here, not at the top: the daemon starts without scipy
+
     x = np.asarray(sizes, dtype=np.int64)
     x = x[x >= 1]
     if x.size < min_tail:

@@ -58,41 +58,9 @@ import torch
 
 from ..network.build import initial_density
 from ..network.edit import remove_synapses
-from .clustering import _check_cadence, _check_range
+from .config import DecayConfig  # noqa: F401 - the [jobs.decay] section, defined in config.py (light to import)
 
 NAME = "decay"
-
-
-@dataclass(frozen=True)
-class DecayConfig:
-    """``jobs.decay.*`` (seed 002 §5.E.4)."""
-
-    enabled: bool = True
-    every_seconds: float = 0.0  # 0: this clock off
-    every_cycles: int = 200  # 10,000 steps at T = 50
-    factor: float = 0.99  # seed: w *= 0.99 every 10k steps
-    low_activity_factor: float = 0.995  # seed: slower for low-activity clusters
-    low_reward_factor: float = 0.965  # seed: faster for low-reward clusters
-    low_activity_hz: float = 2.0  # seed 0.1 Hz; departure, see module docstring
-    low_reward_threshold: float = 0.0  # seed: 0.5; departure, docs/mechanisms.md
-    reward_window: int = 200  # rewards of the cluster averaged (10k steps of one cluster's inputs)
-    min_window_rewards: int = 20  # fewer: no evidence, the cluster is not "low reward"
-    prune_below: float = 0.01  # seed: prune |w| < 0.01
-    prune_floor: float = 0.9  # never prune below this fraction of the target synapse count (0: no floor, the seed)
-    low_reward_margin: float = 0.5  # ... and this far below the network's mean window reward (issue #9)
-    protect_readout: bool = True  # synapses onto output neurons are never decayed or pruned (issue #9)
-
-    def validate(self) -> None:
-        _check_cadence(NAME, self.every_seconds, self.every_cycles, self.enabled)
-        for key in ("factor", "low_activity_factor", "low_reward_factor"):
-            _check_range(NAME, key, getattr(self, key), 1e-6, 1.0)
-        _check_range(NAME, "low_activity_hz", self.low_activity_hz, 0.0, 1000.0)
-        _check_range(NAME, "low_reward_threshold", self.low_reward_threshold, -100.0, 100.0)
-        _check_range(NAME, "reward_window", self.reward_window, 1, 10_000_000)
-        _check_range(NAME, "min_window_rewards", self.min_window_rewards, 1, self.reward_window)
-        _check_range(NAME, "prune_below", self.prune_below, 0.0, 1.0)
-        _check_range(NAME, "prune_floor", self.prune_floor, 0.0, 1.0)
-        _check_range(NAME, "low_reward_margin", self.low_reward_margin, 0.0, 100.0)
 
 
 # -- cluster statistics (shared with tagging.py) ------------------------------------------------

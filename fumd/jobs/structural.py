@@ -57,70 +57,10 @@ from ..network.build import initial_density
 from ..network import edit
 from ..network.state import NetworkState
 from .base import PrivateStream
-from .clustering import _check_cadence, _check_range
+from .config import StructuralConfig  # noqa: F401 - the [jobs.structural] section, defined in config.py (light to import)
 from .decay import low_reward_clusters
 
 NAME = "structural"
-
-
-@dataclass(frozen=True)
-class StructuralConfig:
-    enabled: bool = True
-    every_seconds: float = 0.0  # wall-clock cadence (0: off)
-    every_cycles: int = 1000  # seed §5.B.2: growth is triggered on avg_reward "over 1000 steps"
-    slow_factor: float = 0.5  # per-event caps x this while ``slow`` (criticality index > 0.2)
-    # growth
-    growth: bool = True
-    growth_reward_threshold: float = 0.0  # seed: 0.5; departure, docs/mechanisms.md
-    growth_reward_margin: float = 0.5  # ... and this far below the network's mean window reward (issue #9)
-    growth_window: int = 1000  # reward samples of the cluster averaged for the trigger
-    growth_min_samples: int = 100  # a cluster needs this much evidence before it grows
-    growth_cap: float = 0.01  # new neurons per event, fraction of N
-    neuron_cap: float = 1.5  # global cap, x network.neurons (the target size)
-    # pruning
-    pruning: bool = True
-    prune_rate_hz: float = 1.0  # seed §5.E.4: "inactive neurons (rate < 1 Hz)"
-    prune_cap: float = 0.01
-    prune_floor: float = 0.5  # never prune below this x network.neurons
-    grace_cycles: int = 0  # new neurons are not pruned for this long (0: network.activity_history)
-    ei_tolerance: float = 0.02  # excitatory fraction kept within target +- this by pruning
-    compensation: float = 1.0  # downstream v_th compensation strength (0: off)
-    compensation_max_mv: float = 2.0  # per neuron per event
-    # rewiring
-    rewiring: bool = True
-    rewire_weak_threshold: float = 0.05  # |w| below this is "weak"
-    rewire_cap: float = 0.01  # rewired + inhibitory added, fraction of synapses per event
-    rewire_pair_cap: int = 3  # rewires per (pre, post) pair over its lifetime
-    rewire_inh_per_100: float = 20.0  # inhibitory connections added per 100 excitatory new ones
-    rewire_tries: int = 8  # distance-biased target proposals per synapse
-    integrity_threshold: float = 0.5  # intra-cluster density / network density below this: halt
-    # sparsity
-    target_density: float = 0.0  # 0: the initial density implied by the network config
-    density_tolerance: float = 0.05  # relative band around the target left alone
-    density_cap: float = 0.05  # synapses added or removed for density, fraction per event (docs/mechanisms.md)
-    # the readout
-    protect_readout: bool = True  # module docstring (issue #9)
-
-    def validate(self) -> None:
-        """Raise ConfigError naming the first ``jobs.structural.*`` key out of range."""
-        _check_cadence(NAME, self.every_seconds, self.every_cycles, self.enabled)
-        for key in ("slow_factor", "growth_cap", "prune_cap", "prune_floor", "ei_tolerance", "rewire_cap",
-                    "density_tolerance", "density_cap"):
-            _check_range(NAME, key, getattr(self, key), 0.0, 1.0)
-        _check_range(NAME, "neuron_cap", self.neuron_cap, 1.0, 1000.0)
-        _check_range(NAME, "growth_window", self.growth_window, 1, 10**9)
-        _check_range(NAME, "growth_min_samples", self.growth_min_samples, 0, 10**9)
-        _check_range(NAME, "prune_rate_hz", self.prune_rate_hz, 0.0, 10_000.0)
-        _check_range(NAME, "grace_cycles", self.grace_cycles, 0, 10**9)
-        _check_range(NAME, "compensation", self.compensation, 0.0, 10.0)
-        _check_range(NAME, "compensation_max_mv", self.compensation_max_mv, 0.0, 100.0)
-        _check_range(NAME, "rewire_weak_threshold", self.rewire_weak_threshold, 0.0, 2.0)
-        _check_range(NAME, "rewire_pair_cap", self.rewire_pair_cap, 1, 255)
-        _check_range(NAME, "rewire_inh_per_100", self.rewire_inh_per_100, 0.0, 1000.0)
-        _check_range(NAME, "rewire_tries", self.rewire_tries, 1, 1000)
-        _check_range(NAME, "integrity_threshold", self.integrity_threshold, 0.0, 1e6)
-        _check_range(NAME, "target_density", self.target_density, 0.0, 1.0)
-        _check_range(NAME, "growth_reward_margin", self.growth_reward_margin, 0.0, 100.0)
 
 
 @dataclass

@@ -67,61 +67,12 @@ from typing import Any
 
 import torch
 
-from .clustering import _check_cadence, _check_range, dominant_predecessor, overlap_matrix
+from .clustering import dominant_predecessor, overlap_matrix
+from .config import TaggingConfig  # noqa: F401 - the [jobs.persistence] section, defined in config.py (light to import)
 from .decay import cluster_rates_hz, low_reward_clusters, neuron_rates_hz, window_reward_stats
 
 NAME = "persistence"
 NEVER = -1
-
-
-@dataclass(frozen=True)
-class TaggingConfig:
-    """``jobs.persistence.*`` (seed 002 §5.E.4)."""
-
-    enabled: bool = True
-    every_seconds: float = 0.0  # 0: this clock off
-    every_cycles: int = 200  # "periodic": every 10,000 steps, the length of the standard window
-    # standard criteria
-    w_min: float = 0.8
-    reward_min: float = 0.9
-    reward_var_max: float = 0.1
-    window: int = 200  # rewards of the cluster (10,000 steps)
-    min_window_rewards: int = 20  # fewer: no evidence either way
-    min_rate_hz: float = 0.1  # sustained activity: mean of pre/post rates
-    # low-activity clusters (relaxed)
-    low_activity_hz: float = 2.0  # seed 0.1 Hz; departure (module docstring)
-    low_activity_w_min: float = 0.7
-    low_activity_reward_min: float = 0.8
-    low_activity_window: int = 2000  # 100,000 steps
-    # activity-independent tagging
-    high_reward: float = 1.0  # total_reward > 1
-    high_reward_window_cycles: int = 20_000  # 1M steps
-    independent_w_min: float = 0.8
-    # de-tagging
-    detag_reward_below: float = 0.5
-    detag_reward_margin: float = 0.5  # ... and this far below the network's mean window reward (issue #9)
-    detag_after_cycles: int = 2000  # 100,000 steps
-    negative_reward: float = -1.0
-    negative_streak: int = 3
-    retag_cooldown_cycles: int = 200
-
-    def validate(self) -> None:
-        _check_cadence(NAME, self.every_seconds, self.every_cycles, self.enabled)
-        for key in ("w_min", "low_activity_w_min", "independent_w_min"):
-            _check_range(NAME, key, getattr(self, key), 0.0, 1.0)
-        for key in ("reward_min", "low_activity_reward_min", "high_reward", "detag_reward_below", "negative_reward"):
-            _check_range(NAME, key, getattr(self, key), -100.0, 100.0)
-        _check_range(NAME, "reward_var_max", self.reward_var_max, 0.0, 1e6)
-        _check_range(NAME, "window", self.window, 2, 10_000_000)
-        _check_range(NAME, "low_activity_window", self.low_activity_window, 2, 10_000_000)
-        _check_range(NAME, "min_window_rewards", self.min_window_rewards, 2, min(self.window, self.low_activity_window))
-        _check_range(NAME, "min_rate_hz", self.min_rate_hz, 0.0, 1000.0)
-        _check_range(NAME, "low_activity_hz", self.low_activity_hz, 0.0, 1000.0)
-        _check_range(NAME, "high_reward_window_cycles", self.high_reward_window_cycles, 0, 10**12)
-        _check_range(NAME, "detag_after_cycles", self.detag_after_cycles, 0, 10**12)
-        _check_range(NAME, "detag_reward_margin", self.detag_reward_margin, 0.0, 100.0)
-        _check_range(NAME, "negative_streak", self.negative_streak, 1, 1_000_000)
-        _check_range(NAME, "retag_cooldown_cycles", self.retag_cooldown_cycles, 0, 10**12)
 
 
 # -- pure functions ----------------------------------------------------------------------------

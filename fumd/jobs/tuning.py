@@ -71,90 +71,12 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 import numpy as np
 import torch
 
-from ..errors import ConfigError
 from .base import job_seed
+from .config import SIE_WEIGHTS, Bound, TuningConfig  # noqa: F401 - the [jobs.tuning] section, defined in config.py (light to import)
 
 NAME = "tuning"
-SIE_WEIGHTS = ("w_td", "w_novelty", "w_habituation", "w_self_benefit")
 ALL_PARAMS = ("eta", "gamma") + SIE_WEIGHTS
 STATE_FORMAT = 2  # checkpoints of the seed-objective tuner (format 1) start a fresh tuner
-
-Bound = tuple[str, float, float, str]  # name, low, high, prior ("uniform" | "log-uniform")
-
-
-# ---------------------------------------------------------------------------------------------
-# configuration
-@dataclass(frozen=True)
-class TuningConfig:
-    enabled: bool = True
-    every_seconds: float = 5.0  # wall-clock polling; a window only switches once it is full
-    every_cycles: int = 20  # polling in cycles: the run that finds a full window switches it
-    # windows
-    window_task_cycles: int = 100  # scored cycles (with a label or reward) per window (SD of accuracy ~0.05)
-    settle_cycles: int = 10  # cycles after a switch that are not scored (the new value takes effect)
-    max_window_cycles: int = 5000  # a candidate window without enough task signal by then is abandoned
-    warmup_cycles: int = 500  # no tuning before this many cycles (the learning curve's steep start)
-    # sessions
-    n_trials: int = 10  # candidates per session
-    n_initial_points: int = 4  # Latin-hypercube points before the GP takes over
-    rest_cycles: int = 2000  # incumbent held this long between sessions
-    # acceptance: d > max(accept_margin, accept_z x se)
-    accept_margin: float = 0.02  # external-reward units (+-1 per labelled input: 0.01 of accuracy)
-    accept_z: float = 2.0
-    acq_func: str = "EI"
-    acq_optimizer: str = "lbfgs"
-    # search space
-    eta_range: float = 2.0  # eta in [eta0 / r, eta0 x r], eta0 = learning.eta
-    eta_min: float = 0.0  # both > 0: absolute bounds instead of eta_range
-    eta_max: float = 0.0
-    tune_gamma: bool = False
-    gamma_min: float = 0.0
-    gamma_max: float = 0.5
-    tune_sie_weights: bool = False
-    sie_weight_min: float = 0.5
-    sie_weight_max: float = 2.0
-
-    def names(self) -> tuple[str, ...]:
-        return ("eta",) + (("gamma",) if self.tune_gamma else ()) + (SIE_WEIGHTS if self.tune_sie_weights else ())
-
-    def bounds(self, eta0: float, names: Sequence[str] | None = None) -> list[Bound]:
-        """The search space for a configured learning rate ``eta0``."""
-        if self.eta_min > 0 and self.eta_max > 0:
-            eta = (self.eta_min, self.eta_max)
-        else:
-            eta = (eta0 / self.eta_range, eta0 * self.eta_range)
-        table: dict[str, Bound] = {"eta": ("eta", *eta, "log-uniform" if eta[0] > 0 else "uniform"),
-                                   "gamma": ("gamma", self.gamma_min, self.gamma_max, "uniform")}
-        table.update({w: (w, self.sie_weight_min, self.sie_weight_max, "uniform") for w in SIE_WEIGHTS})
-        return [table[n] for n in (names if names is not None else self.names())]
-
-    def validate(self) -> None:
-        ranges: dict[str, tuple[float, float]] = {
-            "every_seconds": (0.0, 1e7), "every_cycles": (1, 10**9), "window_task_cycles": (2, 10**7),
-            "settle_cycles": (0, 10**7), "max_window_cycles": (1, 10**9), "warmup_cycles": (0, 10**12),
-            "n_trials": (1, 10_000), "n_initial_points": (1, 10_000), "rest_cycles": (0, 10**9),
-            "accept_margin": (0.0, 2.0), "accept_z": (0.0, 100.0), "eta_range": (1.0, 1000.0),
-            "eta_min": (0.0, 1.0), "eta_max": (0.0, 1.0), "gamma_min": (0.0, 1.0), "gamma_max": (0.0, 1.0),
-            "sie_weight_min": (0.0, 10.0), "sie_weight_max": (0.0, 10.0),
-        }
-        for key, (low, high) in ranges.items():
-            value = getattr(self, key)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
-                raise ConfigError(f"jobs.{NAME}.{key} = {value!r} is outside the allowed range [{low}, {high}]")
-        if (self.eta_min > 0) != (self.eta_max > 0):
-            raise ConfigError(f"jobs.{NAME}.eta_min and jobs.{NAME}.eta_max: set both (absolute bounds) or neither")
-        pairs = [("gamma_min", "gamma_max"), ("sie_weight_min", "sie_weight_max")]
-        if self.eta_min > 0:
-            pairs.insert(0, ("eta_min", "eta_max"))
-        for low, high in pairs:
-            if not getattr(self, low) < getattr(self, high):
-                raise ConfigError(f"jobs.{NAME}.{low} must be < jobs.{NAME}.{high}")
-        if self.settle_cycles + self.window_task_cycles > self.max_window_cycles:
-            raise ConfigError(f"jobs.{NAME}.max_window_cycles must be >= settle_cycles + window_task_cycles")
-        if self.acq_func not in ("EI", "PI", "LCB", "gp_hedge"):
-            raise ConfigError(f"jobs.{NAME}.acq_func = {self.acq_func!r}: allowed values are EI, PI, LCB, gp_hedge")
-        if self.acq_optimizer not in ("lbfgs", "sampling"):
-            raise ConfigError(f"jobs.{NAME}.acq_optimizer = {self.acq_optimizer!r}: allowed values are lbfgs, sampling")
 
 
 # ---------------------------------------------------------------------------------------------

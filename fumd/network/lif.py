@@ -23,28 +23,41 @@ operations in the same order, so its V and spikes are bit-identical to Norse's
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
-from norse.torch.functional.lif_box import (
-    LIFBoxFeedForwardState,
-    LIFBoxParameters,
-    lif_box_feed_forward_step,
-)
 
 
-def lif_parameters(tau_mem_ms: torch.Tensor, v_th: torch.Tensor, v_rest: float, v_reset: float) -> LIFBoxParameters:
-    """Per-neuron Norse parameters (tau in ms -> 1/s)."""
-    return LIFBoxParameters(
+class LIFParameters(NamedTuple):
+    """The four fields of Norse's ``LIFBoxParameters`` that the step reads (tau in 1/s, mV).
+
+    Norse itself is imported only by ``lif_step``, the reference: ``import norse`` runs
+    ``norse/__init__``, which imports matplotlib.pyplot, h5py and more (~0.5 s at daemon start-up,
+    issue #14), and nothing on the daemon's path calls Norse."""
+
+    tau_mem_inv: torch.Tensor
+    v_leak: torch.Tensor
+    v_th: torch.Tensor
+    v_reset: torch.Tensor
+
+
+def lif_parameters(tau_mem_ms: torch.Tensor, v_th: torch.Tensor, v_rest: float, v_reset: float) -> LIFParameters:
+    """Per-neuron LIF parameters, as Norse takes them (tau in ms -> 1/s)."""
+    return LIFParameters(
         tau_mem_inv=1000.0 / tau_mem_ms,
         v_leak=torch.tensor(v_rest, device=tau_mem_ms.device),
         v_th=v_th,
         v_reset=torch.tensor(v_reset, device=tau_mem_ms.device),
-        method="heaviside",
     )
 
 
-def lif_step(current: torch.Tensor, v: torch.Tensor, params: LIFBoxParameters, dt_ms: float) -> tuple[torch.Tensor, torch.Tensor]:
+def lif_step(current: torch.Tensor, v: torch.Tensor, params: LIFParameters, dt_ms: float) -> tuple[torch.Tensor, torch.Tensor]:
     """One Euler step through Norse (the reference); returns (spikes as bool, new V)."""
-    z, state = lif_box_feed_forward_step(current, LIFBoxFeedForwardState(v=v), params, dt_ms / 1000.0)
+    from norse.torch.functional.lif_box import LIFBoxFeedForwardState, LIFBoxParameters, lif_box_feed_forward_step
+
+    norse_params = LIFBoxParameters(tau_mem_inv=params.tau_mem_inv, v_leak=params.v_leak, v_th=params.v_th,
+                                    v_reset=params.v_reset, method="heaviside")
+    z, state = lif_box_feed_forward_step(current, LIFBoxFeedForwardState(v=v), norse_params, dt_ms / 1000.0)
     return z > 0, state.v
 
 
@@ -55,7 +68,7 @@ class LIFStepper:
     bounds how far inhibition pushes V (a reversal-potential stand-in, ``lif.v_min``; Norse has no
     floor, so the equality with Norse holds while V stays above it)."""
 
-    def __init__(self, params: LIFBoxParameters, dt_ms: float, v_min: float | None = None):
+    def __init__(self, params: LIFParameters, dt_ms: float, v_min: float | None = None):
         dt = dt_ms / 1000.0
         self.dt_tau_inv = dt * params.tau_mem_inv  # exactly Norse's first product
         self.v_leak = params.v_leak

@@ -8,6 +8,8 @@
 Files are appended (a torn last line after a crash is skipped by readers) and rotated to
 ``*.1.jsonl`` past ``history.max_bytes``. History is a record, not state: it is not in checkpoints
 and a replay after a crash may append lines for the same steps again (readers keep the last).
+The directory is bounded: at most two files of each kind, each about ``history.max_bytes``. A write
+that fails (a full disk) drops that line; history never stops the daemon.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class History:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.every_cycles = every_cycles
         self.max_bytes = max_bytes
+        self.dropped = 0  # lines and rasters not written (disk full)
 
     def cycle(self, engine: Any, result: Any) -> None:
         if not self.every_cycles or result.step % self.every_cycles:
@@ -55,16 +58,23 @@ class History:
             return
         raster = engine.last_spikes.raster.cpu().numpy()
         tmp = self.dir / ".raster.npz.tmp"
-        with open(tmp, "wb") as fh:
-            np.savez(fh, bits=np.packbits(raster, axis=1), shape=np.array(raster.shape), step=np.array(engine.steps_done))
-        os.replace(tmp, self.dir / "raster.npz")
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, bits=np.packbits(raster, axis=1), shape=np.array(raster.shape), step=np.array(engine.steps_done))
+            os.replace(tmp, self.dir / "raster.npz")
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            self.dropped += 1
 
     def _append(self, name: str, line: dict[str, Any]) -> None:
         path = self.dir / name
-        if path.exists() and path.stat().st_size > self.max_bytes:
-            os.replace(path, self.dir / name.replace(".jsonl", ".1.jsonl"))
-        with open(path, "a") as fh:
-            fh.write(json.dumps(_finite(line)) + "\n")
+        try:
+            if path.exists() and path.stat().st_size > self.max_bytes:
+                os.replace(path, self.dir / name.replace(".jsonl", ".1.jsonl"))
+            with open(path, "a") as fh:
+                fh.write(json.dumps(_finite(line)) + "\n")
+        except OSError:
+            self.dropped += 1  # a record, not state: a full disk costs lines, never the daemon
 
 
 def _finite(value: Any) -> Any:

@@ -5,6 +5,7 @@ Names follow Prometheus conventions: ``fumd_`` prefix, base units (seconds, byte
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -58,6 +59,15 @@ class Metrics:
         self.checkpoint_timestamp = Gauge("fumd_checkpoint_last_success_timestamp_seconds", "Unix time of the newest checkpoint", registry=r)
         self.checkpoint_age = Gauge("fumd_checkpoint_age_seconds", "Seconds since the newest checkpoint (since start if none)", registry=r)
         self.errors = Counter("fumd_errors_total", "Internal errors the daemon survived, by kind", ["kind"], registry=r)
+        self.restarts_without_progress = Gauge(
+            "fumd_restarts_without_progress", "Starts in a row that restored the same checkpoint after an unclean stop (crash loop)", registry=r)
+        self.disk_full = Gauge("fumd_disk_full", "1 while admission and learning are paused because the disk is full", registry=r)
+        self.disk_full_events = Counter("fumd_disk_full_events_total", "Disk-full episodes, by the write that hit it first", ["where"], registry=r)
+        self.state_dir_bytes = Gauge("fumd_state_dir_bytes", "Bytes in each subdirectory of the state directory (at the last retention pass)", ["dir"], registry=r)
+        self.retention_removed = Counter("fumd_retention_removed_total", "Entries deleted by retention, by directory", ["dir"], registry=r)
+        self.fs_avail = Gauge("fumd_filesystem_avail_bytes", "Bytes available to the daemon on the state directory's filesystem", registry=r)
+        self.fs_size = Gauge("fumd_filesystem_size_bytes", "Size of the state directory's filesystem", registry=r)
+        self.queue_oldest_age = Gauge("fumd_queue_oldest_age_seconds", "Age of the oldest input waiting to be learned, in the inbox or admitted (0: none)", registry=r)
         self.up_since = Gauge("fumd_start_time_seconds", "Unix time the daemon started", registry=r)
         self._started = time.time()
         self._last_checkpoint: float | None = None
@@ -76,7 +86,23 @@ class Metrics:
             self.files.labels(status)
         for kind in ("cycle", "reader", "checkpoint", "checkpoint_unusable", "config_reload"):
             self.errors.labels(kind)
+        for where in ("results", "checkpoint", "admission"):
+            self.disk_full_events.labels(where)
+        for d in ("outbox", "done", "failed"):
+            self.retention_removed.labels(d)
         self._server: Any = None
+
+    def watch_filesystem(self, path: Any) -> None:
+        """Free and total bytes of ``path``'s filesystem, read at every scrape (statvfs)."""
+        def stat(attr: str) -> float:
+            try:
+                st = os.statvfs(path)
+            except OSError:
+                return float("nan")
+            return float((st.f_bavail if attr == "avail" else st.f_blocks) * st.f_frsize)
+
+        self.fs_avail.set_function(lambda: stat("avail"))
+        self.fs_size.set_function(lambda: stat("size"))
 
     def _checkpoint_age(self) -> float:
         return time.time() - (self._last_checkpoint or self._started)

@@ -62,7 +62,7 @@ from ..io.atomic import fsync_dir
 
 __all__ = [
     "FORMATS", "CheckpointError", "CheckpointInfo", "LoadedCheckpoint", "snapshot", "write_checkpoint",
-    "load_checkpoint", "load_latest", "list_checkpoints", "state_digest", "inspect_checkpoint",
+    "load_checkpoint", "load_latest", "list_checkpoints", "state_digest", "inspect_checkpoint", "clean_interrupted_writes",
 ]
 
 FORMATS = ("zarr", "hdf5")
@@ -637,11 +637,29 @@ def _swap_latest(directory: Path, name: str) -> None:
     fsync_dir(directory)
 
 
-def _clean_stale(directory: Path) -> None:
+def _clean_stale(directory: Path) -> list[Path]:
     """Remove leftovers of interrupted writers/pruners (called with the directory lock held)."""
+    removed = []
     for entry in os.scandir(directory):
         if entry.name.startswith((TMP_PREFIX, TRASH_PREFIX, f".{LATEST}.tmp-")):
             _rmtree(Path(entry.path))
+            removed.append(Path(entry.path))
+    return removed
+
+
+def clean_interrupted_writes(directory: Path) -> list[Path]:
+    """Remove what a writer or pruner killed mid-way left behind (``.tmp-…``, ``.trash-…``) and
+    return it. Such a leftover is the normal trace of a kill during a checkpoint write, not
+    corruption: the previous checkpoints are complete. A daemon calls this at start-up, before it
+    loads, so that only real damage is reported as unusable."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    with _locked(directory):
+        removed = _clean_stale(directory)
+    if removed:
+        fsync_dir(directory)
+    return removed
 
 
 def _prune(directory: Path, keep: int, protect: str) -> None:
