@@ -4,6 +4,11 @@
 range (``max - min``) or by running means and variances (squares of the values), and values near
 the float64 limit (1.8e308) overflow there to inf/NaN, which would then be learned and checkpointed.
 Such a record is refused with ``ValueRangeError`` (reason ``out_of_range``) naming the element.
+
+Strings (``id``, ``text``, ``label``) must be valid Unicode: JSON can escape a lone UTF-16
+surrogate (``"\\ud800"``), which no UTF-8 writer can encode; such a label would enter the
+vocabulary (and the checkpoints), and every results line that names it would carry it. A label is
+at most ``MAX_LABEL_CHARS`` characters: it is stored in the vocabulary and echoed in results lines.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from .errors import (
 )
 
 MAX_ABS_X = 1e150  # |x| beyond this overflows the encoder's range / variance arithmetic in float64
+MAX_LABEL_CHARS = 1000  # a label lives in the vocabulary (checkpointed) and in every results line naming it
 
 
 class ValueRangeError(InputError):
@@ -61,6 +67,8 @@ def parse_record(data: Record | Mapping[str, Any], input_size: int, max_text_cha
     rid = data.get("id")
     if rid is not None and (isinstance(rid, bool) or not isinstance(rid, (str, int))):
         raise RecordFormatError(f"id: expected a string or integer, got {type(rid).__name__}")
+    if isinstance(rid, str):
+        _check_unicode(rid, "id", RecordFormatError)
     x, text = data.get("x"), data.get("text")
     if (x is None) == (text is None):
         raise RecordFormatError("record: exactly one of 'x' or 'text' is required")
@@ -68,6 +76,7 @@ def parse_record(data: Record | Mapping[str, Any], input_size: int, max_text_cha
     if text is not None:
         if not isinstance(text, str):
             raise RecordFormatError(f"text: expected a string, got {type(text).__name__}")
+        _check_unicode(text, "text", RecordFormatError)
         if not text.strip():
             raise EmptyTextError("text: empty or whitespace-only text")
         if len(text) > max_text_chars:
@@ -113,7 +122,19 @@ def _parse_label(label: Any) -> Label | None:
     text = str(label)
     if not text.strip():
         raise LabelTypeError("label: empty label")
+    if len(text) > MAX_LABEL_CHARS:
+        raise LabelTypeError(f"label: {len(text)} characters exceeds the limit of {MAX_LABEL_CHARS}")
+    _check_unicode(text, "label", LabelTypeError)
     return text
+
+
+def _check_unicode(value: str, name: str, error: type[InputError]) -> None:
+    """Refuse a lone surrogate (valid as a JSON escape, not as Unicode: no UTF-8 writer takes it)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise error(f"{name}: character {exc.start} is a lone UTF-16 surrogate (U+{ord(value[exc.start]):04X}), "
+                    "not a Unicode character") from None
 
 
 def _parse_reward(reward: Any) -> float | None:

@@ -197,3 +197,33 @@ def test_txt_is_one_record_with_the_whole_text(text: str) -> None:
         assert not text.removeprefix("\ufeff").strip()
     else:
         assert [i.record["text"] for i in items] == [text.removeprefix("\ufeff")]
+
+
+@given(field=st.sampled_from(["id", "text", "label"]), surrogate=st.integers(0xD800, 0xDFFF))
+@FUZZ
+def test_lone_surrogates_in_strings_are_refused(field: str, surrogate: int) -> None:
+    """Hostile campaign 2: ``"label": "\\ud800"`` (valid JSON) entered the vocabulary and the
+    checkpoints; no UTF-8 writer can encode it."""
+    line = json.dumps({"x": [0.5] * INPUT_SIZE, field: f"a{chr(surrogate)}b"} if field != "text"
+                      else {"text": f"a{chr(surrogate)}b"})  # ensure_ascii: the escape as a producer writes it
+    items = _read(line.encode(), "s.jsonl")
+    assert items is not None and len(items) == 1
+    try:
+        parse_record(items[0].record, INPUT_SIZE, 1000)
+    except InputError as exc:
+        assert exc.reason == ("bad_label" if field == "label" else "bad_format") and "surrogate" in str(exc)
+    else:
+        raise AssertionError("a lone surrogate was accepted")
+
+
+def test_labels_longer_than_the_limit_are_refused() -> None:
+    """Hostile campaign 2: a 100,000-character label was accepted into the vocabulary."""
+    from fumd.records import MAX_LABEL_CHARS
+
+    assert parse_record({"x": [0.5] * INPUT_SIZE, "label": "L" * MAX_LABEL_CHARS}, INPUT_SIZE, 1000).label
+    try:
+        parse_record({"x": [0.5] * INPUT_SIZE, "label": "L" * (MAX_LABEL_CHARS + 1)}, INPUT_SIZE, 1000)
+    except InputError as exc:
+        assert exc.reason == "bad_label"
+    else:
+        raise AssertionError("an over-long label was accepted")

@@ -104,3 +104,28 @@ def test_too_many_records_is_refused_before_the_records_are_built() -> None:
     with pytest.raises(InputFileError) as info:
         read_input_file(b"1,2\n" * 1000, "many.csv", 10)
     assert info.value.reason == "too_many_records"
+
+
+def test_csv_unclosed_quote_fails_only_its_row_and_later_rows_are_read() -> None:
+    """Hostile campaign 2: a quote that never closes used to swallow every later line into one
+    cell, so the good rows after it were silently lost."""
+    data = b'0.1,0.2\n"0.3,0.4\n0.5,0.6\n0.7,0.8\n'
+    items = read_input_file(data, "q.csv", 100)
+    assert [i.where for i in items] == ["line 1", "line 2", "line 3", "line 4"]
+    assert isinstance(items[1].record, RecordProblem) and items[1].record.reason == "bad_csv"
+    assert [i.record["x"] for i in (items[0], items[2], items[3])] == [[0.1, 0.2], [0.5, 0.6], [0.7, 0.8]]
+    # a quoted newline that does close is still one row
+    items = read_input_file(b'label,f0\n"a\nb",0.5\n', "ok.csv", 100)
+    assert [(i.where, i.record["label"]) for i in items] == [("line 2", "a\nb")]
+
+
+@pytest.mark.parametrize("sep", [";", "\t", "|"])
+def test_csv_with_another_separator_fails_the_file_instead_of_losing_its_first_row(sep: str) -> None:
+    """Hostile campaign 2: '0.5;0.3' rows were read as a one-column header (row 1 silently gone)
+    and one bad_format per later row."""
+    data = f"0.5{sep}0.3\n0.1{sep}0.2\n".encode()
+    with pytest.raises(InputFileError) as exc:
+        read_input_file(data, "semi.csv", 100)
+    assert exc.value.reason == "bad_csv" and exc.value.where == "line 1" and repr(sep) in str(exc.value)
+    # a real header is still a header
+    assert len(read_input_file(b"f0,label\n0.5,a\n", "h.csv", 100)) == 1

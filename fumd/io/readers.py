@@ -22,7 +22,11 @@ Positions (``where``) are physical lines of the file, counted from 1 at each ``\
   a row the csv module cannot parse (a bare ``\r`` inside an unquoted cell, an unclosed quote)
   fails on its own (``bad_csv``). A file without any ``\n`` is split at ``\r`` (classic Mac).
 * A CSV file has a header row when its first non-blank row has no numeric cell; a first row with
-  numbers and one non-number is data, and that row fails (``bad_format``) on its own.
+  numbers and one non-number is data, and that row fails (``bad_format``) on its own. A first row
+  of numbers joined by ``;``, a tab or ``|`` fails the file (``bad_csv``): taken as a header, it
+  would vanish, and every later row would fail.
+* A quote that never closes (an odd number of ``"`` from its row to the end of the file) fails
+  only the row where it opens (``bad_csv``); the lines after it are read as rows again.
 
 Every reader refuses a file with more than ``max_records`` records before it builds them, and a
 ``.npy`` header is checked against the file's size before any array is allocated.
@@ -215,26 +219,40 @@ def _read_csv(text: str, name: str, max_records: int) -> list[InputItem]:
     lines = [line + "\n" for line in text.split(separator)]
     if lines[-1] == "\n":
         lines.pop()
-    reader = csv.reader(iter(lines))
     rows: list[tuple[int, list[str] | RecordProblem]] = []  # (first physical line of the row, cells)
-    previous = 0
-    while True:
-        try:
-            row: list[str] | RecordProblem = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:  # the reader resumes at the next line: only this row fails
-            row = RecordProblem("bad_csv", f"line {previous + 1}: {exc}")
-        start, previous = previous + 1, reader.line_num
-        if isinstance(row, RecordProblem) or any(c.strip() for c in row):
-            rows.append((start, row))
-            if len(rows) > max_records + 1:  # + a header
-                raise _too_many(name, max_records)
+    pos = 0  # lines before this index are read
+    while pos < len(lines):
+        base = pos
+        reader = csv.reader(iter(lines[base:]))
+        while True:
+            try:
+                row: list[str] | RecordProblem = next(reader)
+            except StopIteration:
+                pos = len(lines)
+                break
+            except csv.Error as exc:  # the reader resumes at the next line: only this row fails
+                row = RecordProblem("bad_csv", f"line {pos + 1}: {exc}")
+            start, pos = pos + 1, base + reader.line_num
+            if pos == len(lines) and pos - start >= 1 and "".join(lines[start - 1:pos]).count('"') % 2:
+                # a quote that never closes swallowed every later line into one cell: only the
+                # row where it opens fails, and reading resumes at the line after it
+                rows.append((start, RecordProblem("bad_csv", f"line {start}: a quote (\") opened in this row never closes")))
+                pos = start
+                break
+            if isinstance(row, RecordProblem) or any(c.strip() for c in row):
+                rows.append((start, row))
+                if len(rows) > max_records + 1:  # + a header
+                    raise _too_many(name, max_records)
     if not rows:
         raise InputFileError("empty", f"{name}: no rows")
     header = None
     first_line, first = rows[0]
     if not isinstance(first, RecordProblem) and not any(_is_number(c) for c in first):  # a header names columns; a row with any number is data
+        for sep in (";", "\t", "|"):
+            if any(len(parts := c.split(sep)) > 1 and sum(_is_number(p) for p in parts) >= 2 for c in first):
+                # numbers joined by another separator: taken as a header, this row would vanish
+                raise InputFileError("bad_csv", f"{name}: line {first_line}: the values are separated by {sep!r}; "
+                                                "CSV files must be comma-separated", where=f"line {first_line}")
         header = [c.strip().lower() for c in first]
         rows = rows[1:]
         if len(set(header)) != len(header):
