@@ -112,7 +112,13 @@ class LearningConfig:
     # output homeostasis (Diehl & Cook 2015): an adaptive threshold theta on output neurons
     theta_plus_mv: float = 0.02  # theta += this per output spike
     theta_decay: float = 0.995  # theta *= this per input
-    bias_mv: float = 0.1  # theta -= this x the population's modulator (error-driven bias, readout.py)
+    bias_mv: float = 0.2  # theta -= this x the population's modulator (error-driven bias, readout.py)
+    # replay of recent labelled inputs between live ones (learning/replay.py): retention of absent classes
+    replay_per_input: float = 0.0  # steady class-balanced replays per live labelled input (0: none)
+    replay_restore: float = 2.0  # replays per unit of a label's frequency deficit (long-run - recent; 0: none)
+    replay_recent_halflife: float = 100.0  # inputs: the recent label frequency
+    replay_longrun_halflife: float = 20000.0  # inputs: the long-run label frequency (how long an absent class is rehearsed)
+    replay_capacity: int = 16  # inputs kept per label (the newest; a ring buffer)
 
 
 @dataclass(frozen=True)
@@ -282,6 +288,11 @@ _RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("learning", "theta_plus_mv"): (0.0, 100.0),
     ("learning", "theta_decay"): (0.0, 1.0),
     ("learning", "bias_mv"): (0.0, 100.0),
+    ("learning", "replay_per_input"): (0.0, 16.0),
+    ("learning", "replay_capacity"): (0, 4096),
+    ("learning", "replay_restore"): (0.0, 1000.0),
+    ("learning", "replay_recent_halflife"): (1.0, 1e12),
+    ("learning", "replay_longrun_halflife"): (1.0, 1e12),
     ("encoder", "z_scale"): (1e-3, 1e3),
     ("encoder", "stats_halflife"): (1.0, 1e12),
     ("lif", "v_min"): (-1e6, 0.0),

@@ -26,6 +26,7 @@ from .learning.eligibility import update_trace
 from .learning.intrinsic import intrinsic_update, update_rate
 from .learning.modulation import UpdateCoefficients, effective_eta, reward_coefficient, synapse_update
 from .learning.readout import ReadoutIndex, normalize_readout, population_modulator, readout_update, update_theta
+from .learning.replay import ReplayBuffer, ReplayParams
 from .learning.stdp import event_updates, make_kernels
 from .network.build import build_network
 from .network.simulate import CycleSpikes, simulate_cycle
@@ -100,6 +101,11 @@ class Engine:
         # the baselines of the internal reward (unlabelled inputs) and of the generic synapses
         self.reward_baseline = torch.zeros(cfg.network.max_labels + 2, dtype=torch.float64)
         self.readout = ReadoutIndex.build(self.state, cfg.learning.readout_weight_sum)
+        # recent labelled inputs, replayed between live ones (learning/replay.py)
+        self.replay = ReplayBuffer.empty(cfg.network.max_labels, cfg.learning.replay_capacity, cfg.network.input_size)
+        self.replays_done = 0
+        self.replay_params = ReplayParams(cfg.learning.replay_per_input, cfg.learning.replay_restore,
+                                          cfg.learning.replay_recent_halflife, cfg.learning.replay_longrun_halflife)
         self._synapse_update = _maybe_compile(synapse_update, cfg.compile)
         # numba kernels on CPU (compiled/), or the PyTorch reference path (CUDA, backend = torch)
         self.backend = resolve_backend(cfg.backend, self.device)
@@ -124,13 +130,7 @@ class Engine:
         target_rates = self.encoder.rates(self.encoder.unit(features))
         input_spikes = self.encoder.encode(target_rates, cfg.lif.steps, cfg.lif.dt_ms, self.generator)
 
-        with torch.no_grad():
-            spikes = simulate_cycle(
-                self.state, input_spikes,
-                dt_ms=cfg.lif.dt_ms, v_rest=cfg.lif.v_rest, v_reset=cfg.lif.v_reset,
-                synaptic_gain=cfg.lif.synaptic_gain, input_current=cfg.lif.input_current, v_min=cfg.lif.v_min,
-                record_events=self.learning_enabled, backend=self.backend,
-            )
+        spikes = self._simulate(input_spikes, record_events=self.learning_enabled)
         self.last_spikes = spikes
         counts = spikes.counts
         self.state.record_activity(counts)
@@ -145,7 +145,11 @@ class Engine:
         sie = self.sie.evaluate(target_rates, state_id, cluster_spikes, confidence, external)
 
         if self.learning_enabled:
-            self._learn(spikes, counts, sie, action, n_actions, label_index, pop_rates)
+            self._sync_readout()
+            modulator = self._population_modulator(sie, action, n_actions, label_index, pop_rates)
+            self._learn(spikes, counts, modulator, self._coefficients(sie, action, modulator))
+            if label_index is not None:
+                self._rehearse(label_index, features)
         self.steps_done += 1
         total = int(counts.sum())
         cycle_ms = cfg.lif.steps * cfg.lif.dt_ms
@@ -162,13 +166,25 @@ class Engine:
             sie_fallback=sie.fallback,
         )
 
-    def _learn(self, spikes: CycleSpikes, counts: torch.Tensor, sie: SIEResult, action: int, n_actions: int,
-               label_index: int | None, pop_rates: torch.Tensor) -> None:
+    def _simulate(self, input_spikes: torch.Tensor, record_events: bool) -> CycleSpikes:
+        lif = self.config.lif
+        with torch.no_grad():
+            return simulate_cycle(
+                self.state, input_spikes,
+                dt_ms=lif.dt_ms, v_rest=lif.v_rest, v_reset=lif.v_reset, synaptic_gain=lif.synaptic_gain,
+                input_current=lif.input_current, v_min=lif.v_min, record_events=record_events, backend=self.backend,
+            )
+
+    def _sync_readout(self) -> None:
+        if self.readout.structure_version != self.state.structure_version:  # synapses moved (jobs): re-derive
+            self.readout = ReadoutIndex.build(self.state, self.config.learning.readout_weight_sum)
+
+    def _learn(self, spikes: CycleSpikes, counts: torch.Tensor, modulator: torch.Tensor,
+               coefs: UpdateCoefficients) -> None:
+        """Plasticity from one simulated input: STDP into traces, weights (generic and readout),
+        readout scaling, output thresholds, intrinsic plasticity."""
         cfg, st, lc = self.config, self.state, self.config.learning
-        if self.readout.structure_version != st.structure_version:  # synapses moved (jobs): re-derive
-            self.readout = ReadoutIndex.build(st, lc.readout_weight_sum)
         ro = self.readout
-        modulator = self._population_modulator(sie, action, n_actions, label_index, pop_rates)
         # STDP -> eligibility traces. Among the output neurons only the populations with a non-zero
         # modulator are eligible (action credit, docs/mechanisms.md); excitatory synapses onto
         # output neurons count only pre-before-post pairs (readout_window = causal, stdp.py)
@@ -178,7 +194,6 @@ class Engine:
             silent = (modulator == 0).nonzero().squeeze(1)
             gate[st.output_idx[silent].reshape(-1)] = 0.0
         causal = ro.is_output if lc.readout_window == "causal" else None
-        coefs = self._coefficients(sie, action, modulator)
         if self.compiled is not None:
             self.compiled.learn(st, spikes, counts, gate, causal, ro.pos, self.gamma, coefs)
         else:
@@ -231,8 +246,15 @@ class Engine:
         coef = reward_coefficient(self.eta * boost, delta, mode)
         inh = cfg.stdp.inh_modulation
         coef_inh = coef if inh == "reward" else reward_coefficient(self.eta * boost, abs(delta), mode) if inh == "abs_reward" else effective_eta(self.eta * boost, 0.0)
+        return self._readout_coefficients(modulator, boost, coef, coef_inh)
+
+    def _readout_coefficients(self, modulator: torch.Tensor, boost: float, coef: float = 0.0,
+                              coef_inh: float = 0.0) -> UpdateCoefficients:
+        """Each readout synapse gets its population's ``eta_eff(m_p) * m_p`` (readout.py); the
+        generic synapses ``coef`` / ``coef_inh`` (0: no generic update)."""
+        cfg, lc = self.config, self.config.learning
         eta_ro = lc.readout_eta * boost * (self.eta / lc.eta if lc.eta > 0 else 1.0)
-        per_population = torch.tensor([reward_coefficient(eta_ro, float(m), mode) for m in modulator],
+        per_population = torch.tensor([reward_coefficient(eta_ro, float(m), lc.eta_modulation) for m in modulator],
                                       dtype=torch.float32, device=self.device)
         coef_ro = per_population[self.readout.post_local // cfg.network.population_size]
         return UpdateCoefficients(
@@ -240,6 +262,34 @@ class Engine:
             apply_readout=self.readout.pos.numel() > 0 and bool((per_population != 0).any()),
             persistent_scale=lc.persistent_eta_scale, w_max=lc.w_max,
         )
+
+    # -- replay (learning/replay.py) ----------------------------------------------------------
+    def _rehearse(self, label_index: int, features: Any) -> None:
+        """Store this labelled input, then replay the stored inputs it owes (replay.py; label-
+        modulated learning only: no result, SIE untouched)."""
+        lc = self.config.learning
+        if lc.modulator != "label" or (lc.replay_per_input <= 0.0 and lc.replay_restore <= 0.0):
+            return
+        weights = self.replay.observe(label_index, features, self.replay_params)
+        while self.replay.credit >= 1.0:
+            self.replay.credit -= 1.0
+            drawn = self.replay.draw(weights, self.generator)
+            if drawn is None:
+                break
+            self._replay_one(*drawn)
+            self.replays_done += 1
+
+    def _replay_one(self, label_index: int, features: Any) -> None:
+        cfg, lc = self.config, self.config.learning
+        target_rates = self.encoder.rates(self.encoder.unit_frozen(features))
+        spikes = self._simulate(self.encoder.encode(target_rates, cfg.lif.steps, cfg.lif.dt_ms, self.generator),
+                                record_events=True)
+        n_actions = len(self.vocabulary) or cfg.network.max_labels
+        outputs = self.state.output_idx if lc.reserve_compete else self.state.output_idx[:n_actions]
+        rivals = population_rates(spikes.raster, outputs, cfg.lif.dt_ms)
+        action, _confidence = decode(rivals[:n_actions])
+        modulator = population_modulator(cfg.network.max_labels, action, label_index, rivals, lc.margin)
+        self._learn(spikes, spikes.counts, modulator, self._readout_coefficients(modulator, 1.0))
 
     def _centred_reward(self, reward: float, action: int, slot: int | None = None) -> float:
         """``delta = R - b``, then ``b += alpha (R - b)`` (learning.reward_baseline): ``b`` per
@@ -266,6 +316,8 @@ class Engine:
         out["gamma"] = self.gamma
         out["learning.reward_baseline"] = self.reward_baseline
         out["steps_done"] = self.steps_done
+        out.update({f"replay.{k}": v for k, v in self.replay.state_dict().items()})
+        out["replay.done"] = self.replays_done
         return out
 
     def load_state_dict(self, data: Mapping[str, Any]) -> None:
@@ -285,6 +337,8 @@ class Engine:
             self.reward_baseline[: saved.numel()] = saved
         self.readout = ReadoutIndex.build(self.state, self.config.learning.readout_weight_sum)
         self.steps_done = int(data["steps_done"])
+        self.replay.load_state_dict({k.split(".", 1)[1]: v for k, v in data.items() if k.startswith("replay.")})
+        self.replays_done = int(data.get("replay.done", 0))
 
 
 def states_equal(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:

@@ -130,6 +130,13 @@ class RateEncoder:
         if cfg.normalize == "standardize":
             self.mean, self.var = standardize_update(self.mean, self.var, self.count, x, cfg.stats_halflife)
             self.count += 1
+        return self.unit_frozen(x)
+
+    def unit_frozen(self, features: np.ndarray) -> np.ndarray:
+        """``unit`` with the current statistics, leaving them unchanged (replayed inputs)."""
+        cfg = self.cfg
+        x = np.asarray(features, dtype=np.float64)
+        if cfg.normalize == "standardize":
             return standardized_unit(x, self.mean, self.var, cfg.z_scale, cfg.channels)
         u = features_to_unit(x, cfg.normalize)
         return np.concatenate([u, 1.0 - u]) if cfg.channels == "on_off" else u

@@ -427,6 +427,7 @@ class Daemon:
         counts = self.engine.last_spikes.counts if self.engine.last_spikes is not None else torch.zeros(1)
         rates = counts.float() * (1000.0 / (self.engine.config.lif.steps * self.engine.config.lif.dt_ms))
         self.metrics.observe_cycle(result, seconds, float(rates.var()) if rates.numel() > 1 else 0.0)
+        self.metrics.replays.set(self.engine.replays_done)
         line = {**base, **result.to_dict(), "latency_ms": (time.time() - cur.queued.admitted_at) * 1000.0}
         self.outbox.append(line)
         self.history.cycle(self.engine, result)

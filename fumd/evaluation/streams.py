@@ -18,13 +18,15 @@ phishing      River ``datasets.Phishing`` (1,250 real web pages; ships in the wh
 bananas       River ``datasets.Bananas`` (5,300 points, two banana shapes; in the wheel)   2      2
 wine          scikit-learn ``load_wine`` (178 wines; bundled)                              13     3
 iris          scikit-learn ``load_iris`` (150 flowers; bundled)                            4      3
+digits        scikit-learn ``load_digits`` (1,797 8x8 handwritten digits; bundled)        64     10
+cancer        scikit-learn ``load_breast_cancer`` (569 tumours; majority class 0.63)    30     2
 topics        synthetic text: short sentences from four topic vocabularies (below)        text   4
 ============  =========================================================================  =====  =======
 
 Drift (``sea``, ``agrawal``) uses River's ``ConceptDriftStream`` centred on the middle of the
 requested stream length (``position = length // 2``, ``width = length // 20``), so the drift falls
 inside every run whatever ``--inputs`` is. Finite data sets (``phishing``, ``bananas``, ``wine``,
-``iris``) are shuffled with the seed and repeated, reshuffled each pass, as long as the run needs;
+``iris``, ``digits``, ``cancer``) are shuffled with the seed and repeated, reshuffled each pass, as long as the run needs;
 ``wine`` and ``iris`` are so small that a 1,500-input run is 8-10 passes, which is what
 makes them a learning-speed test rather than a generalisation test (documented in
 docs/evaluation.md). Nothing is downloaded at run time: River's two data sets ship inside its wheel
@@ -225,6 +227,15 @@ def _topics(seed: int, length: int) -> Iterator[tuple[str, str]]:
         yield " ".join(words), names[c]
 
 
+CANCER_FEATURES = (  # load_breast_cancer().feature_names, in order
+    "mean radius", "mean texture", "mean perimeter", "mean area", "mean smoothness", "mean compactness",
+    "mean concavity", "mean concave points", "mean symmetry", "mean fractal dimension", "radius error",
+    "texture error", "perimeter error", "area error", "smoothness error", "compactness error", "concavity error",
+    "concave points error", "symmetry error", "fractal dimension error", "worst radius", "worst texture",
+    "worst perimeter", "worst area", "worst smoothness", "worst compactness", "worst concavity",
+    "worst concave points", "worst symmetry", "worst fractal dimension")
+
+
 # -- the suite --------------------------------------------------------------------------------
 def _build() -> dict[str, Stream]:
     def names(prefix: str, n: int) -> tuple[str, ...]:
@@ -258,6 +269,13 @@ def _build() -> dict[str, Stream]:
         Stream("iris", "numeric", iris_features, ("setosa", "versicolor", "virginica"),
                "scikit-learn load_iris (150 samples), shuffled with the seed, repeated (reshuffled each pass)",
                _finite("iris", _sklearn_rows("load_iris"))),
+        Stream("digits", "numeric", tuple(f"pixel_{r}_{c}" for r in range(8) for c in range(8)),
+               tuple(str(i) for i in range(10)),
+               "scikit-learn load_digits (1,797 8x8 images), shuffled with the seed, repeated (reshuffled each pass)",
+               _finite("digits", _sklearn_rows("load_digits"))),
+        Stream("cancer", "numeric", CANCER_FEATURES, ("malignant", "benign"),
+               "scikit-learn load_breast_cancer (569 tumours, 30 features), shuffled with the seed, repeated",
+               _finite("cancer", _sklearn_rows("load_breast_cancer"))),
         Stream("topics", "text", ("text",), tuple(TOPICS),
                "synthetic text: 6-14 words from four topic vocabularies, a shared pool and 15 % other-topic noise", _topics),
     ]

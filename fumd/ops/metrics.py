@@ -37,6 +37,8 @@ class Metrics:
         self.files_failed = Counter("fumd_input_files_failed_total", "Input files rejected, by reason", ["reason"], registry=r)
         self.records_failed = Counter("fumd_records_failed_total", "Records rejected inside good files, by reason", ["reason"], registry=r)
         self.queue_depth = Gauge("fumd_queue_depth", "Input files waiting (inbox + admitted, not yet processed)", registry=r)
+        self.replays = Gauge("fumd_replays", "Stored labelled inputs replayed between live ones since the network was created "
+                             "(learning/replay.py; checkpointed, so it does not reset at a restart)", registry=r)
         self.rate = Gauge("fumd_firing_rate_hz", "Mean firing rate over all neurons in the last cycle", registry=r)
         self.rate_variance = Gauge("fumd_firing_rate_variance_hz2", "Variance across neurons of the firing rate in the last cycle", registry=r)
         self.reward = Gauge("fumd_reward", "total_reward of the last cycle", registry=r)
