@@ -102,6 +102,7 @@ class LearningConfig:
     baseline_alpha: float = 0.05  # EMA rate of the reward baseline b
     eta_modulation: str = "magnitude"  # magnitude: eta (1 + (2 sig(|delta|) - 1)); signed: SPEC's sig(delta)
     readout_eta: float = 0.03  # eta of the excitatory synapses onto output neurons (the readout layer)
+    readout_eta_fan_in: float = 32.0  # readout_eta x min(1, sqrt(this / fan-in)): wide inputs learn slower (0: off)
     readout_window: str = "causal"  # causal: only pre-before-post pairs onto output neurons; full: SPEC window
     readout_normalize: bool = True  # keep each output neuron's summed excitatory input weight fixed
     readout_weight_sum: float = 3.0  # each output neuron's readout weights sum to this (init U(0, 2 sum / fan-in); normalisation)
@@ -282,6 +283,7 @@ _RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("learning", "novelty_boost"): (0.0, 10.0),
     ("learning", "baseline_alpha"): (0.0, 1.0),
     ("learning", "readout_eta"): (0.0, 1.0),
+    ("learning", "readout_eta_fan_in"): (0.0, 1e6),
     ("learning", "readout_weight_sum"): (0.0, 1e4),
     ("learning", "internal_scale"): (0.0, 10.0),
     ("learning", "margin"): (0.0, 1.0),

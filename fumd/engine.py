@@ -25,7 +25,9 @@ from .config import EngineConfig, input_neurons
 from .learning.eligibility import update_trace
 from .learning.intrinsic import intrinsic_update, update_rate
 from .learning.modulation import UpdateCoefficients, effective_eta, reward_coefficient, synapse_update
-from .learning.readout import ReadoutIndex, normalize_readout, population_modulator, readout_update, update_theta
+from .learning.readout import (
+    ReadoutIndex, fan_in_scale, normalize_readout, population_modulator, readout_update, update_theta,
+)
 from .learning.replay import ReplayBuffer, ReplayParams
 from .learning.stdp import event_updates, make_kernels
 from .network.build import build_network
@@ -101,6 +103,8 @@ class Engine:
         # the baselines of the internal reward (unlabelled inputs) and of the generic synapses
         self.reward_baseline = torch.zeros(cfg.network.max_labels + 2, dtype=torch.float64)
         self.readout = ReadoutIndex.build(self.state, cfg.learning.readout_weight_sum)
+        fan_in = min(cfg.network.readout_fan_in, input_neurons(cfg)) if cfg.network.readout_fan_in > 0 else input_neurons(cfg)
+        self.readout_eta_scale = fan_in_scale(fan_in, cfg.learning.readout_eta_fan_in)
         # recent labelled inputs, replayed between live ones (learning/replay.py)
         self.replay = ReplayBuffer.empty(cfg.network.max_labels, cfg.learning.replay_capacity, cfg.network.input_size)
         self.replays_done = 0
@@ -253,7 +257,7 @@ class Engine:
         """Each readout synapse gets its population's ``eta_eff(m_p) * m_p`` (readout.py); the
         generic synapses ``coef`` / ``coef_inh`` (0: no generic update)."""
         cfg, lc = self.config, self.config.learning
-        eta_ro = lc.readout_eta * boost * (self.eta / lc.eta if lc.eta > 0 else 1.0)
+        eta_ro = lc.readout_eta * self.readout_eta_scale * boost * (self.eta / lc.eta if lc.eta > 0 else 1.0)
         per_population = torch.tensor([reward_coefficient(eta_ro, float(m), lc.eta_modulation) for m in modulator],
                                       dtype=torch.float32, device=self.device)
         coef_ro = per_population[self.readout.post_local // cfg.network.population_size]

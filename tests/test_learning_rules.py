@@ -295,3 +295,25 @@ def test_adaptive_threshold_silences_a_population():
                 total += int(engine.last_spikes.counts[engine.state.output_idx[0]].sum())
             counts.append(total)
     assert counts[0] > 0 and counts[1] == 0 and counts[2] == counts[0] and counts[3] == 0
+
+
+def test_readout_learning_rate_is_normalised_by_fan_in():
+    """learning.readout_eta_fan_in: a readout wider than the reference learns at
+    sqrt(reference / fan-in) of readout_eta (docs/mechanisms.md); up to the reference, unchanged."""
+    from fumd.engine import Engine
+    from fumd.learning.readout import fan_in_scale
+    from tests.conftest import small_config
+
+    assert fan_in_scale(14, 32.0) == 1.0 and fan_in_scale(512, 32.0) == pytest.approx(0.25)
+    assert fan_in_scale(512, 0.0) == 1.0
+    network = {**small_config().network.__dict__, "input_size": 64, "readout_fan_in": -1}  # 128 ON/OFF channels
+    modulator = torch.zeros(4, dtype=torch.float64)
+    modulator[0], modulator[1] = 1.0, -1.0
+    coefs = {}
+    for reference in (32.0, 0.0):
+        cfg = small_config(network=network)
+        engine = Engine(cfg.replace(learning={**cfg.learning.__dict__, "readout_eta_fan_in": reference}))
+        coefs[reference] = engine._readout_coefficients(modulator, 1.0).readout
+    nonzero = coefs[0.0] != 0
+    assert nonzero.any()
+    assert torch.allclose(coefs[32.0][nonzero] / coefs[0.0][nonzero], torch.full((int(nonzero.sum()),), 0.5))

@@ -27,6 +27,7 @@ neuron; with ``network.readout_isolated`` nothing else reaches an output neuron)
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -59,6 +60,20 @@ class ReadoutIndex:
         is_output[out] = True
         return cls(pos=pos, post_local=post_local, target_sum=(counts > 0).float() * weight_sum, is_output=is_output,
                    structure_version=state.structure_version)
+
+
+def fan_in_scale(fan_in: int, reference: float) -> float:
+    """The readout learning rate's factor for ``fan_in`` input channels per output neuron::
+
+        min(1, sqrt(reference / fan_in))        (1 when reference = 0)
+
+    Each update moves every eligible synapse, so the change of an output neuron's drive grows with
+    the number of active inputs while its weights are held to a fixed sum: a normalised step size,
+    as in normalised LMS (Nagumo & Noda 1967), keeps wide inputs from overshooting. Measured
+    (docs/mechanisms.md): the square root fits both 128-channel digits and 512-channel text."""
+    if reference <= 0.0 or fan_in <= reference:
+        return 1.0
+    return math.sqrt(reference / fan_in)
 
 
 def normalize_readout(w: torch.Tensor, index: ReadoutIndex, w_max: float) -> None:
