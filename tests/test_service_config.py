@@ -141,3 +141,15 @@ def test_a_network_beyond_the_machines_memory_is_refused_with_the_estimate() -> 
     check_memory(cfg.engine, available=need)  # fits: no error
     check_memory(ServiceConfig().engine)  # the defaults fit this machine
     assert available_memory_bytes() is None or available_memory_bytes() > 0
+
+
+def test_memory_estimate_counts_the_replay_buffer():
+    """The replay buffer holds max_labels x replay_capacity x input_size float64 features, twice
+    at a checkpoint; a wide input with a deep buffer must be refused before it is allocated."""
+    from fumd.config import EngineConfig
+
+    base = EngineConfig()
+    deeper = base.replace(learning={**base.learning.__dict__, "replay_capacity": 2 * base.learning.replay_capacity})
+    net = base.network
+    extra = estimate_memory_bytes(deeper) - estimate_memory_bytes(base)
+    assert extra == 2 * net.max_labels * base.learning.replay_capacity * net.input_size * 8

@@ -320,12 +320,15 @@ BASE_BYTES = 512 << 20  # interpreter, torch, numba and the other libraries
 
 def estimate_memory_bytes(engine: EngineConfig) -> int:
     """About how much memory a daemon with this network needs at its peak (while a checkpoint is
-    taken): every synapse and neuron twice (state + snapshot), plus the libraries."""
+    taken): every synapse and neuron twice (state + snapshot), the replay buffer (float64 features
+    per label and slot, learning/replay.py) twice, plus the libraries."""
     net = engine.network
     synapses = net.neurons * net.synapses_per_neuron
     trace_extra = 2 if getattr(getattr(engine, "learning", None), "trace_dtype", "float16") == "float32" else 0
     per_copy = synapses * (BYTES_PER_SYNAPSE + trace_extra) + (net.neurons + 1) * 8 + net.neurons * (
         BYTES_PER_NEURON + getattr(net, "activity_history", 32))
+    learning = getattr(engine, "learning", None)
+    per_copy += net.max_labels * getattr(learning, "replay_capacity", 0) * net.input_size * 8
     return CHECKPOINT_COPIES * per_copy + BASE_BYTES
 
 
