@@ -21,12 +21,13 @@ replays, drawn label by label in proportion to ``w_l``: a steady, class-balanced
 share that restores the classes the stream has recently stopped showing. On a stationary stream
 ``F ~ f`` and only the steady share runs (replaying there is extra training of noisy labels and
 slows tracking of drift: SEA lost 0.015 with a steady rate of 0.5); after a class-incremental
-shift the absent classes are rehearsed at about the rate they used to arrive, until ``F``
-forgets them. A drawn example is scaled with the encoder's *current* feature statistics (it
+shift the absent classes are rehearsed at about ``replay_restore`` times the rate they used to
+arrive, until ``F`` forgets them. A drawn example is scaled with the encoder's *current* feature statistics (it
 looks as it would today, not as it did when the statistics were others), encoded into fresh
-Poisson spikes and learned with the label modulator exactly like a live input. Replay touches only
-plasticity (readout weights, thresholds, intrinsic state): it produces no result, and leaves the
-SIE, the reward baselines, the activity ring the jobs read and the step count alone. All draws come
+Poisson spikes and learned with the label modulator exactly like a live input. Replay is simulated
+and learned like any input (membrane state, traces, readout weights, thresholds, intrinsic state
+change); it produces no result, and leaves the SIE, the reward baselines, the activity ring the jobs
+read and the step count alone. All draws come
 from the engine's generator, and the buffer and frequencies are part of the state.
 """
 from __future__ import annotations
