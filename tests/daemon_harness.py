@@ -67,6 +67,17 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60, what: str = "con
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def log_events(log: Path) -> list[dict[str, Any]]:
+    """The JSON lines of a daemon log (lines that are not JSON, e.g. a traceback, skipped)."""
+    out = []
+    for line in log.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
 def status(state: Path) -> dict[str, Any]:
     try:
         return json.loads((state / "status.json").read_text())

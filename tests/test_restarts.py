@@ -6,17 +6,7 @@ import urllib.request
 from pathlib import Path
 
 from fumd.daemon.restarts import RestartTracker
-from tests.daemon_harness import drop, kill, labelled_files, run_to_idle, running, start, status, wait_for, write_config
-
-
-def _events(log: Path) -> list[dict]:
-    out = []
-    for line in log.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            pass
-    return out
+from tests.daemon_harness import log_events, drop, kill, labelled_files, run_to_idle, running, start, status, wait_for, write_config
 
 
 def _gauge(state: Path, name: str) -> float:
@@ -34,7 +24,7 @@ def test_leftover_of_an_interrupted_write_is_cleaned_quietly_and_a_crash_loop_is
     (leftover / "state.zarr").mkdir(parents=True)
     (leftover / "state.zarr" / "zarr.json").write_text("{")
     log = tmp_path / "state.log"
-    seen = len(_events(log))
+    seen = len(log_events(log))
     for expected in (0, 1):  # two starts killed before they could checkpoint: a crash loop
         proc = start(state, cfg)
         try:
@@ -44,7 +34,7 @@ def test_leftover_of_an_interrupted_write_is_cleaned_quietly_and_a_crash_loop_is
         finally:
             kill(proc)
     run_to_idle(state, cfg)
-    events = _events(log)[seen:]
+    events = log_events(log)[seen:]
     assert not leftover.exists()
     assert [e["path"] for e in events if e["event"] == "checkpoint_leftover_removed"] == [str(leftover)]
     assert next(e for e in events if e["event"] == "checkpoint_leftover_removed")["level"] == "info"

@@ -4,13 +4,12 @@ start-up and shutdown never kills it, and a SIGTERM during start-up is a clean s
 state intact)."""
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import time
 from pathlib import Path
 
-from tests.daemon_harness import drop, inspect, labelled_files, run_to_idle, running, start, wait_for, write_config
+from tests.daemon_harness import log_events, drop, inspect, labelled_files, run_to_idle, running, start, wait_for, write_config
 
 
 def _catches(pid: int, sig: int) -> bool:
@@ -21,16 +20,6 @@ def _catches(pid: int, sig: int) -> bool:
         return False
     mask = int(next(line.split()[1] for line in text.splitlines() if line.startswith("SigCgt:")), 16)
     return bool(mask >> (sig - 1) & 1)
-
-
-def _events(log: Path) -> list[dict]:
-    out = []
-    for line in log.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            pass
-    return out
 
 
 def _storm(proc: subprocess.Popen, sig: int, until, every: float = 0.1, limit: float = 120) -> int:
@@ -60,7 +49,7 @@ def test_sighup_every_100_ms_through_start_up_and_shutdown_never_kills(tmp_path:
     finally:
         if proc.poll() is None:
             proc.kill()
-    events = _events(tmp_path / "state.log")
+    events = log_events(tmp_path / "state.log")
     names = [e["event"] for e in events]
     assert "config_reloaded" in names and names[-1] == "stopped"
     assert names.index("config_reloaded") > names.index("started")  # deferred until the loop ran
@@ -88,5 +77,5 @@ def test_sigterm_at_any_moment_of_start_up_is_a_clean_stop(tmp_path: Path) -> No
                 proc.kill()
     after = inspect(state)
     assert after["state_sha256"] == before["state_sha256"] and after["step"] == 4
-    events = _events(tmp_path / "state.log")
+    events = log_events(tmp_path / "state.log")
     assert not [e for e in events if e["level"] == "error"]

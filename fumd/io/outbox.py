@@ -113,7 +113,7 @@ class Outbox:
         try:
             self.flush()
         except OSError:
-            pass
+            pass  # disk full: the lines stay queued and are not counted (flush cut the file back)
         os.fsync(self._open[1])
         return self._written
 
