@@ -306,7 +306,7 @@ def test_sparsity_is_pulled_back_to_target_within_the_cap():
     nnz0 = st.nnz
     snap, plan, out = event(job, engine, check=lambda: _same(persistent_table(engine), persistent_before))
     assert out["synapses_removed"] == math.floor(job.config.density_cap * nnz0)
-    removed = edit.find_synapses(_shadow(snap), plan.remove_pre, plan.remove_post)
+    removed = _positions(snap, plan.remove_pre, plan.remove_post)
     removed_w = snap.w[removed].abs()
     onto_output = torch.isin(snap.col.long(), snap.outputs)
     assert not bool(onto_output[removed].any())  # never a readout synapse (issue #9)
@@ -319,10 +319,13 @@ def _same(a, b):
     assert a == b
 
 
-def _shadow(snap):
-    from fumd.jobs.structural import _shadow_state
-
-    return _shadow_state(snap)
+def _positions(snap, pre, post):
+    """Positions of the synapses (pre, post) in the snapshot's sorted CSR (each must exist)."""
+    n = snap.grid_xy.shape[0]
+    keys = torch.repeat_interleave(torch.arange(n), snap.indptr[1:] - snap.indptr[:-1]) * n + snap.col.long()
+    pos = torch.searchsorted(keys, pre * n + post)
+    assert bool((keys[pos] == pre * n + post).all())
+    return pos
 
 
 def test_slow_halves_every_cap():

@@ -106,6 +106,16 @@ def test_add_neurons_per_neuron_clusters_and_full_grid_grows_the_grid():
     engine.cycle(rec(50))
 
 
+def test_neuron_init_defaults_are_the_config_defaults():
+    """NeuronInit restates no default: each field is the config key of the same name."""
+    from fumd.config import EngineConfig
+
+    assert edit.NeuronInit() == edit.NeuronInit.from_config(EngineConfig())
+    cfg = small_config(lif={"tau_mean": 25.0, "v_reset": -72.0}, intrinsic={"tau_max": 35.0}, network={"sigma": 3.0})
+    init = edit.NeuronInit.from_config(cfg)
+    assert (init.tau_mean, init.v_reset, init.tau_max, init.sigma) == (25.0, -72.0, 35.0, 3.0)
+
+
 def test_remove_neurons_drops_their_synapses_and_renumbers():
     engine = warm_engine()
     st = engine.state

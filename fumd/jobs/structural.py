@@ -11,7 +11,7 @@ structural plasticity rates").
    ``prune_floor`` x ``network.neurons``. At most ``prune_cap`` (1 %) of N, the least active
    first, split between E and I so the excitatory fraction stays within ``ei_tolerance`` of its
    target (or gets closer). Downstream neurons get their threshold compensated for the input
-   they lose (``edit.pruning_compensation``).
+   they lose (``edit.compensation_shift``).
 2. **Rewiring** of weak synapses: non-persistent excitatory synapses with ``|w| <
    rewire_weak_threshold`` move (weakest first) to a new distance-biased target of the same
    presynaptic neuron; weight magnitude kept, trace reset. Every rewire counts once for the pair it
@@ -41,15 +41,17 @@ relative as well as absolute (``growth_reward_margin``, as decay's rule): with l
 mostly the external +-1, and an absolute threshold alone grows every cluster of a network that
 learns a hard task.
 
-``compute`` (pure, may run off the loop) chooses everything on a snapshot; ``apply`` performs it
-in the order rewire -> add -> remove synapses -> compensate -> prune -> grow, each edit through
-``fumd.network.edit`` (arrays aligned, CSR rebuilt, ``structure_version`` bumped).
+``compute`` (pure, may run off the loop) chooses everything on a snapshot, one function per
+mechanism (``_plan_pruning``, ``_plan_rewiring``, ``_plan_sparsity``, ``_plan_growth``, each
+with its rule); ``apply`` performs it in the order rewire -> add -> remove synapses -> compensate
+-> prune -> grow, each edit through ``fumd.network.edit`` (arrays aligned, CSR rebuilt,
+``structure_version`` bumped).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 
@@ -178,284 +180,30 @@ class StructuralJob:
 
     # -- compute (pure) ---------------------------------------------------------------------
     def compute(self, snap: StructuralSnapshot) -> StructuralPlan | None:
-        c = self.config
-        p = snap.params
-        dev = snap.w.device
-        gen = torch.Generator(device=dev)
-        gen.manual_seed(snap.seed)
-        n, nnz = snap.grid_xy.shape[0], snap.col.shape[0]
-        n_exc = snap.n_exc
-        factor = c.slow_factor if snap.slow else 1.0
-        counts = snap.indptr[1:] - snap.indptr[:-1]
-        pre = torch.repeat_interleave(torch.arange(n, device=dev), counts)
-        post = snap.col.long()
-        keys = pre * n + post  # ascending (sorted CSR)
-        empty_l = torch.zeros(0, dtype=torch.int64, device=dev)
-        stats: dict[str, float] = {}
+        """Plan one event from ``snap`` alone (pure, so it may run off the loop: seed §5.D.5).
 
-        # 1. pruning ------------------------------------------------------------------------
-        prune = empty_l
-        shift = torch.zeros(0, dtype=snap.v_th.dtype, device=dev)
-        history = int(p["history"])
-        if c.pruning and c.prune_cap > 0 and snap.steps_done >= history:
-            prune = self._choose_prune(snap, pre, post, gen, factor)
-        remove_mask = torch.zeros(n, dtype=torch.bool, device=dev)
-        remove_mask[prune] = True
-        if prune.numel() and c.compensation > 0:
-            tmp = _shadow_state(snap)
-            shift = edit.pruning_compensation(tmp, remove_mask, c.compensation, c.compensation_max_mv, p["v_rest"])
-        lost_synapses = int((remove_mask[pre] | remove_mask[post]).sum()) if prune.numel() else 0
-
-        # 2. rewiring -----------------------------------------------------------------------
-        pk_keys = snap.pair_pre.long() * n + snap.pair_post.long()  # sorted (maintained by the job)
-        taken = [keys]  # every (pre, post) that exists or is being created this event
-        rw_pos = rw_new = empty_l
-        add_pre, add_post, add_w = [empty_l], [empty_l], [torch.zeros(0, device=dev)]
-        inh_added = 0
-        halted = self._halted_clusters(snap, pre, post)
-        stats["halted_clusters"] = float(halted.sum())
-        if c.rewiring and c.rewire_cap > 0 and nnz:
-            budget = _floor(c.rewire_cap * factor * nnz)
-            ratio = c.rewire_inh_per_100 / 100.0
-            cap_exc = _floor(budget / (1.0 + ratio))
-            # the inhibitory count rounds down so rewired + added never exceeds the budget
-            rw_pos, rw_new = self._choose_rewires(snap, pre, post, keys, pk_keys, remove_mask, halted, cap_exc, gen)
-            n_inh = min(_floor(ratio * rw_pos.numel()), budget - rw_pos.numel())
-            new_keys = pre[rw_pos] * n + rw_new
-            taken.append(new_keys)
-            if n_inh > 0:
-                ip, iq = self._inhibitory_partners(snap, rw_new, n_inh, remove_mask, torch.cat(taken), gen)
-                if ip.numel():
-                    add_pre.append(ip)
-                    add_post.append(iq)
-                    add_w.append(torch.rand(ip.numel(), generator=gen, device=dev) * p["init_weight_max"])
-                    taken.append(ip * n + iq)
-                    inh_added = int(ip.numel())
-
-        # 3. sparsity -----------------------------------------------------------------------
-        rm_pre = rm_post = empty_l
-        n_after = n - int(prune.numel())
-        nnz_after = nnz - lost_synapses + inh_added
-        target = p["target_density"] * n_after * (n_after - 1)
-        dens_cap = _floor(c.density_cap * nnz)
-        if c.density_cap > 0 and nnz_after > target * (1 + c.density_tolerance):
-            k = min(int(nnz_after - target), dens_cap)
-            ok = ~snap.persistent & ~remove_mask[pre] & ~remove_mask[post]
-            ok &= ~_protection(snap, c.protect_readout)[0][post]  # never a readout synapse
-            ok[rw_pos] = False
-            cand = ok.nonzero().squeeze(1)
-            cand = cand[torch.randperm(cand.numel(), generator=gen, device=dev)]
-            cand = cand[torch.argsort(snap.w[cand].abs(), stable=True)][:k]
-            rm_pre, rm_post = pre[cand], post[cand]
-        elif c.density_cap > 0 and nnz_after < target * (1 - c.density_tolerance):
-            k = min(int(target - nnz_after), dens_cap)
-            dp, dq = self._density_additions(snap, k, remove_mask, torch.cat(taken), gen)
-            add_pre.append(dp)
-            add_post.append(dq)
-            add_w.append(torch.rand(dp.numel(), generator=gen, device=dev) * p["init_weight_max"])
-
-        # 4. growth -------------------------------------------------------------------------
-        grow_cluster = empty_l
-        grow_exc = grow_inh = 0
-        fan = 0
-        if c.growth and c.growth_cap > 0:
-            room = _floor(c.neuron_cap * p["target_neurons"]) - n_after
-            budget = min(_floor(c.growth_cap * factor * n), room)
-            low = self._low_reward_clusters(snap)
-            stats["growth_clusters"] = float(low.numel())
-            if budget > 0 and low.numel():
-                e_after = n_exc - int((prune < n_exc).sum())
-                grow_exc = min(max(int(round(p["exc_fraction"] * (n_after + budget))) - e_after, 0), budget)
-                grow_inh = budget - grow_exc
-                grow_cluster = low[torch.arange(budget, device=dev) % low.numel()]
-                fan = int(round(p["target_density"] * (n_after + budget - 1)))
-
-        if shift.numel() == 0:
-            shift = torch.zeros(n, dtype=snap.v_th.dtype, device=dev)
-        stats["compensated"] = float((shift != 0).sum())
+        The mechanisms draw from one generator seeded by ``snap.seed``, in the order pruning ->
+        rewiring -> sparsity (growth draws in ``apply``, from ``seed + 1``), and each plans on what
+        the earlier ones leave: rewiring and sparsity skip the neurons being pruned, sparsity counts
+        the synapses pruning takes and rewiring adds, and growth sizes itself to the pruned network."""
+        ev = _Event.of(snap, self.config)
+        pruning = _plan_pruning(ev)
+        rewiring = _plan_rewiring(ev, pruning.removed)
+        sparsity = _plan_sparsity(ev, pruning, rewiring)
+        growth = _plan_growth(ev, pruning.prune)
+        stats = {"halted_clusters": rewiring.halted_clusters}
+        if growth.low_clusters is not None:
+            stats["growth_clusters"] = growth.low_clusters
+        stats["compensated"] = float((pruning.shift != 0).sum())
+        pos = rewiring.pos
         return StructuralPlan(
-            structure_version=snap.structure_version, seed=snap.seed, prune=prune, v_th_shift=shift,
-            rewire_pos=rw_pos, rewire_pre=pre[rw_pos], rewire_old=post[rw_pos], rewire_new=rw_new,
-            add_pre=torch.cat(add_pre), add_post=torch.cat(add_post), add_w=torch.cat(add_w), inhibitory_added=inh_added,
-            remove_pre=rm_pre, remove_post=rm_post, grow_exc=grow_exc, grow_inh=grow_inh, grow_cluster=grow_cluster,
-            grow_fan=fan, stats=stats,
+            structure_version=snap.structure_version, seed=snap.seed, prune=pruning.prune, v_th_shift=pruning.shift,
+            rewire_pos=pos, rewire_pre=ev.pre[pos], rewire_old=ev.post[pos], rewire_new=rewiring.new,
+            add_pre=torch.cat([rewiring.inh_pre, sparsity.add_pre]), add_post=torch.cat([rewiring.inh_post, sparsity.add_post]),
+            add_w=torch.cat([rewiring.inh_w, sparsity.add_w]), inhibitory_added=int(rewiring.inh_pre.numel()),
+            remove_pre=sparsity.remove_pre, remove_post=sparsity.remove_post, grow_exc=growth.exc, grow_inh=growth.inh,
+            grow_cluster=growth.cluster, grow_fan=growth.fan, stats=stats,
         )
-
-    def _choose_prune(self, snap: StructuralSnapshot, pre, post, gen, factor: float) -> torch.Tensor:
-        c, p = self.config, snap.params
-        n, n_exc = snap.grid_xy.shape[0], snap.n_exc
-        dev = snap.w.device
-        rate = snap.activity.double().mean(1) * (1000.0 / p["cycle_ms"])
-        cand = rate < c.prune_rate_hz
-        cand[snap.designated] = False
-        on_persistent = torch.zeros(n, dtype=torch.bool, device=dev)
-        on_persistent[pre[snap.persistent]] = True
-        on_persistent[post[snap.persistent]] = True
-        cand &= ~on_persistent
-        if c.protect_readout:  # pruning a neuron would remove its readout synapses
-            is_out, _ = _protection(snap, True)
-            cand[pre[is_out[post]]] = False
-        grace = c.grace_cycles or int(p["history"])
-        young = snap.young_idx[(snap.steps_done - snap.young_born) < grace]
-        cand[young] = False
-        cap = _floor(c.prune_cap * factor * n)
-        cap = min(cap, n - int(math.ceil(c.prune_floor * p["target_neurons"])))
-        idx = cand.nonzero().squeeze(1)
-        if cap <= 0 or idx.numel() == 0:
-            return torch.zeros(0, dtype=torch.int64, device=dev)
-        idx = idx[torch.randperm(idx.numel(), generator=gen, device=dev)]
-        idx = idx[torch.argsort(rate[idx], stable=True)]  # least active first, random among ties
-        exc_c, inh_c = idx[idx < n_exc], idx[idx >= n_exc]
-        e, i = _balanced_split(n, n_exc, exc_c.numel(), inh_c.numel(), cap, p["exc_fraction"], c.ei_tolerance)
-        return torch.sort(torch.cat([exc_c[:e], inh_c[:i]])).values
-
-    def _halted_clusters(self, snap: StructuralSnapshot, pre, post) -> torch.Tensor:
-        """Bool per cluster id: intra-cluster density / network density below the threshold."""
-        n = snap.grid_xy.shape[0]
-        k = int(snap.cluster.max()) + 1 if n else 0
-        sizes = torch.bincount(snap.cluster, minlength=k).double()
-        same = snap.cluster[pre] == snap.cluster[post]
-        intra = torch.bincount(snap.cluster[pre][same], minlength=k).double()
-        density = snap.col.shape[0] / max(n * (n - 1), 1)
-        rel = intra / (sizes * (sizes - 1)).clamp(min=1.0) / max(density, 1e-12)
-        return (rel < self.config.integrity_threshold) & (sizes >= 2)
-
-    def _pair_counts(self, snap: StructuralSnapshot, pk_keys: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        if pk_keys.numel() == 0:
-            return torch.zeros_like(query)
-        pos = torch.searchsorted(pk_keys, query).clamp(max=pk_keys.numel() - 1)
-        return torch.where(pk_keys[pos] == query, snap.pair_count.long()[pos], torch.zeros_like(query))
-
-    def _choose_rewires(self, snap, pre, post, keys, pk_keys, remove_mask, halted, cap, gen):
-        c, p = self.config, snap.params
-        n = snap.grid_xy.shape[0]
-        dev = snap.w.device
-        empty = torch.zeros(0, dtype=torch.int64, device=dev)
-        if cap <= 0:
-            return empty, empty
-        n_exc_syn = int(snap.indptr[snap.n_exc])
-        ok = torch.zeros(snap.col.shape[0], dtype=torch.bool, device=dev)
-        ok[:n_exc_syn] = True
-        ok &= ~snap.persistent & (snap.w.abs() < c.rewire_weak_threshold)
-        ok &= ~remove_mask[pre] & ~remove_mask[post]
-        _, is_des = _protection(snap, c.protect_readout)
-        ok &= ~is_des[post]  # readout synapses stay where they are
-        if halted.numel():
-            ok &= ~halted[snap.cluster[pre]] & ~halted[snap.cluster[post]]
-        cand = ok.nonzero().squeeze(1)
-        if cand.numel() and pk_keys.numel():
-            cand = cand[self._pair_counts(snap, pk_keys, keys[cand]) < c.rewire_pair_cap]
-        if cand.numel() == 0:
-            return empty, empty
-        cand = cand[torch.randperm(cand.numel(), generator=gen, device=dev)]
-        cand = cand[torch.argsort(snap.w[cand].abs(), stable=True)]
-        cand = cand[: 2 * cap]  # a few spares for synapses whose proposals all fail
-        src = pre[cand]
-        proposals = edit.propose_near(snap.grid_xy, snap.grid_xy[src], c.rewire_tries, p["sigma"], gen,
-                                      candidates=~remove_mask & ~is_des, exclude=src, radius=p["radius"])
-        existing = keys
-        chosen = torch.full((cand.numel(),), -1, dtype=torch.int64, device=dev)
-        taken_new = torch.zeros(0, dtype=torch.int64, device=dev)
-        for t in range(proposals.shape[1]):
-            todo = (chosen < 0).nonzero().squeeze(1)
-            if todo.numel() == 0:
-                break
-            q = proposals[todo, t]
-            k = src[todo] * n + q.clamp(min=0)
-            valid = (q >= 0) & ~edit._isin_sorted(existing, k) & ~edit._isin_sorted(taken_new, k)
-            if pk_keys.numel():
-                valid &= self._pair_counts(snap, pk_keys, k) < c.rewire_pair_cap
-            valid &= edit.first_occurrence(torch.where(valid, k, -1 - torch.arange(k.numel(), device=dev)))
-            chosen[todo[valid]] = q[valid]
-            taken_new = torch.sort(torch.cat([taken_new, k[valid]])).values
-        done = (chosen >= 0).nonzero().squeeze(1)[:cap]
-        order = torch.argsort(cand[done])
-        return cand[done][order], chosen[done][order]
-
-    def _inhibitory_partners(self, snap, targets, count, remove_mask, taken_keys, gen):
-        """``count`` new inhibitory synapses onto neurons among ``targets``, each from an
-        inhibitory neuron drawn distance-biased around the target."""
-        c, p = self.config, snap.params
-        n = snap.grid_xy.shape[0]
-        dev = snap.w.device
-        inh = torch.arange(n, device=dev) >= snap.n_exc
-        inh &= ~remove_mask
-        if count <= 0 or targets.numel() == 0 or not bool(inh.any()):
-            return torch.zeros(0, dtype=torch.int64, device=dev), torch.zeros(0, dtype=torch.int64, device=dev)
-        pick = torch.randperm(targets.numel(), generator=gen, device=dev)
-        posts = targets[pick[torch.arange(2 * count, device=dev) % pick.numel()]]  # spares
-        return self._first_valid(snap, posts, count, inh, taken_keys, gen, sources=True)
-
-    def _density_additions(self, snap, count, remove_mask, taken_keys, gen):
-        """``count`` new distance-biased synapses, 100 E : ``rewire_inh_per_100`` I."""
-        c = self.config
-        n = snap.grid_xy.shape[0]
-        dev = snap.w.device
-        alive = ~remove_mask
-        targets = alive & ~_protection(snap, c.protect_readout)[1]  # nothing new onto input/output neurons
-        idx = torch.arange(n, device=dev)
-        n_inh = int(round(count * c.rewire_inh_per_100 / (100.0 + c.rewire_inh_per_100)))
-        out_p, out_q = [], []
-        for kind, k in ((idx < snap.n_exc, count - n_inh), (idx >= snap.n_exc, n_inh)):
-            pool = (kind & alive).nonzero().squeeze(1)
-            if k <= 0 or pool.numel() == 0:
-                continue
-            pres = pool[torch.randint(0, pool.numel(), (2 * k,), generator=gen, device=dev)]
-            a, b = self._first_valid(snap, pres, k, targets, torch.cat([taken_keys] + [x * n + y for x, y in zip(out_p, out_q)]), gen, sources=False)
-            out_p.append(a)
-            out_q.append(b)
-        if not out_p:
-            return torch.zeros(0, dtype=torch.int64, device=dev), torch.zeros(0, dtype=torch.int64, device=dev)
-        return torch.cat(out_p), torch.cat(out_q)
-
-    def _first_valid(self, snap, anchors, count, pool_mask, taken_keys, gen, sources: bool):
-        """For each anchor neuron propose partners (distance-biased, from ``pool_mask``); keep the
-        first proposal making a new (pre, post) pair; stop at ``count`` pairs. ``sources``: the
-        partner is the presynaptic side."""
-        c, p = self.config, snap.params
-        n = snap.grid_xy.shape[0]
-        dev = snap.w.device
-        prop = edit.propose_near(snap.grid_xy, snap.grid_xy[anchors], c.rewire_tries, p["sigma"], gen,
-                                 candidates=pool_mask, exclude=anchors, radius=p["radius"])
-        taken = torch.sort(taken_keys).values
-        chosen = torch.full((anchors.numel(),), -1, dtype=torch.int64, device=dev)
-        for t in range(prop.shape[1]):
-            todo = (chosen < 0).nonzero().squeeze(1)
-            if todo.numel() == 0:
-                break
-            q = prop[todo, t]
-            k = (q * n + anchors[todo]) if sources else (anchors[todo] * n + q)
-            valid = (q >= 0) & ~edit._isin_sorted(taken, k)
-            valid &= edit.first_occurrence(torch.where(valid, k, -1 - torch.arange(k.numel(), device=dev)))
-            chosen[todo[valid]] = q[valid]
-            taken = torch.sort(torch.cat([taken, k[valid]])).values
-        done = (chosen >= 0).nonzero().squeeze(1)[:count]
-        a, q = anchors[done], chosen[done]
-        return (q, a) if sources else (a, q)
-
-    def _low_reward_clusters(self, snap: StructuralSnapshot) -> torch.Tensor:
-        """Cluster ids with avg_reward and the mean of their last ``growth_window`` reward samples
-        below the threshold (and at least ``growth_min_samples`` samples), lowest first."""
-        c = self.config
-        dev = snap.w.device
-        k = snap.avg_reward.numel()
-        hist = snap.reward_history
-        size = hist.shape[1]
-        count = snap.reward_count.long()
-        win = torch.clamp(torch.minimum(count, torch.full_like(count, min(c.growth_window, size))), min=0)
-        j = torch.arange(size, device=dev)
-        # slot of the j-th most recent sample: (count - 1 - j) mod size
-        slot = (count[:, None] - 1 - j[None, :]) % size
-        vals = hist.double().gather(1, slot)
-        mask = j[None, :] < win[:, None]
-        mean = (vals * mask).sum(1) / win.clamp(min=1)
-        thr = c.growth_reward_threshold
-        relative = low_reward_clusters(mean, win, 1, thr, c.growth_reward_margin)  # mean < thr and < overall - margin
-        ok = (count >= c.growth_min_samples) & (snap.avg_reward < thr) & relative & (win > 0)
-        present = torch.bincount(snap.cluster, minlength=k)[:k] > 0  # a cluster with no neurons cannot grow
-        ok &= present
-        ids = ok.nonzero().squeeze(1)
-        return ids[torch.argsort(mean[ids], stable=True)]
 
     # -- apply (loop thread) ----------------------------------------------------------------
     def apply(self, engine: Any, plan: StructuralPlan | None) -> dict[str, float]:
@@ -630,13 +378,386 @@ def _balanced_split(n: int, n_exc: int, cand_e: int, cand_i: int, cap: int, targ
     return int(e[best]), int(i_max[best])
 
 
-def _shadow_state(snap: StructuralSnapshot) -> NetworkState:
-    """A NetworkState view of the snapshot for the edit helpers that read one (no copies)."""
-    n = snap.grid_xy.shape[0]
-    z = torch.zeros(n, device=snap.w.device)
-    return NetworkState(
-        n_exc=snap.n_exc, v=z, tau_mem=z, v_th=snap.v_th, theta=z, rate_ema=z, last_spikes=z.bool(), grid_xy=snap.grid_xy,
-        cluster=snap.cluster, activity=snap.activity, indptr=snap.indptr, col=snap.col, w=snap.w, e=snap.w,
-        persistent=snap.persistent, input_idx=snap.designated, output_idx=snap.designated, global_inhibition=1.0,
-        n_clusters=int(snap.cluster.max()) + 1 if n else 0,
-    )
+# -- compute: one event's four mechanisms (pure) -----------------------------------------------
+@dataclass
+class _Event:
+    """One event's shared, read-only view of its snapshot: the synapse list as (pre, post) pairs
+    and their keys ``pre * N + post`` (ascending: the CSR is sorted), the event's generator and
+    the cap factor (``slow_factor`` while slow, else 1)."""
+
+    c: StructuralConfig
+    snap: StructuralSnapshot
+    gen: torch.Generator
+    factor: float
+    pre: torch.Tensor  # int64 [nnz]
+    post: torch.Tensor  # int64 [nnz]
+    keys: torch.Tensor  # int64 [nnz]
+
+    @classmethod
+    def of(cls, snap: StructuralSnapshot, config: StructuralConfig) -> _Event:
+        dev = snap.w.device
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(snap.seed)
+        n = snap.grid_xy.shape[0]
+        pre = torch.repeat_interleave(torch.arange(n, device=dev), snap.indptr[1:] - snap.indptr[:-1])
+        post = snap.col.long()
+        return cls(config, snap, gen, config.slow_factor if snap.slow else 1.0, pre, post, pre * n + post)
+
+    @property
+    def n(self) -> int:
+        return self.snap.grid_xy.shape[0]
+
+    @property
+    def nnz(self) -> int:
+        return self.snap.col.shape[0]
+
+    @property
+    def dev(self) -> torch.device:
+        return self.snap.w.device
+
+    def none(self) -> torch.Tensor:
+        """An empty int64 index tensor."""
+        return torch.zeros(0, dtype=torch.int64, device=self.dev)
+
+
+class _Pruning(NamedTuple):
+    prune: torch.Tensor  # int64: the neurons to remove, ascending
+    removed: torch.Tensor  # bool [N]: the same as a mask
+    shift: torch.Tensor  # float [N] mV: downstream threshold compensation, zeros where none
+
+
+class _Rewiring(NamedTuple):
+    pos: torch.Tensor  # int64: positions of the synapses to move ...
+    new: torch.Tensor  # ... and their new postsynaptic neurons
+    inh_pre: torch.Tensor  # the inhibitory synapses added for balance
+    inh_post: torch.Tensor
+    inh_w: torch.Tensor  # U(0, init_weight_max); the sign is set on apply (Dale's law)
+    taken: torch.Tensor  # keys of every pair that exists or that rewiring creates
+    halted_clusters: float
+
+
+class _Sparsity(NamedTuple):
+    remove_pre: torch.Tensor
+    remove_post: torch.Tensor
+    add_pre: torch.Tensor
+    add_post: torch.Tensor
+    add_w: torch.Tensor
+
+
+class _Growth(NamedTuple):
+    exc: int
+    inh: int
+    cluster: torch.Tensor  # int64 [exc + inh]: the cluster of each new neuron, excitatory first
+    fan: int
+    low_clusters: float | None  # clusters that qualified (None: growth is off)
+
+
+def _plan_pruning(ev: _Event) -> _Pruning:
+    """1. Pruning of inactive neurons (SPEC §6; seed 002 §5.E.4 "inactive neurons (rate < 1 Hz)",
+    §5.C.3 "capped at 1% per event"): ``_inactive_to_prune`` chooses them, nothing before the
+    activity window is full (``steps_done < history``).
+
+    Downstream compensation (seed §5.E.4 "downstream compensation (v_th adjustment)"; the formula
+    is ours, docs/mechanisms.md): a neuron j losing a fraction ``f_E`` of its incoming excitatory
+    weight and ``f_I`` of its inhibitory weight shifts its threshold by
+    ``compensation * (v_th_j - v_rest) * (f_I - f_E)``, clipped to ``±compensation_max_mv``
+    (``edit.compensation_shift``; ``apply`` clips to the intrinsic bounds)."""
+    c, snap, p = ev.c, ev.snap, ev.snap.params
+    prune = ev.none()
+    shift = torch.zeros(ev.n, dtype=snap.v_th.dtype, device=ev.dev)
+    if c.pruning and c.prune_cap > 0 and snap.steps_done >= int(p["history"]):
+        prune = _inactive_to_prune(ev)
+    removed = torch.zeros(ev.n, dtype=torch.bool, device=ev.dev)
+    removed[prune] = True
+    if prune.numel() and c.compensation > 0:
+        shift = edit.compensation_shift(ev.pre, ev.post, snap.w, snap.v_th, snap.n_exc, removed, c.compensation,
+                                        c.compensation_max_mv, p["v_rest"])
+    return _Pruning(prune, removed, shift)
+
+
+def _inactive_to_prune(ev: _Event) -> torch.Tensor:
+    """The neurons to prune (int64, ascending). Inactive: mean rate over the activity window,
+    ``mean(activity_i) * 1000 / cycle_ms``, below ``prune_rate_hz``. Never a designated neuron,
+    one with a persistent synapse (in or out), one with a synapse onto an output neuron (with
+    ``protect_readout``), nor one younger than ``grace_cycles`` (0: the window). At most
+    ``floor(prune_cap * factor * N)``, never leaving fewer than ``ceil(prune_floor *
+    network.neurons)``; least active first (random among ties), split between E and I by
+    ``_balanced_split``."""
+    c, snap, p = ev.c, ev.snap, ev.snap.params
+    n, n_exc = ev.n, snap.n_exc
+    pre, post = ev.pre, ev.post
+    rate = snap.activity.double().mean(1) * (1000.0 / p["cycle_ms"])
+    cand = rate < c.prune_rate_hz
+    cand[snap.designated] = False
+    on_persistent = torch.zeros(n, dtype=torch.bool, device=ev.dev)
+    on_persistent[pre[snap.persistent]] = True
+    on_persistent[post[snap.persistent]] = True
+    cand &= ~on_persistent
+    if c.protect_readout:  # pruning a neuron would remove its readout synapses
+        is_out, _ = _protection(snap, True)
+        cand[pre[is_out[post]]] = False
+    grace = c.grace_cycles or int(p["history"])
+    young = snap.young_idx[(snap.steps_done - snap.young_born) < grace]
+    cand[young] = False
+    cap = _floor(c.prune_cap * ev.factor * n)
+    cap = min(cap, n - int(math.ceil(c.prune_floor * p["target_neurons"])))
+    idx = cand.nonzero().squeeze(1)
+    if cap <= 0 or idx.numel() == 0:
+        return ev.none()
+    idx = idx[torch.randperm(idx.numel(), generator=ev.gen, device=ev.dev)]
+    idx = idx[torch.argsort(rate[idx], stable=True)]  # least active first, random among ties
+    exc_c, inh_c = idx[idx < n_exc], idx[idx >= n_exc]
+    e, i = _balanced_split(n, n_exc, exc_c.numel(), inh_c.numel(), cap, p["exc_fraction"], c.ei_tolerance)
+    return torch.sort(torch.cat([exc_c[:e], inh_c[:i]])).values
+
+
+def _plan_rewiring(ev: _Event, removed: torch.Tensor) -> _Rewiring:
+    """2. Rewiring of weak synapses (SPEC §6; seed 002 §5.E.4 "avoiding rewiring persistent
+    synapses", cluster integrity). With the budget ``B = floor(rewire_cap * factor * nnz)`` and
+    ``r = rewire_inh_per_100 / 100``: at most ``floor(B / (1 + r))`` synapses move
+    (``_choose_rewires``), then ``min(floor(r * moved), B - moved)`` inhibitory synapses are added
+    onto the new targets from nearby inhibitory neurons (``_inhibitory_partners``), weights
+    ``U(0, init_weight_max)``, so moved + added <= B. Clusters below the integrity threshold
+    (``_halted_clusters``) are left alone."""
+    c, p = ev.c, ev.snap.params
+    halted = _halted_clusters(ev)
+    pos = new = inh_pre = inh_post = ev.none()
+    inh_w = torch.zeros(0, device=ev.dev)
+    taken = ev.keys
+    if c.rewiring and c.rewire_cap > 0 and ev.nnz:
+        budget = _floor(c.rewire_cap * ev.factor * ev.nnz)
+        ratio = c.rewire_inh_per_100 / 100.0
+        pos, new = _choose_rewires(ev, removed, halted, _floor(budget / (1.0 + ratio)))
+        # the inhibitory count rounds down so rewired + added never exceeds the budget
+        n_inh = min(_floor(ratio * pos.numel()), budget - pos.numel())
+        taken = torch.cat([taken, ev.pre[pos] * ev.n + new])
+        if n_inh > 0:
+            inh_pre, inh_post = _inhibitory_partners(ev, new, n_inh, removed, taken)
+            if inh_pre.numel():
+                inh_w = torch.rand(inh_pre.numel(), generator=ev.gen, device=ev.dev) * p["init_weight_max"]
+                taken = torch.cat([taken, inh_pre * ev.n + inh_post])
+    return _Rewiring(pos, new, inh_pre, inh_post, inh_w, taken, float(halted.sum()))
+
+
+def _halted_clusters(ev: _Event) -> torch.Tensor:
+    """Bool per cluster id: intra-cluster density / network density below the threshold, i.e.
+    ``intra_c / (s_c (s_c - 1)) / (nnz / (N (N - 1))) < integrity_threshold`` for a cluster of
+    ``s_c >= 2`` neurons with ``intra_c`` synapses inside it (seed 002 §5.E.4: "halt rewiring
+    within that cluster")."""
+    snap, n = ev.snap, ev.n
+    k = int(snap.cluster.max()) + 1 if n else 0
+    sizes = torch.bincount(snap.cluster, minlength=k).double()
+    same = snap.cluster[ev.pre] == snap.cluster[ev.post]
+    intra = torch.bincount(snap.cluster[ev.pre][same], minlength=k).double()
+    density = ev.nnz / max(n * (n - 1), 1)
+    rel = intra / (sizes * (sizes - 1)).clamp(min=1.0) / max(density, 1e-12)
+    return (rel < ev.c.integrity_threshold) & (sizes >= 2)
+
+
+def _pair_counts(pk_keys: torch.Tensor, pair_count: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """Lifetime rewires of each pair key in ``query`` (``pk_keys`` sorted, aligned with ``pair_count``)."""
+    if pk_keys.numel() == 0:
+        return torch.zeros_like(query)
+    pos = torch.searchsorted(pk_keys, query).clamp(max=pk_keys.numel() - 1)
+    return torch.where(pk_keys[pos] == query, pair_count.long()[pos], torch.zeros_like(query))
+
+
+def _choose_rewires(ev: _Event, removed: torch.Tensor, halted: torch.Tensor, cap: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to ``cap`` (synapse position, new postsynaptic neuron), positions ascending. Candidates:
+    non-persistent excitatory synapses with ``|w| < rewire_weak_threshold``, not of a pruned
+    neuron, not onto an input or output neuron (``protect_readout``), outside halted clusters, of
+    a pair rewired fewer than ``rewire_pair_cap`` times; weakest first (random among ties). Each
+    moves to the first distance-biased proposal (``_first_new_partner``) that makes a new pair
+    below the pair cap and is neither pruned nor designated."""
+    c, snap = ev.c, ev.snap
+    pre, post = ev.pre, ev.post
+    n = ev.n
+    if cap <= 0:
+        return ev.none(), ev.none()
+    n_exc_syn = int(snap.indptr[snap.n_exc])
+    ok = torch.zeros(ev.nnz, dtype=torch.bool, device=ev.dev)
+    ok[:n_exc_syn] = True
+    ok &= ~snap.persistent & (snap.w.abs() < c.rewire_weak_threshold)
+    ok &= ~removed[pre] & ~removed[post]
+    _, is_des = _protection(snap, c.protect_readout)
+    ok &= ~is_des[post]  # readout synapses stay where they are
+    if halted.numel():
+        ok &= ~halted[snap.cluster[pre]] & ~halted[snap.cluster[post]]
+    cand = ok.nonzero().squeeze(1)
+    pk_keys = snap.pair_pre.long() * n + snap.pair_post.long()  # sorted (maintained by the job)
+
+    def below_cap(keys: torch.Tensor) -> torch.Tensor:
+        return _pair_counts(pk_keys, snap.pair_count, keys) < c.rewire_pair_cap
+
+    allowed = below_cap if pk_keys.numel() else None  # no counters yet: every pair is below the cap
+    if cand.numel() and allowed is not None:
+        cand = cand[allowed(ev.keys[cand])]
+    if cand.numel() == 0:
+        return ev.none(), ev.none()
+    cand = cand[torch.randperm(cand.numel(), generator=ev.gen, device=ev.dev)]
+    cand = cand[torch.argsort(snap.w[cand].abs(), stable=True)]
+    cand = cand[: 2 * cap]  # a few spares for synapses whose proposals all fail
+    chosen = _first_new_partner(ev, pre[cand], ~removed & ~is_des, ev.keys, sources=False, allowed=allowed)
+    done = (chosen >= 0).nonzero().squeeze(1)[:cap]
+    order = torch.argsort(cand[done])
+    return cand[done][order], chosen[done][order]
+
+
+def _inhibitory_partners(ev: _Event, targets: torch.Tensor, count: int, removed: torch.Tensor,
+                         taken: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` new inhibitory synapses onto neurons among ``targets``, each from an
+    inhibitory neuron drawn distance-biased around the target."""
+    n = ev.n
+    inh = torch.arange(n, device=ev.dev) >= ev.snap.n_exc
+    inh &= ~removed
+    if count <= 0 or targets.numel() == 0 or not bool(inh.any()):
+        return ev.none(), ev.none()
+    pick = torch.randperm(targets.numel(), generator=ev.gen, device=ev.dev)
+    posts = targets[pick[torch.arange(2 * count, device=ev.dev) % pick.numel()]]  # spares
+    return _new_pairs(ev, posts, count, inh, taken, sources=True)
+
+
+def _plan_sparsity(ev: _Event, pruning: _Pruning, rewiring: _Rewiring) -> _Sparsity:
+    """3. Sparsity (SPEC §6 "keep overall sparsity near its target"; seed 002 §5.C.3 "Connection
+    Density Control: maintain target sparsity (~95%)"). After pruning (``N' = N - pruned``, their
+    synapses gone) and rewiring (its inhibitory additions) there will be ``nnz'`` synapses; the
+    target is ``T = target_density * N' (N' - 1)`` and the cap ``floor(density_cap * nnz)``.
+    Above ``T (1 + density_tolerance)``: the ``min(nnz' - T, cap)`` weakest synapses go (random
+    among ties), never a persistent, rewired or readout one, nor one of a pruned neuron. Below
+    ``T (1 - density_tolerance)``: ``min(T - nnz', cap)`` distance-biased synapses are added
+    (``_density_additions``), weights ``U(0, init_weight_max)``."""
+    c, snap, p = ev.c, ev.snap, ev.snap.params
+    pre, post, removed = ev.pre, ev.post, pruning.removed
+    none = ev.none()
+    n_after = ev.n - int(pruning.prune.numel())
+    lost = int((removed[pre] | removed[post]).sum()) if pruning.prune.numel() else 0
+    nnz_after = ev.nnz - lost + int(rewiring.inh_pre.numel())
+    target = p["target_density"] * n_after * (n_after - 1)
+    cap = _floor(c.density_cap * ev.nnz)
+    if c.density_cap > 0 and nnz_after > target * (1 + c.density_tolerance):
+        k = min(int(nnz_after - target), cap)
+        ok = ~snap.persistent & ~removed[pre] & ~removed[post]
+        ok &= ~_protection(snap, c.protect_readout)[0][post]  # never a readout synapse
+        ok[rewiring.pos] = False
+        cand = ok.nonzero().squeeze(1)
+        cand = cand[torch.randperm(cand.numel(), generator=ev.gen, device=ev.dev)]
+        cand = cand[torch.argsort(snap.w[cand].abs(), stable=True)][:k]
+        return _Sparsity(pre[cand], post[cand], none, none, torch.zeros(0, device=ev.dev))
+    if c.density_cap > 0 and nnz_after < target * (1 - c.density_tolerance):
+        k = min(int(target - nnz_after), cap)
+        add_pre, add_post = _density_additions(ev, k, removed, rewiring.taken)
+        add_w = torch.rand(add_pre.numel(), generator=ev.gen, device=ev.dev) * p["init_weight_max"]
+        return _Sparsity(none, none, add_pre, add_post, add_w)
+    return _Sparsity(none, none, none, none, torch.zeros(0, device=ev.dev))
+
+
+def _density_additions(ev: _Event, count: int, removed: torch.Tensor, taken: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` new distance-biased synapses, 100 E : ``rewire_inh_per_100`` I."""
+    c, snap = ev.c, ev.snap
+    n = ev.n
+    alive = ~removed
+    targets = alive & ~_protection(snap, c.protect_readout)[1]  # nothing new onto input/output neurons
+    idx = torch.arange(n, device=ev.dev)
+    n_inh = int(round(count * c.rewire_inh_per_100 / (100.0 + c.rewire_inh_per_100)))
+    out_p, out_q = [], []
+    for kind, k in ((idx < snap.n_exc, count - n_inh), (idx >= snap.n_exc, n_inh)):
+        pool = (kind & alive).nonzero().squeeze(1)
+        if k <= 0 or pool.numel() == 0:
+            continue
+        pres = pool[torch.randint(0, pool.numel(), (2 * k,), generator=ev.gen, device=ev.dev)]
+        a, b = _new_pairs(ev, pres, k, targets, torch.cat([taken] + [x * n + y for x, y in zip(out_p, out_q)]),
+                          sources=False)
+        out_p.append(a)
+        out_q.append(b)
+    if not out_p:
+        return ev.none(), ev.none()
+    return torch.cat(out_p), torch.cat(out_q)
+
+
+def _new_pairs(ev: _Event, anchors: torch.Tensor, count: int, pool: torch.Tensor, taken: torch.Tensor,
+               sources: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pre, post) of the first ``count`` anchors that found a partner (``_first_new_partner``)."""
+    chosen = _first_new_partner(ev, anchors, pool, taken, sources=sources)
+    done = (chosen >= 0).nonzero().squeeze(1)[:count]
+    a, q = anchors[done], chosen[done]
+    return (q, a) if sources else (a, q)
+
+
+def _first_new_partner(ev: _Event, anchors: torch.Tensor, pool: torch.Tensor, taken: torch.Tensor, *, sources: bool,
+                       allowed: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """For each anchor neuron propose ``rewire_tries`` partners (distance-biased, from ``pool``,
+    never the anchor: ``edit.propose_near``) and keep the first proposal making a new (pre, post)
+    pair: not in ``taken`` (keys), not chosen by another anchor, and ``allowed`` (keys -> bool)
+    if given. ``sources``: the partner is the presynaptic side. Returns int64 [M]: each anchor's
+    partner, -1 where every proposal failed."""
+    c, snap, p = ev.c, ev.snap, ev.snap.params
+    n = ev.n
+    prop = edit.propose_near(snap.grid_xy, snap.grid_xy[anchors], c.rewire_tries, p["sigma"], ev.gen,
+                             candidates=pool, exclude=anchors, radius=p["radius"])
+    taken = torch.sort(taken).values
+    new = ev.none()  # pairs chosen so far (sorted): checked apart from ``taken``, which is larger
+    chosen = torch.full((anchors.numel(),), -1, dtype=torch.int64, device=ev.dev)
+    for t in range(prop.shape[1]):
+        todo = (chosen < 0).nonzero().squeeze(1)
+        if todo.numel() == 0:
+            break
+        q = prop[todo, t]
+        partner = q.clamp(min=0)  # -1 (no usable proposal) is rejected below; keep keys non-negative
+        k = (partner * n + anchors[todo]) if sources else (anchors[todo] * n + partner)
+        valid = (q >= 0) & ~edit.isin_sorted(taken, k) & ~edit.isin_sorted(new, k)
+        if allowed is not None:
+            valid &= allowed(k)
+        valid &= edit.first_occurrence(torch.where(valid, k, -1 - torch.arange(k.numel(), device=ev.dev)))
+        chosen[todo[valid]] = q[valid]
+        new = torch.sort(torch.cat([new, k[valid]])).values
+    return chosen
+
+
+def _plan_growth(ev: _Event, prune: torch.Tensor) -> _Growth:
+    """4. Growth (SPEC §6; seed 002 §5.B.2 "if avg_reward[c] < 0.5 over 1000 steps" grow cluster
+    c, §5.E.4 global neuron cap 1.5x the target size, §5.C.3 E/I ratio ~4:1). The clusters are
+    ``_low_reward_clusters``, lowest reward first, sharing round-robin the budget
+    ``min(floor(growth_cap * factor * N), floor(neuron_cap * network.neurons) - N')``, ``N' = N -
+    pruned``. Of the new neurons ``clamp(round(exc_fraction * (N' + budget)) - E', 0, budget)`` are
+    excitatory (``E'`` the excitatory neurons left after pruning), the rest inhibitory; each gets
+    ``fan = round(target_density * (N' + budget - 1))`` out- and in-synapses. Nothing is drawn
+    here: ``apply`` draws the new neurons (``edit.add_neurons``)."""
+    c, snap, p = ev.c, ev.snap, ev.snap.params
+    n = ev.n
+    n_after = n - int(prune.numel())
+    if not (c.growth and c.growth_cap > 0):
+        return _Growth(0, 0, ev.none(), 0, None)
+    room = _floor(c.neuron_cap * p["target_neurons"]) - n_after
+    budget = min(_floor(c.growth_cap * ev.factor * n), room)
+    low = _low_reward_clusters(c, snap)
+    if budget <= 0 or low.numel() == 0:
+        return _Growth(0, 0, ev.none(), 0, float(low.numel()))
+    e_after = snap.n_exc - int((prune < snap.n_exc).sum())
+    grow_exc = min(max(int(round(p["exc_fraction"] * (n_after + budget))) - e_after, 0), budget)
+    cluster = low[torch.arange(budget, device=ev.dev) % low.numel()]
+    fan = int(round(p["target_density"] * (n_after + budget - 1)))
+    return _Growth(grow_exc, budget - grow_exc, cluster, fan, float(low.numel()))
+
+
+def _low_reward_clusters(c: StructuralConfig, snap: StructuralSnapshot) -> torch.Tensor:
+    """Cluster ids with avg_reward and the mean of their last ``growth_window`` reward samples
+    below the threshold (and at least ``growth_min_samples`` samples), lowest first."""
+    dev = snap.w.device
+    k = snap.avg_reward.numel()
+    hist = snap.reward_history
+    size = hist.shape[1]
+    count = snap.reward_count.long()
+    win = torch.clamp(torch.minimum(count, torch.full_like(count, min(c.growth_window, size))), min=0)
+    j = torch.arange(size, device=dev)
+    # slot of the j-th most recent sample: (count - 1 - j) mod size
+    slot = (count[:, None] - 1 - j[None, :]) % size
+    vals = hist.double().gather(1, slot)
+    mask = j[None, :] < win[:, None]
+    mean = (vals * mask).sum(1) / win.clamp(min=1)
+    thr = c.growth_reward_threshold
+    relative = low_reward_clusters(mean, win, 1, thr, c.growth_reward_margin)  # mean < thr and < overall - margin
+    ok = (count >= c.growth_min_samples) & (snap.avg_reward < thr) & relative & (win > 0)
+    present = torch.bincount(snap.cluster, minlength=k)[:k] > 0  # a cluster with no neurons cannot grow
+    ok &= present
+    ids = ok.nonzero().squeeze(1)
+    return ids[torch.argsort(mean[ids], stable=True)]

@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -47,6 +48,66 @@ def candidate_offsets(sigma: float, radius: float, device: torch.device) -> tupl
     return torch.stack([dx[keep], dy[keep]], 1), torch.exp(-d[keep] / sigma)
 
 
+@dataclass(frozen=True)
+class LocalGrid:
+    """The virtual grid as the local samplers see it: which neuron sits in each cell of the
+    ``side x side`` grid, and the integer offsets within a radius with their weights
+    ``exp(-d / sigma)`` (``candidate_offsets``). It only looks neurons up; the callers draw
+    (``sample_connectivity`` here; ``sample_near`` and ``propose_near`` in edit.py), so each keeps
+    its own sequence of draws on its generator."""
+
+    side: int
+    cell: torch.Tensor  # int64 [side * side]: the neuron in each cell, -1 where the cell is empty
+    offsets: torch.Tensor  # int64 [K, 2]
+    weight: torch.Tensor  # float64 [K]: exp(-d / sigma) of each offset
+
+    @classmethod
+    def build(cls, grid_xy: torch.Tensor, side: int, sigma: float, radius: float, with_center: bool = False) -> LocalGrid:
+        """``with_center``: offset (0, 0), weight 1, comes first (a center that is not a neuron's own
+        cell, such as a free cell for a new neuron, may hold a candidate)."""
+        device = grid_xy.device
+        offsets, weight = candidate_offsets(sigma, radius, device)
+        if with_center:
+            offsets = torch.cat([offsets.new_zeros(1, 2), offsets])
+            weight = torch.cat([weight.new_ones(1), weight])
+        cell = torch.full((side * side,), -1, dtype=torch.int64, device=device)
+        cell[grid_xy[:, 0].long() * side + grid_xy[:, 1].long()] = torch.arange(grid_xy.shape[0], device=device)
+        return cls(side, cell, offsets, weight)
+
+    def neurons_at(self, centers: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """The neuron in the cell ``centers[m] + offsets[m, k]`` (``centers`` [M, 2], ``offsets``
+        [M or 1, K, 2]): int64 [M, K], -1 where the cell is empty or off the grid."""
+        side = self.side
+        tx = centers[:, None, 0].long() + offsets[..., 0]
+        ty = centers[:, None, 1].long() + offsets[..., 1]
+        inside = (tx >= 0) & (tx < side) & (ty >= 0) & (ty < side)
+        return torch.where(inside, self.cell[tx.clamp(0, side - 1) * side + ty.clamp(0, side - 1)], -1)
+
+    def around(self, centers: torch.Tensor) -> torch.Tensor:
+        """``neurons_at`` every offset: int64 [M, K], column k for ``offsets[k]``."""
+        return self.neurons_at(centers, self.offsets[None])
+
+    def masked_weight(self, usable: torch.Tensor) -> torch.Tensor:
+        """The offsets' weights where ``usable`` ([M, K] bool), 0 elsewhere: the rows to draw from."""
+        return torch.where(usable, self.weight[None, :], torch.zeros((), dtype=self.weight.dtype, device=self.weight.device))
+
+
+def distance_weights(
+    centers: torch.Tensor, grid_xy: torch.Tensor, sigma: float,
+    candidates: torch.Tensor | None = None, exclude: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``exp(-d / sigma)`` from each center [M, 2] to every neuron (float64 [M, N]), the exact
+    weights of the O(M x N) samplers; 0 outside ``candidates`` (bool [N]) and at ``exclude[m]``
+    (one neuron per row, -1 for none)."""
+    p = torch.exp(-torch.cdist(centers.double(), grid_xy.double()) / sigma)
+    if candidates is not None:
+        p = p * candidates[None, :]
+    if exclude is not None:
+        has_ex = exclude >= 0
+        p[has_ex.nonzero().squeeze(1), exclude[has_ex]] = 0.0
+    return p
+
+
 def sample_connectivity(
     grid_xy: torch.Tensor, side: int, fan_out: int, sigma: float, radius: float, gen: torch.Generator,
     batch: int = 2048,
@@ -54,17 +115,11 @@ def sample_connectivity(
     """Distance-biased targets for every neuron; returns (indptr int64, col int32), rows sorted."""
     n = grid_xy.shape[0]
     device = grid_xy.device
-    offsets, weight = candidate_offsets(sigma, radius, device)
-    cell_to_neuron = torch.full((side * side,), -1, dtype=torch.int64, device=device)
-    cell_to_neuron[grid_xy[:, 0].long() * side + grid_xy[:, 1].long()] = torch.arange(n, device=device)
+    grid = LocalGrid.build(grid_xy, side, sigma, radius)
     cols = []
     for start in range(0, n, batch):
-        xy = grid_xy[start : start + batch].long()
-        tx = xy[:, None, 0] + offsets[None, :, 0]
-        ty = xy[:, None, 1] + offsets[None, :, 1]
-        inside = (tx >= 0) & (tx < side) & (ty >= 0) & (ty < side)
-        target = torch.where(inside, cell_to_neuron[(tx.clamp(0, side - 1) * side + ty.clamp(0, side - 1))], -1)
-        p = torch.where(target >= 0, weight[None, :], torch.zeros((), dtype=weight.dtype, device=device))
+        target = grid.around(grid_xy[start : start + batch])
+        p = grid.masked_weight(target >= 0)
         k = min(fan_out, int((p > 0).sum(1).min()))
         if k < fan_out:
             # Small or edge-heavy grids: top up from the whole network (still distance-weighted).
@@ -79,10 +134,7 @@ def sample_connectivity(
 def _sample_dense(grid_xy: torch.Tensor, fan_out: int, sigma: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact O(N^2) sampler for small networks whose grid cannot offer fan_out local candidates."""
     n = grid_xy.shape[0]
-    xy = grid_xy.double()
-    d = torch.cdist(xy, xy)
-    p = torch.exp(-d / sigma)
-    p.fill_diagonal_(0.0)
+    p = distance_weights(grid_xy, grid_xy, sigma, exclude=torch.arange(n, device=grid_xy.device))  # no autapse
     pick = torch.multinomial(p, fan_out, replacement=False, generator=gen)
     col = torch.sort(pick, dim=1).values.reshape(-1).to(torch.int32)
     indptr = torch.arange(0, n + 1, device=grid_xy.device, dtype=torch.int64) * fan_out

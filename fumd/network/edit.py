@@ -26,11 +26,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .build import candidate_offsets, grid_side
+from ..config import EngineConfig, IntrinsicConfig, LIFConfig, NetworkConfig
+from .build import LocalGrid, distance_weights, grid_side
 from .state import NetworkState
 
-# sample_near uses the exact O(M x N) sampler when M x N is at most this; otherwise the local
-# grid-offset sampler of build.py (module attribute so tests can force either path)
+# sample_near and propose_near use the exact O(M x N) sampler when M x N is at most this; otherwise
+# the local grid sampler of build.py (module attribute so tests can force either path)
 DENSE_SAMPLING_LIMIT = 4_000_000
 
 
@@ -71,7 +72,7 @@ def _write_synapses(state: NetworkState, pre: torch.Tensor, post: torch.Tensor, 
             setattr(state, name, arrays[name])
 
 
-def _isin_sorted(sorted_keys: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+def isin_sorted(sorted_keys: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
     """Membership of ``query`` in an ascending int64 tensor."""
     if sorted_keys.numel() == 0 or query.numel() == 0:
         return torch.zeros(query.shape, dtype=torch.bool, device=query.device)
@@ -121,28 +122,17 @@ def sample_near(
     out = torch.full((m, count), -1, dtype=torch.int64, device=device)
     if m == 0 or count == 0 or n == 0:
         return out
-    cand = torch.ones(n, dtype=torch.bool, device=device) if candidates is None else candidates
-    excl = torch.full((m,), -1, dtype=torch.int64, device=device) if exclude is None else exclude.long()
-    radius = 6.0 * sigma if radius is None else radius
+    cand, excl = _usable(n, m, candidates, exclude, device)
     if m * n <= DENSE_SAMPLING_LIMIT:
         return _sample_dense_rows(grid_xy, centers, count, sigma, gen, cand, excl, torch.arange(m, device=device), out)
-    side = int(max(int(grid_xy.max()) + 1, int(centers.max()) + 1))
-    offsets, weight = candidate_offsets(sigma, radius, device)
-    offsets = torch.cat([offsets.new_zeros(1, 2), offsets])  # the center cell itself may hold a candidate
-    weight = torch.cat([weight.new_ones(1), weight])
-    cell = torch.full((side * side,), -1, dtype=torch.int64, device=device)
-    cell[grid_xy[:, 0].long() * side + grid_xy[:, 1].long()] = torch.arange(n, device=device)
+    grid = _local_grid(grid_xy, centers, sigma, radius)
     short = []
     for start in range(0, m, 2048):
-        xy = centers[start:start + 2048].long()
-        tx = xy[:, None, 0] + offsets[None, :, 0]
-        ty = xy[:, None, 1] + offsets[None, :, 1]
-        inside = (tx >= 0) & (tx < side) & (ty >= 0) & (ty < side)
-        target = torch.where(inside, cell[tx.clamp(0, side - 1) * side + ty.clamp(0, side - 1)], -1)
+        target = grid.around(centers[start:start + 2048])
         ok = target >= 0
         ok &= cand[target.clamp(min=0)]
         ok &= target != excl[start:start + 2048, None]
-        p = torch.where(ok, weight[None, :], torch.zeros((), dtype=weight.dtype, device=device))
+        p = grid.masked_weight(ok)
         avail = ok.sum(1)
         full = avail >= count
         rows = full.nonzero().squeeze(1)
@@ -175,42 +165,42 @@ def propose_near(
     device = grid_xy.device
     if m == 0 or tries == 0 or n == 0:
         return torch.full((m, tries), -1, dtype=torch.int64, device=device)
-    cand = torch.ones(n, dtype=torch.bool, device=device) if candidates is None else candidates
-    excl = torch.full((m,), -1, dtype=torch.int64, device=device) if exclude is None else exclude.long()
+    cand, excl = _usable(n, m, candidates, exclude, device)
     if m * n <= DENSE_SAMPLING_LIMIT:
-        d = torch.cdist(centers.double(), grid_xy.double())
-        p = torch.exp(-d / sigma) * cand[None, :]
-        has_ex = excl >= 0
-        p[has_ex.nonzero().squeeze(1), excl[has_ex]] = 0.0
+        p = distance_weights(centers, grid_xy, sigma, cand, excl)
         ok = p.sum(1) > 0
         out = torch.full((m, tries), -1, dtype=torch.int64, device=device)
         rows = ok.nonzero().squeeze(1)
         if rows.numel():
             out[rows] = torch.multinomial(p[rows], tries, replacement=True, generator=gen)
         return out
-    radius = 6.0 * sigma if radius is None else radius
-    side = int(max(int(grid_xy.max()) + 1, int(centers.max()) + 1))
-    offsets, weight = candidate_offsets(sigma, radius, device)
-    offsets = torch.cat([offsets.new_zeros(1, 2), offsets])
-    weight = torch.cat([weight.new_ones(1), weight])
-    cell = torch.full((side * side,), -1, dtype=torch.int64, device=device)
-    cell[grid_xy[:, 0].long() * side + grid_xy[:, 1].long()] = torch.arange(n, device=device)
-    pick = torch.multinomial(weight, m * tries, replacement=True, generator=gen).reshape(m, tries)
-    tx = centers[:, None, 0].long() + offsets[pick, 0]
-    ty = centers[:, None, 1].long() + offsets[pick, 1]
-    inside = (tx >= 0) & (tx < side) & (ty >= 0) & (ty < side)
-    target = torch.where(inside, cell[tx.clamp(0, side - 1) * side + ty.clamp(0, side - 1)], -1)
+    grid = _local_grid(grid_xy, centers, sigma, radius)
+    pick = torch.multinomial(grid.weight, m * tries, replacement=True, generator=gen).reshape(m, tries)
+    target = grid.neurons_at(centers, grid.offsets[pick])
     usable = (target >= 0) & cand[target.clamp(min=0)] & (target != excl[:, None])
     return torch.where(usable, target, torch.full_like(target, -1))
 
 
+def _usable(n: int, m: int, candidates: torch.Tensor | None, exclude: torch.Tensor | None,
+            device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The samplers' defaults: every neuron a candidate (bool [N]), no exclusion (-1 per row)."""
+    cand = torch.ones(n, dtype=torch.bool, device=device) if candidates is None else candidates
+    excl = torch.full((m,), -1, dtype=torch.int64, device=device) if exclude is None else exclude.long()
+    return cand, excl
+
+
+def _local_grid(grid_xy: torch.Tensor, centers: torch.Tensor, sigma: float, radius: float | None) -> LocalGrid:
+    """The grid covering the neurons and the centers (a center may be a free cell beyond the
+    occupied extent), offsets within ``radius`` (default 6 sigma, as build.py) and the center cell."""
+    side = int(max(int(grid_xy.max()) + 1, int(centers.max()) + 1))
+    return LocalGrid.build(grid_xy, side, sigma, 6.0 * sigma if radius is None else radius, with_center=True)
+
+
 def _sample_dense_rows(grid_xy, centers, count, sigma, gen, cand, excl, rows, out) -> torch.Tensor:
+    """Exact rows of ``sample_near`` (``rows`` of ``centers``), written into ``out``."""
     for start in range(0, rows.numel(), 1024):
         r = rows[start:start + 1024]
-        d = torch.cdist(centers[r].double(), grid_xy.double())
-        p = torch.exp(-d / sigma) * cand[None, :]
-        has_ex = excl[r] >= 0
-        p[has_ex.nonzero().squeeze(1), excl[r][has_ex]] = 0.0
+        p = distance_weights(centers[r], grid_xy, sigma, cand, excl[r])
         avail = (p > 0).sum(1)
         full = avail >= count
         idx = full.nonzero().squeeze(1)
@@ -268,7 +258,7 @@ def add_synapses_to_state(state: NetworkState, pre: torch.Tensor, post: torch.Te
     if pre.numel() and (int(pre.min()) < 0 or int(post.min()) < 0 or int(pre.max()) >= n or int(post.max()) >= n):
         raise ValueError("add_synapses_to_state: neuron index out of range")
     key = pre * n + post
-    ok = (pre != post) & ~_isin_sorted(torch.sort(synapse_keys(state)).values, key) & first_occurrence(key)
+    ok = (pre != post) & ~isin_sorted(torch.sort(synapse_keys(state)).values, key) & first_occurrence(key)
     pre, post, w = pre[ok], post[ok], w[ok]
     k = int(pre.numel())
     if k == 0:
@@ -316,27 +306,33 @@ def rewire_synapses(state: NetworkState, idx: torch.Tensor, new_post: torch.Tens
 
 
 # -- neurons ---------------------------------------------------------------------------------
+_LIF, _INTRINSIC, _NETWORK = LIFConfig(), IntrinsicConfig(), NetworkConfig()
+
+
 @dataclass(frozen=True)
 class NeuronInit:
-    """Initial distributions of a new neuron and its synapses (SPEC §1; build.py)."""
+    """Initial distributions of a new neuron and its synapses (SPEC §1; build.py). Every field is
+    the config key of the same name, in the section that declares it (``lif``, ``intrinsic``,
+    ``network`` in fumd/config.py); the defaults are that section's defaults, never restated."""
 
-    tau_mean: float = 20.0
-    tau_std: float = 2.0
-    tau_min: float = 10.0
-    tau_max: float = 30.0
-    v_th_mean: float = -55.0
-    v_th_std: float = 2.0
-    v_rest: float = -65.0
-    v_reset: float = -70.0
-    init_weight_max: float = 0.3
-    sigma: float = 5.0
-    max_radius_sigmas: float = 6.0
+    tau_mean: float = _LIF.tau_mean
+    tau_std: float = _LIF.tau_std
+    tau_min: float = _INTRINSIC.tau_min  # tau is clipped to the intrinsic-plasticity bounds
+    tau_max: float = _INTRINSIC.tau_max
+    v_th_mean: float = _LIF.v_th_mean
+    v_th_std: float = _LIF.v_th_std
+    v_rest: float = _LIF.v_rest
+    v_reset: float = _LIF.v_reset
+    init_weight_max: float = _NETWORK.init_weight_max
+    sigma: float = _NETWORK.sigma
+    max_radius_sigmas: float = _NETWORK.max_radius_sigmas
 
     @classmethod
-    def from_config(cls, cfg) -> "NeuronInit":
+    def from_config(cls, cfg: EngineConfig) -> NeuronInit:
         lif, net, ip = cfg.lif, cfg.network, cfg.intrinsic
-        return cls(lif.tau_mean, lif.tau_std, ip.tau_min, ip.tau_max, lif.v_th_mean, lif.v_th_std, lif.v_rest,
-                   lif.v_reset, net.init_weight_max, net.sigma, net.max_radius_sigmas)
+        return cls(tau_mean=lif.tau_mean, tau_std=lif.tau_std, tau_min=ip.tau_min, tau_max=ip.tau_max,
+                   v_th_mean=lif.v_th_mean, v_th_std=lif.v_th_std, v_rest=lif.v_rest, v_reset=lif.v_reset,
+                   init_weight_max=net.init_weight_max, sigma=net.sigma, max_radius_sigmas=net.max_radius_sigmas)
 
 
 @dataclass
@@ -385,7 +381,7 @@ def insert_neurons(
     pre, post = syn_pre.long(), syn_post.long()
     key = pre * n1 + post
     old_key = torch.sort(old_pre * n1 + old_post).values
-    ok = (pre != post) & ~_isin_sorted(old_key, key) & first_occurrence(key)
+    ok = (pre != post) & ~isin_sorted(old_key, key) & first_occurrence(key)
     pre, post, w = pre[ok], post[ok], syn_w[ok]
     added = int(pre.numel())
     arrays = {}
@@ -522,7 +518,6 @@ def remove_neurons(state: NetworkState, remove: torch.Tensor) -> torch.Tensor:
     the survivors keep their order (so the E/I blocks and CSR order hold). Returns ``old_to_new``
     (int64 [N], -1 for removed). Designated input/output neurons are never removed (ValueError)."""
     remove = remove.to(torch.bool)
-    device = state.device
     designated = torch.cat([state.input_idx.reshape(-1), state.output_idx.reshape(-1)]).long()
     if bool(remove[designated].any()):
         raise ValueError("remove_neurons: designated input/output neurons are never removed")
@@ -555,7 +550,19 @@ def remove_neurons(state: NetworkState, remove: torch.Tensor) -> torch.Tensor:
 def pruning_compensation(
     state: NetworkState, remove: torch.Tensor, strength: float, max_shift_mv: float, v_rest: float
 ) -> torch.Tensor:
-    """Threshold shift (mV, [N]) of the neurons downstream of the neurons to be removed.
+    """Threshold shift (mV, [N]) of the neurons downstream of the neurons to be removed
+    (``compensation_shift`` on the state's arrays)."""
+    return compensation_shift(state.pre_index(), state.col.long(), state.w, state.v_th, state.n_exc, remove,
+                              strength, max_shift_mv, v_rest)
+
+
+def compensation_shift(
+    pre: torch.Tensor, post: torch.Tensor, w: torch.Tensor, v_th: torch.Tensor, n_exc: int, remove: torch.Tensor,
+    strength: float, max_shift_mv: float, v_rest: float,
+) -> torch.Tensor:
+    """Threshold shift (mV, [N]) of the neurons downstream of the neurons to be removed, from
+    the synapse list (``pre``, ``post``, ``w``: one entry per synapse), the thresholds ``v_th``
+    [N] and the excitatory count ``n_exc`` (neurons ``[0, n_exc)`` are excitatory).
 
     A neuron j losing a fraction ``f_E`` of its incoming excitatory weight and ``f_I`` of its
     incoming inhibitory weight moves its threshold by
@@ -564,23 +571,21 @@ def pruning_compensation(
     inhibition lost), so the same relative input still reaches threshold (seed 002 §5.E.4
     "downstream compensation (v_th adjustment)"; the formula is ours, docs/mechanisms.md)."""
     remove = remove.to(torch.bool)
-    n = state.n
-    pre = state.pre_index()
-    col = state.col.long()
-    w = state.w.double()
-    inh = pre >= state.n_exc
-    mag = w.abs()
-    tot_e = torch.zeros(n, dtype=torch.float64, device=state.device).index_add_(0, col, torch.where(inh, 0.0, mag))
-    tot_i = torch.zeros(n, dtype=torch.float64, device=state.device).index_add_(0, col, torch.where(inh, mag, 0.0))
+    n = v_th.shape[0]
+    col = post.long()
+    inh = pre >= n_exc
+    mag = w.double().abs()
+    tot_e = torch.zeros(n, dtype=torch.float64, device=v_th.device).index_add_(0, col, torch.where(inh, 0.0, mag))
+    tot_i = torch.zeros(n, dtype=torch.float64, device=v_th.device).index_add_(0, col, torch.where(inh, mag, 0.0))
     lost = remove[pre]
     lost_e = torch.zeros_like(tot_e).index_add_(0, col, torch.where(lost & ~inh, mag, 0.0))
     lost_i = torch.zeros_like(tot_i).index_add_(0, col, torch.where(lost & inh, mag, 0.0))
     f_e = torch.where(tot_e > 0, lost_e / tot_e.clamp(min=1e-12), torch.zeros_like(tot_e))
     f_i = torch.where(tot_i > 0, lost_i / tot_i.clamp(min=1e-12), torch.zeros_like(tot_i))
-    shift = strength * (state.v_th.double() - v_rest).clamp(min=0.0) * (f_i - f_e)
+    shift = strength * (v_th.double() - v_rest).clamp(min=0.0) * (f_i - f_e)
     shift = shift.clamp(-max_shift_mv, max_shift_mv)
     shift[remove] = 0.0
-    return shift.to(state.v_th.dtype)
+    return shift.to(v_th.dtype)
 
 
 # -- checks ----------------------------------------------------------------------------------
@@ -611,6 +616,7 @@ def check_invariants(state: NetworkState) -> None:
 
 __all__ = [
     "DENSE_SAMPLING_LIMIT", "Growth", "NeuronInit", "add_neurons", "add_synapses_to_state", "check_invariants",
-    "find_synapses", "first_occurrence", "free_cells_near", "insert_neurons", "propose_near", "pruning_compensation", "remap",
-    "remove_neurons", "remove_synapses", "remove_synapses_by_pair", "rewire_synapses", "sample_near", "synapse_keys",
+    "compensation_shift", "find_synapses", "first_occurrence", "free_cells_near", "insert_neurons", "isin_sorted",
+    "propose_near", "pruning_compensation", "remap", "remove_neurons", "remove_synapses", "remove_synapses_by_pair",
+    "rewire_synapses", "sample_near", "synapse_keys",
 ]
