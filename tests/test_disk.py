@@ -130,7 +130,7 @@ def test_disk_full_pauses_and_resumes_without_loss(tmp_path: Path, monkeypatch: 
         daemon.signals.checkpoint = True  # as SIGUSR1 does
         daemon.wake.set()
         wait_for(lambda: not list((state / "queue").iterdir()), what="a checkpoint covering everything")
-        wait_for(lambda: daemon.pending is None and not daemon.signals.checkpoint, what="no checkpoint in flight")
+        wait_for(lambda: daemon.checkpoints.pending is None and not daemon.signals.checkpoint, what="no checkpoint in flight")
         assert daemon.metrics.disk_full._value.get() == 0
 
         # 2. admission: the report of a rejected input cannot be written

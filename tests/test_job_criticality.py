@@ -107,7 +107,7 @@ def test_sparse_asynchronous_activity_is_not_a_large_avalanche():
     plan = job.compute(job.snapshot(engine))
     assert not plan.sustained_large
     assert plan.n_avalanches > 100
-    assert job.bin_width() >= 2  # 64 electrodes x 5 Hz: mean inter-event interval ~3 ms
+    assert job.avalanches.bin_width() >= 2  # 64 electrodes x 5 Hz: mean inter-event interval ~3 ms
 
 
 def test_avalanche_continues_across_cycles():
@@ -117,25 +117,25 @@ def test_avalanche_continues_across_cycles():
     b = torch.zeros(50, 4, dtype=torch.bool)
     b[:2, 1] = True
     feed(job, engine, a)
-    assert len(job.sizes) == 0 and job.open_size == 3
+    assert len(job.avalanches.sizes) == 0 and job.avalanches.open_size == 3
     feed(job, engine, b)
-    assert job.sizes.values().tolist() == [5] and job.open_size == 0
+    assert job.avalanches.sizes.values().tolist() == [5] and job.avalanches.open_size == 0
 
 
 def test_off_critical_index_raises_inhibition_and_slows_structural():
     job, engine = CriticalityJob(CriticalityConfig(min_avalanches=100, inhibition_mode="seed")), fake_engine(1000)
-    job.sizes.extend(np.random.default_rng(0).geometric(0.3, 3000))  # steep: far from tau = 1.5
+    job.avalanches.sizes.extend(np.random.default_rng(0).geometric(0.3, 3000))  # steep: far from tau = 1.5
     out = run(job, engine)
     assert out["criticality_index"] > 0.2 and out["slow_structural"] == 1.0 and job.slow_structural
     assert engine.state.global_inhibition == pytest.approx(5.5)
     job2, engine2 = CriticalityJob(CriticalityConfig(min_avalanches=100, inhibition_mode="seed")), fake_engine(1000)
-    job2.sizes.extend(discrete_power_law(1.5, 3000, 0))
+    job2.avalanches.sizes.extend(discrete_power_law(1.5, 3000, 0))
     out2 = run(job2, engine2)
     assert out2["criticality_index"] < 0.2 and out2["slow_structural"] == 0.0
     assert engine2.state.global_inhibition == 5.0
     # signed mode: subcritical (tau > 1.7) lowers inhibition instead
     job3, engine3 = CriticalityJob(CriticalityConfig(min_avalanches=100, inhibition_mode="signed")), fake_engine(1000)
-    job3.sizes.extend(np.random.default_rng(0).geometric(0.3, 3000))
+    job3.avalanches.sizes.extend(np.random.default_rng(0).geometric(0.3, 3000))
     run(job3, engine3)
     assert engine3.state.global_inhibition == pytest.approx(5.0 / 1.1)
 
@@ -211,26 +211,26 @@ def test_inhibition_acts_in_both_directions_within_a_range_around_the_configured
     assert engine.state.global_inhibition == pytest.approx(24.0) and job.last_reason == "hot"
     # supercritical (tau ~ 1.2 < 1.3) at a normal rate: more
     job, engine = CriticalityJob(cfg), fake_engine_configured(1000)
-    job.sizes.extend(discrete_power_law(1.2, 3000, 0))
+    job.avalanches.sizes.extend(discrete_power_law(1.2, 3000, 0))
     feed_rate(job, engine, 10.0)
     run(job, engine)
     assert engine.state.global_inhibition == pytest.approx(12.0 * 1.1) and job.last_reason == "supercritical"
     # subcritical (steep sizes, tau > 1.7) at a normal rate: less
     job, engine = CriticalityJob(cfg), fake_engine_configured(1000)
-    job.sizes.extend(np.random.default_rng(0).geometric(0.3, 3000))
+    job.avalanches.sizes.extend(np.random.default_rng(0).geometric(0.3, 3000))
     feed_rate(job, engine, 10.0)
     out = run(job, engine)
     assert engine.state.global_inhibition == pytest.approx(12.0 / 1.1) and job.last_reason == "subcritical"
     assert out["slow_structural"] == 1.0
     # ... but subcritical-looking sizes in a hot network (the electrode estimate at high rates): more
     job, engine = CriticalityJob(cfg), fake_engine_configured(1000)
-    job.sizes.extend(np.random.default_rng(0).geometric(0.3, 3000))
+    job.avalanches.sizes.extend(np.random.default_rng(0).geometric(0.3, 3000))
     feed_rate(job, engine, 120.0)
     run(job, engine)
     assert engine.state.global_inhibition == pytest.approx(12.0 * 1.1) and job.last_reason == "hot"
     # in the band, near criticality: unchanged
     job, engine = CriticalityJob(cfg), fake_engine_configured(1000)
-    job.sizes.extend(discrete_power_law(1.5, 3000, 0))
+    job.avalanches.sizes.extend(discrete_power_law(1.5, 3000, 0))
     feed_rate(job, engine, 10.0)
     out = run(job, engine)
     assert engine.state.global_inhibition == 12.0 and out["inhibition_changed"] == 0.0
@@ -288,11 +288,11 @@ def test_state_round_trip_continues_identically():
 def test_structure_change_redraws_electrodes():
     job, engine = CriticalityJob(CriticalityConfig(electrodes=8)), fake_engine(100)
     feed(job, engine, torch.ones(50, 100, dtype=torch.bool))
-    first = job.electrode_idx.clone()
+    first = job.avalanches.electrode_idx.clone()
     engine.state.structure_version = 1
     engine.state.n = 90
     feed(job, engine, torch.ones(50, 90, dtype=torch.bool))
-    assert int(job.electrode_idx.max()) < 90 and not torch.equal(first, job.electrode_idx)
+    assert int(job.avalanches.electrode_idx.max()) < 90 and not torch.equal(first, job.avalanches.electrode_idx)
 
 
 @pytest.mark.parametrize("key,value", [("electrodes", 0), ("large_fraction", 2.0), ("eta_factor", 1.5),
@@ -332,4 +332,4 @@ def test_on_the_real_engine():
 def test_empty_state_leaves_a_fresh_job():
     job = CriticalityJob()
     job.load_state_dict({})
-    assert len(job.sizes) == 0 and job.electrode_idx is None
+    assert len(job.avalanches.sizes) == 0 and job.avalanches.electrode_idx is None

@@ -38,7 +38,8 @@ def oldest_ledger_seq(checkpoints_dir: Path) -> int | None:
     """The lowest ledger position among the checkpoints on disk: no restore (not even a fallback
     past a corrupt newer checkpoint) can take the daemon back before it. None when there is no
     readable checkpoint. Reads the manifests only (small JSON)."""
-    from ..persistence.checkpoint import MANIFEST, list_checkpoints
+    from ..persistence.directory import list_checkpoints
+    from ..persistence.manifest import MANIFEST
 
     seqs = []
     for path in list_checkpoints(checkpoints_dir):

@@ -3,8 +3,9 @@
 One loop, one thread owns the engine. Each turn of the loop does at most one cycle, then looks at
 what the outside world asked for (signals, a due checkpoint, new files), so a stop request waits
 for at most one cycle. Checkpoints snapshot the state between cycles (a copy, the only stall) and
-are written by a background thread while the loop goes on; a file moves to ``done/`` only once a
-finished checkpoint covers it (see ``ledger.py`` and ``fumd/io/``).
+are written by a background thread while the loop goes on (``checkpointing.py``: the cadence, the
+write, the restore at start-up); a file moves to ``done/`` only once a finished checkpoint covers
+it (see ``ledger.py`` and ``fumd/io/``).
 
 Signals (``signals.py``, installed before the heavy imports): SIGTERM/SIGINT finish the current
 cycle, checkpoint and exit 0; SIGHUP reloads the reloadable config sections (jobs included);
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import json
 import os
 import socket
 import threading
@@ -41,18 +41,14 @@ from ..ops.logging import configure_logging, get_logger
 from ..ops.metrics import Metrics
 from ..ops.sdnotify import SystemdNotifier, WatchdogPinger
 from ..ops.status import write_status
-from ..persistence.checkpoint import (CheckpointError, CheckpointInfo, clean_interrupted_writes, list_checkpoints, load_latest,
-                                      snapshot, write_checkpoint)
+from ..persistence.encoding import snapshot
+from .checkpointing import Checkpointer, fault_pause, planned_engine_config, with_saved_network
 from .config import ServiceConfig, changed_keys, check_memory, check_state_dir, load_config, reloadable_changes
 from .ledger import Ledger, oldest_ledger_seq
 from .restarts import RestartTracker
 from .diskspace import DiskGuard, is_disk_full
 from .retention import RetentionPass
 from .signals import SignalLatch
-
-# Fault injection for the crash tests: sleep this long at every progress point of a checkpoint
-# write, so that a SIGKILL can land in the middle of one. Never set in production.
-FAULT_PAUSE_ENV = "FUMD_FAULT_CHECKPOINT_PAUSE_S"
 
 
 @dataclass
@@ -62,16 +58,14 @@ class _OpenFile:
     next_index: int
 
 
-@dataclass
-class _PendingCheckpoint:
-    thread: threading.Thread
-    ledger: Ledger
-    started: float
-    info: CheckpointInfo | None = None
-    error: BaseException | None = None
-
-
 class Daemon:
+    # made by _open_state() from the restored checkpoint, before the loop: the loop, the
+    # shutdown and everything they call may use them
+    jobs: JobRunner
+    inbox: Inbox
+    outbox: Outbox
+    history: History
+
     def __init__(self, state_dir: Path, config: ServiceConfig, config_path: Path | None = None,
                  environ: dict[str, str] | None = None, signals: SignalLatch | None = None):
         self.state_dir = Path(state_dir)
@@ -84,21 +78,17 @@ class Daemon:
         self.wake = threading.Event()
         self.signals = signals  # installed by `fumd run` before its heavy imports, else by run()
         self._phase = "starting"
-        self._fault_pause = float((environ if environ is not None else os.environ).get(FAULT_PAUSE_ENV, "0") or 0)
         self.engine: Engine | None = None
         self.ledger = Ledger()
         self.restarts = RestartTracker(self.state_dir)
         self.disk = DiskGuard(self.state_dir, self.metrics, self.log)
         self.retention = RetentionPass(self.state_dir, self.metrics, self.log)
+        self.checkpoints = Checkpointer(self.state_dir / "checkpoints", self.metrics, self.log, self.disk,
+                                        self._checkpoint_progress, fault_pause(environ))
         self.current: _OpenFile | None = None
         self.completed: list[QueuedFile] = []  # learned, waiting for a checkpoint to cover them
-        self.pending: _PendingCheckpoint | None = None
-        self.last_checkpoint: dict[str, Any] | None = None
         self.metrics_port: int | None = None
-        self._cycles_since_checkpoint = 0
         self._urgent_retention_done = False
-        self._retry_checkpoint = False  # a checkpoint failed for lack of space: retry when the pause ends
-        self._last_checkpoint_time = time.monotonic()
         self._last_status = 0.0
         self._last_scan = 0.0
         self._files_done = 0
@@ -108,7 +98,7 @@ class Daemon:
     def run(self, exit_when_idle: bool = False) -> int:
         # refused like a bad config (ConfigError: one line, exit 2), before anything is allocated
         check_state_dir(self.state_dir)
-        check_memory(self._effective_engine_config())
+        check_memory(planned_engine_config(self.config.engine, self.checkpoints.directory))
         if self.config.metrics.enabled:
             self.metrics_port = self._serve_metrics()
         if self.signals is None:
@@ -118,13 +108,8 @@ class Daemon:
             self.log.info("stopped_during_startup", step=None)
             self.metrics.close()
             return 0
-        self._restore()
+        self._open_state()
         assert self.engine is not None
-        self.inbox = Inbox(self.state_dir, self.config.inbox.max_file_bytes, min_seq=self.ledger.next_seq,
-                           settle_seconds=self.config.inbox.settle_seconds, on_problem=self._inbox_problem)
-        self.history = History(self.state_dir, self.config.history.every_cycles, self.config.history.max_bytes)
-        self.jobs.on_run = lambda name, outputs: self.history.job(self.engine.steps_done, name, outputs)
-        self.outbox = Outbox(self.state_dir)
         self.metrics.watch_filesystem(self.state_dir)
         self._recover_queue()
         watching = self.inbox.watch(self.wake.set)
@@ -197,22 +182,19 @@ class Daemon:
         self.notifier.stopping(status="final checkpoint")
         self.log.info("stopping", step=self.engine.steps_done if self.engine else None)
         try:
-            if hasattr(self, "jobs"):
-                self.jobs.wait_idle(self.engine)
-                self.jobs.shutdown()
+            self.jobs.wait_idle(self.engine)
+            self.jobs.shutdown()
             self._wait_checkpoint()
-            if self.engine is not None and (self._cycles_since_checkpoint > 0 or self.last_checkpoint is None or self.completed):
+            if self.engine is not None and (self.checkpoints.cycles_since > 0 or self.checkpoints.last is None or self.completed):
                 self._checkpoint(background=False)
-            saved = self._cycles_since_checkpoint == 0 and not self.completed
+            saved = self.checkpoints.cycles_since == 0 and not self.completed
             if saved:
                 self.restarts.stopped_cleanly()
             else:
                 self.log.error("final_checkpoint_failed", hint="inputs since the last checkpoint are replayed at the next start")
         finally:
-            if hasattr(self, "outbox"):
-                self.outbox.close()
-            if hasattr(self, "inbox"):
-                self.inbox.close()
+            self.outbox.close()
+            self.inbox.close()
             self.retention.join(timeout=10)
             self._phase = "stopped"
             self._write_status(force=True)
@@ -236,21 +218,6 @@ class Daemon:
                 raise ConfigError(f"metrics.port = {port}: permission denied on {host} (ports below 1024 need privileges)") from None
             raise ConfigError(f"metrics.host = {host!r}, metrics.port = {port}: cannot listen: {exc.strerror or exc}") from None
 
-    def _effective_engine_config(self) -> Any:
-        """The engine config the daemon will run: the network's shape comes from the newest
-        checkpoint when there is one (read from its manifest only; best effort)."""
-        engine_config = self.config.engine
-        try:
-            newest = list_checkpoints(self.state_dir / "checkpoints")
-            if newest:
-                manifest = json.loads((newest[0] / "manifest.json").read_text())
-                saved = manifest.get("meta", {}).get("config", {}).get("network")
-                if isinstance(saved, dict):
-                    engine_config = engine_config.replace(network=saved)
-        except Exception:  # noqa: BLE001 - an unreadable checkpoint is reported by the restore itself
-            pass
-        return engine_config
-
     def _inbox_problem(self, event: str, **fields: Any) -> None:
         if event == "input_stuck":
             self.metrics.errors.labels("input_stuck").inc()
@@ -258,27 +225,19 @@ class Daemon:
         else:
             self.log.warning(event, **fields)
 
+    def _open_state(self) -> None:
+        """Restore the engine, the jobs and the ledger from the newest checkpoint, then open the
+        state directory's inbox (numbering on from the ledger), history and outbox."""
+        self._restore()
+        self.inbox = Inbox(self.state_dir, self.config.inbox.max_file_bytes, min_seq=self.ledger.next_seq,
+                           settle_seconds=self.config.inbox.settle_seconds, on_problem=self._inbox_problem)
+        self.history = History(self.state_dir, self.config.history.every_cycles, self.config.history.max_bytes)
+        self.jobs.on_run = lambda name, outputs: self.history.job(self.engine.steps_done, name, outputs)
+        self.outbox = Outbox(self.state_dir)
+
     def _restore(self) -> None:
-        ckpt_dir = self.state_dir / "checkpoints"
-        self.notifier.extend_timeout(120)
-        for path in clean_interrupted_writes(ckpt_dir):
-            # the trace of a kill during a checkpoint write: the previous checkpoints are whole
-            self.log.info("checkpoint_leftover_removed", path=str(path), reason="interrupted checkpoint write")
-        try:
-            loaded = load_latest(ckpt_dir, progress=lambda: self.notifier.extend_timeout(60))
-        except CheckpointError as exc:
-            # checkpoints exist but none is usable: refuse, rather than silently start from scratch
-            raise CheckpointError(f"{exc}\nNo usable checkpoint in {ckpt_dir}; to start a fresh network, move that directory aside.") from None
-        engine_config = self.config.engine
-        if loaded is not None:
-            for path, reason in loaded.skipped:
-                self.log.error("checkpoint_unusable", path=str(path), reason=reason)
-                self.metrics.errors.labels("checkpoint_unusable").inc()
-            saved = loaded.meta.get("config", {})
-            if "network" in saved and saved["network"] != engine_config.to_dict()["network"]:
-                # the network's shape lives in the checkpoint; the config cannot change it
-                self.log.warning("network_config_from_checkpoint", config=engine_config.to_dict()["network"], checkpoint=saved["network"])
-                engine_config = engine_config.replace(network=saved["network"])
+        loaded = self.checkpoints.restore(self.notifier)
+        engine_config = with_saved_network(self.config.engine, loaded, self.log)
         self.engine = Engine(engine_config)
         self.jobs = self._build_job_runner(self.config)
         stuck = self.restarts.started(loaded.path.name if loaded is not None else None)
@@ -292,9 +251,7 @@ class Daemon:
         self.engine.load_state_dict(loaded.state)
         self.jobs.load_state_dict(loaded.state)
         self.ledger = Ledger.from_dict(loaded.meta["ledger"])
-        self.last_checkpoint = {"path": str(loaded.path), "step": self.engine.steps_done, "time": loaded.meta.get("created_at")}
-        if loaded.meta.get("created_at"):
-            self.metrics.checkpoint_timestamp.set(loaded.meta["created_at"])
+        self.checkpoints.restored(loaded, self.engine.steps_done)
         self.log.info("restored", checkpoint=str(loaded.path), step=self.engine.steps_done, ledger=self.ledger.to_dict())
 
     def _recover_queue(self) -> None:
@@ -314,7 +271,7 @@ class Daemon:
     def _prune_publication_records(self) -> None:
         """Publication records are kept while some checkpoint on disk could send the daemon back
         before their input (a corrupt newest checkpoint falls back to an older one)."""
-        oldest = oldest_ledger_seq(self.state_dir / "checkpoints")
+        oldest = oldest_ledger_seq(self.checkpoints.directory)
         if oldest is not None:
             self.outbox.prune_records_below(oldest)
 
@@ -422,7 +379,7 @@ class Daemon:
             self._record_failed(base, item.record.get("id"), "internal_error", f"{item.where}: {type(exc).__name__}: {exc}")
             return
         seconds = time.perf_counter() - started
-        self._cycles_since_checkpoint += 1
+        self.checkpoints.cycles_since += 1
         self._rate_window.append(time.monotonic())
         counts = self.engine.last_spikes.counts if self.engine.last_spikes is not None else torch.zeros(1)
         rates = counts.float() * (1000.0 / (self.engine.config.lif.steps * self.engine.config.lif.dt_ms))
@@ -446,23 +403,14 @@ class Daemon:
         self.metrics.files_failed.labels(reason).inc()
         self.log.warning("input_rejected", file=name, reason=reason, message=message)
 
-    # -- checkpoints ----------------------------------------------------------------------
+    # -- checkpoints (the cadence and the writing: checkpointing.py) ----------------------------
     def _maybe_checkpoint(self) -> None:
-        cfg = self.config
-        due = self.signals.checkpoint
-        every_cycles = cfg.checkpoint_every_cycles()
-        if every_cycles and self._cycles_since_checkpoint >= every_cycles:
-            due = True
-        every_s = cfg.checkpoint_every_seconds()
-        if every_s and time.monotonic() - self._last_checkpoint_time >= every_s and (self._cycles_since_checkpoint or self.completed):
-            due = True
-        if self._retry_checkpoint:
-            due = True
-        if due and self.pending is None:
+        if self.checkpoints.should_start(self.config, self.signals.checkpoint, bool(self.completed)):
             self.signals.take_checkpoint()
             self._checkpoint(background=True)
 
     def _checkpoint(self, background: bool) -> None:
+        """Snapshot the state between cycles (the only stall) and write it, in the background or now."""
         assert self.engine is not None
         if self.current is not None:
             try:
@@ -471,7 +419,7 @@ class Daemon:
                 # the state has learned a record whose results line cannot be written yet: a
                 # checkpoint now would lose that line at a replay; wait until it is written
                 self.log.warning("checkpoint_deferred", reason=f"results line not yet written: {exc}")
-                self._retry_checkpoint = True
+                self.checkpoints.retry = True
                 return
         stall_start = time.perf_counter()
         partial = self.outbox.partial_bytes() if self.current is not None else 0
@@ -480,62 +428,27 @@ class Daemon:
         self.history.raster(self.engine)
         meta = {"ledger": ledger.to_dict(), "config": self.engine.config.to_dict(), "created_at": time.time(),
                 "fumd_version": __version__}
-        step = self.engine.steps_done
         self.metrics.checkpoint_stall.set(time.perf_counter() - stall_start)
-        self._cycles_since_checkpoint = 0
-        self._last_checkpoint_time = time.monotonic()
-        pending = _PendingCheckpoint(threading.Thread(target=lambda: None), ledger, time.monotonic())
-
-        def write() -> None:
-            try:
-                pending.info = write_checkpoint(self.state_dir / "checkpoints", state, meta, step=step,
-                                                fmt=self.config.checkpoint.format, keep=self.config.checkpoint.keep,
-                                                progress=self._checkpoint_progress)
-            except BaseException as exc:  # noqa: BLE001 - reported by the loop
-                pending.error = exc
-
-        if background:
-            pending.thread = threading.Thread(target=write, name="fumd-checkpoint", daemon=True)
-            self.pending = pending
-            pending.thread.start()
-        else:
-            write()
-            self.pending = pending
+        self.checkpoints.write(state, meta, step=self.engine.steps_done, ledger=ledger, config=self.config.checkpoint,
+                               background=background)
+        if not background:
             self._collect_checkpoint()
 
     def _checkpoint_progress(self) -> None:
         if self._phase in ("starting", "stopping"):
             self.notifier.extend_timeout(60)
-        if self._fault_pause:
-            time.sleep(self._fault_pause)
 
     def _collect_checkpoint(self) -> None:
-        """Handle a finished background write: on success, move the inputs it covers to done/."""
-        pending = self.pending
-        if pending is None or pending.thread.is_alive():
+        """Handle a finished write: on success, move the inputs it covers to done/."""
+        done = self.checkpoints.collect()
+        if done is None or done.info is None:
             return
-        self.pending = None
-        if pending.error is not None or pending.info is None:
-            self.metrics.checkpoints.labels("failed").inc()
-            self.metrics.errors.labels("checkpoint").inc()
-            self.log.error("checkpoint_failed", error=repr(pending.error))
-            self._cycles_since_checkpoint = max(self._cycles_since_checkpoint, 1)  # try again next time
-            if is_disk_full(pending.error):  # pause, and retry as soon as the pause ends
-                self.disk.full("checkpoint", pending.error)
-                self._retry_checkpoint = True
-            return
-        self._retry_checkpoint = False
-        self.disk.ok()
-        info = pending.info
-        now = time.time()
-        self.metrics.observe_checkpoint(info.seconds, info.bytes, now)
-        self.last_checkpoint = {"path": str(info.path), "step": info.step, "time": now, "bytes": info.bytes,
-                                "seconds": info.seconds, "format": info.format}
-        covered = [qf for qf in self.completed if pending.ledger.covers_file(qf.seq)]
+        info = done.info
+        covered = [qf for qf in self.completed if done.ledger.covers_file(qf.seq)]
         self.inbox.finish_many(covered)
         self._files_done += len(covered)
-        self.completed = [qf for qf in self.completed if not pending.ledger.covers_file(qf.seq)]
-        self.outbox.drop_partials_below(pending.ledger.seq)
+        self.completed = [qf for qf in self.completed if not done.ledger.covers_file(qf.seq)]
+        self.outbox.drop_partials_below(done.ledger.seq)
         self._prune_publication_records()
         self.restarts.progressed(info.path.name)
         self.metrics.restarts_without_progress.set(0)
@@ -543,9 +456,8 @@ class Daemon:
         self._write_status(force=True)
 
     def _wait_checkpoint(self) -> None:
-        if self.pending is not None:
-            self.pending.thread.join()
-            self._collect_checkpoint()
+        self.checkpoints.join()
+        self._collect_checkpoint()
 
     # -- signals and requests ---------------------------------------------------------------
     @property
@@ -555,7 +467,7 @@ class Daemon:
     def _handle_requests(self) -> None:
         if self.signals.take_reload():
             self._reload_config()
-        if self.signals.checkpoint and self.pending is None:
+        if self.signals.checkpoint and self.checkpoints.pending is None:
             self.signals.take_checkpoint()
             self.log.info("checkpoint_requested")
             self._checkpoint(background=True)
@@ -622,17 +534,15 @@ class Daemon:
     # -- status -----------------------------------------------------------------------------
     def _idle_timeout(self) -> float:
         timeout = self.config.inbox.rescan_seconds
-        settle = self.inbox.next_check_in() if hasattr(self, "inbox") else None
+        settle = self.inbox.next_check_in()
         if settle is not None:
             timeout = min(timeout, settle)
         interval = self.notifier.watchdog_interval()
         if interval:
             timeout = min(timeout, interval)
-        every_s = self.config.checkpoint_every_seconds()
-        if every_s:
-            timeout = min(timeout, max(0.05, every_s - (time.monotonic() - self._last_checkpoint_time)))
-        if self.pending is not None:
-            timeout = min(timeout, 0.1)
+        checkpoint = self.checkpoints.next_check_in(self.config)
+        if checkpoint is not None:
+            timeout = min(timeout, checkpoint)
         return timeout
 
     def _observe_network(self) -> None:
@@ -647,7 +557,7 @@ class Daemon:
         self._last_status = now
         self._observe_network()
         self._rate_window = [t for t in self._rate_window if now - t <= 10.0]
-        queue_depth = self._queue_depth() if hasattr(self, "inbox") else 0
+        queue_depth = self._queue_depth()
         self.metrics.queue_depth.set(queue_depth)
         engine = self.engine
         status = {
@@ -656,7 +566,7 @@ class Daemon:
             "neurons": engine.state.n if engine else None, "synapses": engine.state.nnz if engine else None,
             "inputs_done": self._files_done, "inputs_waiting_for_checkpoint": len(self.completed),
             "queue_depth": queue_depth, "current_file": self.current.queued.name if self.current else None,
-            "ledger": self.ledger.to_dict(), "last_checkpoint": self.last_checkpoint,
+            "ledger": self.ledger.to_dict(), "last_checkpoint": self.checkpoints.last,
             "cycles_per_s": len(self._rate_window) / 10.0,
             "metrics_url": f"http://{self.config.metrics.host}:{self.metrics_port}/metrics" if self.metrics_port else None,
         }

@@ -28,9 +28,10 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def write_file_durably(path: Path, data: bytes) -> None:
-    """Create/replace the file ``path`` with ``data`` and fsync it (not its directory)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+def write_file_durably(path: Path, data: bytes, mode: int = 0o666) -> None:
+    """Create/replace the file ``path`` with ``data`` and fsync it (not its directory); ``mode``
+    (less the umask) applies when the file is created."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         write_all(fd, data)
         os.fsync(fd)

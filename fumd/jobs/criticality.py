@@ -2,17 +2,9 @@
 
 Per cycle (``observe``, on the loop thread, O(T * electrodes)):
 
-* **Avalanches** are detected the way they are on a multi-electrode array (Beggs & Plenz 2003):
-  a fixed random subset of ``electrodes`` neurons is "recorded"; their spikes are summed per time
-  bin; the bin width is the mean inter-event interval (IEI) of that merged train, in steps
-  (running estimate); an avalanche is a run of consecutive non-empty bins bracketed by empty bins,
-  its size the number of events in it. Bins and open avalanches carry across cycle boundaries
-  (the daemon runs one continuous time line). With N in the thousands the whole network spikes in
-  every 1 ms step, so the seed's literal "contiguous steps with spikes" would make the whole run
-  one avalanche; subsampling (Priesemann et al. 2009) plus IEI binning is the standard remedy.
-  Sizes from a subsample are *electrode* sizes: their distribution is not the full network's
-  (Priesemann et al. 2009; Levina & Priesemann 2017), so the exponent is the exponent *as measured
-  by the fixed electrode set*, as in the experiments the seed's 1.5 comes from.
+* **Avalanches** are detected on a fixed random set of ``electrodes`` neurons, binned by the
+  mean inter-event interval, carried across cycle boundaries (``fumd/analysis/avalanches.py``,
+  after Beggs & Plenz 2003 and Priesemann et al. 2009: the sizes are *electrode* sizes).
 * A **large avalanche** is one whose estimated network size ``s * N / m`` exceeds
   ``large_fraction * N`` (seed: 0.1 N), i.e. ``s > 0.1 m``. **Sustained** = the *median* size of
   the avalanches of the last ``sustain_window`` cycles (the still-open one included) is large.
@@ -21,7 +13,7 @@ Per cycle (``observe``, on the loop thread, O(T * electrodes)):
 Per run (``snapshot -> compute -> apply``):
 
 * ``tau``: discrete power-law MLE of the avalanche sizes with ``x_min`` chosen by the KS distance
-  (Clauset, Shalizi & Newman 2009), ``criticality_index = |tau - 1.5|``.
+  (Clauset, Shalizi & Newman 2009; ``fumd/analysis/powerlaw.py``), ``criticality_index = |tau - 1.5|``.
 * **Inhibition acts in both directions** (``inhibition_mode = "both"``, default; issue #9): more
   (``x inhibition_factor``) when the network is supercritical (index > ``index_threshold`` with
   tau < 1.5, or sustained large avalanches) or too hot (mean *recurrent* rate of the last
@@ -51,132 +43,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..analysis.avalanches import AvalancheDetector, avalanches_from_bins, large_sustained
+from ..analysis.powerlaw import PowerLawFit, criticality_index, fit_discrete_power_law
+from ..analysis.ring import Ring
 from .config import CriticalityConfig  # noqa: F401 - the [jobs.criticality] section, defined in config.py (light to import)
 
 NAME = "criticality"
 
 
 # ---------------------------------------------------------------------------------------------
-# pure math
-@dataclass(frozen=True)
-class PowerLawFit:
-    tau: float  # exponent alpha of p(x) ~ x^-alpha, x >= x_min
-    x_min: int
-    ks: float  # KS distance of the tail to the fitted model
-    n_tail: int
-    sigma: float  # asymptotic standard error (alpha - 1) / sqrt(n_tail)  (Clauset et al. eq. 3.2)
-    loglik_ratio_exp: float  # normalised log-likelihood ratio power law vs. discrete exponential (Vuong)
-
-
-def _fit_alpha(n: float, sum_log: float, x_min: int, lo: float = 1.0 + 1e-6, hi: float = 8.0) -> float:
-    """Discrete power-law MLE for a given x_min (Clauset, Shalizi & Newman 2009, eq. 3.5)::
-
-        L(alpha) = -n ln zeta(alpha, x_min) - alpha * sum_i ln x_i,   maximised numerically
-
-    (``zeta(alpha, q)`` is the Hurwitz zeta function). No closed form; the approximation
-    ``1 + n / sum ln(x_i / (x_min - 1/2))`` is only good for x_min >~ 6, so it is not used.
-    """
-    from scipy.optimize import minimize_scalar  # here, not at the top: the daemon starts without scipy
-    from scipy.special import zeta
-
-    def nll(alpha: float) -> float:
-        return n * math.log(zeta(alpha, x_min)) + alpha * sum_log
-
-    res = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-5})
-    return float(res.x)
-
-
-def fit_discrete_power_law(sizes: np.ndarray, min_tail: int = 50, max_candidates: int = 100,
-                           min_tail_fraction: float = 0.0) -> PowerLawFit | None:
-    """Fit ``p(x) = x^-tau / zeta(tau, x_min)`` for integer ``x >= x_min`` (Clauset et al. 2009, §3).
-
-    For every candidate ``x_min`` (the smallest distinct values, keeping at least ``min_tail``
-    samples, and at least ``min_tail_fraction`` of them, in the tail; at most ``max_candidates``
-    candidates) ``tau`` is the discrete MLE and the
-    KS distance ``D = max_x |S(x) - P(x)|`` between the tail's empirical CDF ``S`` and the model CDF
-    ``P(x) = 1 - zeta(tau, x + 1) / zeta(tau, x_min)`` is computed; the ``x_min`` with the smallest
-    ``D`` wins. Returns None when fewer than ``min_tail`` positive samples are given.
-
-    Also returned: Vuong's normalised log-likelihood ratio against a discrete exponential
-    (geometric) tail on the same ``x >= x_min``; positive favours the power law (Clauset et al.
-    §5). An inhomogeneous Poisson process can mimic a power law, so the ratio is reported with tau.
-    """
-    from scipy.special import zeta  # here, not at the top: the daemon starts without scipy
-
-    x = np.asarray(sizes, dtype=np.int64)
-    x = x[x >= 1]
-    if x.size < min_tail:
-        return None
-    values, counts = np.unique(x, return_counts=True)
-    logs = np.log(values.astype(np.float64))
-    # tail statistics for x_min = values[k]: n_k = sum counts[k:], S_k = sum counts[k:] * log values[k:]
-    n_tail = np.cumsum(counts[::-1])[::-1].astype(np.float64)
-    s_tail = np.cumsum((counts * logs)[::-1])[::-1]
-    candidates = np.nonzero(n_tail >= max(min_tail, min_tail_fraction * x.size))[0][:max_candidates]
-    best: tuple[float, int, float] | None = None
-    for k in candidates:
-        x_min = int(values[k])
-        alpha = _fit_alpha(float(n_tail[k]), float(s_tail[k]), x_min)
-        v = values[k:].astype(np.float64)
-        model_cdf = 1.0 - zeta(alpha, v + 1.0) / zeta(alpha, float(x_min))
-        emp_cdf = np.cumsum(counts[k:]) / n_tail[k]
-        d = float(np.max(np.abs(emp_cdf - model_cdf)))
-        if best is None or d < best[0]:
-            best = (d, int(k), alpha)
-    assert best is not None
-    d, k, alpha = best
-    x_min = int(values[k])
-    tail = x[x >= x_min].astype(np.float64)
-    n = tail.size
-    # Vuong test vs geometric p(x) = (1 - q) q^(x - x_min): q = m / (1 + m), m = mean(x - x_min)
-    m = float(np.mean(tail - x_min))
-    if m > 0:
-        q = m / (1.0 + m)
-        l_exp = math.log(1.0 - q) + (tail - x_min) * math.log(q)
-    else:  # all samples equal x_min: the exponential is a point mass
-        l_exp = np.zeros_like(tail)
-    l_pl = -alpha * np.log(tail) - math.log(zeta(alpha, x_min))
-    diff = l_pl - l_exp
-    sd = float(np.std(diff))
-    ratio = float(diff.sum() / (math.sqrt(n) * sd)) if sd > 0 else 0.0
-    return PowerLawFit(tau=alpha, x_min=x_min, ks=d, n_tail=int(n), sigma=(alpha - 1.0) / math.sqrt(n),
-                       loglik_ratio_exp=ratio)
-
-
-def criticality_index(tau: float, target: float = 1.5) -> float:
-    """``|tau - 1.5|`` (seed 002 §5.C.3): distance of the avalanche-size exponent from the mean-field
-    critical branching value 3/2 (Beggs & Plenz 2003)."""
-    return abs(tau - target)
-
-
-def avalanches_from_bins(bins: np.ndarray, open_size: int) -> tuple[list[int], int]:
-    """Split a sequence of binned event counts into avalanches (runs of non-empty bins).
-
-    ``open_size`` is the size of an avalanche still running at the end of the previous call (0:
-    none); it is joined to a run starting at the first bin. Returns the sizes of the avalanches
-    that ended (an empty bin followed them) and the size of the one still open at the end.
-    """
-    if bins.size == 0:
-        return [], open_size
-    nz = bins > 0
-    padded = np.concatenate(([False], nz, [False])).astype(np.int8)
-    edges = np.diff(padded)
-    starts = np.nonzero(edges == 1)[0]
-    ends = np.nonzero(edges == -1)[0]  # exclusive
-    csum = np.concatenate(([0], np.cumsum(bins)))
-    sizes = (csum[ends] - csum[starts]).astype(np.int64).tolist()
-    closed: list[int] = []
-    if open_size and nz[0]:
-        sizes[0] += open_size
-    elif open_size:  # first bin empty: the open avalanche ended at the cycle boundary
-        closed.append(open_size)
-    still_open = 0
-    if nz[-1]:
-        still_open = sizes.pop()
-    closed.extend(sizes)
-    return closed, still_open
-
-
+# the control rules
 def rate_variance(rates: np.ndarray, measure: str = "cv2", block: int = 20) -> float:
     """Temporal variability of the population firing rate over the recorded cycles (seed §5.D.2
     ``variance = torch.var(spike_rates[-1000:])``), unbiased (n - 1) as torch.var:
@@ -212,14 +88,6 @@ def silent_clusters(activity_per_neuron: torch.Tensor, cluster: torch.Tensor, n_
     spikes = torch.bincount(cl, weights=activity_per_neuron.to(torch.float64).cpu(), minlength=n_clusters)
     members = torch.bincount(cl, minlength=n_clusters)
     return [int(c) for c in torch.nonzero((members > 0) & (spikes == 0)).flatten()]
-
-
-def large_sustained(recent_sizes: np.ndarray, threshold: float) -> bool:
-    """seed §5.C.3 "flag if > 0.1 N sustained": the *median* avalanche of the recent window (the
-    open one included) exceeds the threshold. A single large avalanche is not an alarm: at
-    criticality avalanches of every size up to the system size occur; a typical avalanche that
-    large, or one that never ends, is runaway activity."""
-    return bool(recent_sizes.size) and float(np.median(recent_sizes)) > threshold
 
 
 def inhibition_bounds(initial: float, cfg: CriticalityConfig) -> tuple[float, float]:
@@ -329,51 +197,19 @@ class CriticalityPlan:
     recent_rate: float | None = None
 
 
-class _Ring:
-    """Fixed-capacity ring of floats (numpy), saved as a tensor."""
-
-    def __init__(self, capacity: int, dtype=np.float64):
-        self.buf = np.zeros(capacity, dtype=dtype)
-        self.count = 0  # total ever written
-
-    def extend(self, values) -> None:
-        values = np.asarray(values, dtype=self.buf.dtype).ravel()
-        cap, size = self.buf.size, values.size
-        keep = values[-cap:] if size > cap else values
-        positions = (self.count + size - keep.size + np.arange(keep.size)) % cap
-        self.buf[positions] = keep
-        self.count += size
-
-    def values(self) -> np.ndarray:
-        """Chronological copy of what is held."""
-        cap = self.buf.size
-        if self.count < cap:
-            return self.buf[: self.count].copy()
-        pos = self.count % cap
-        return np.concatenate((self.buf[pos:], self.buf[:pos]))
-
-    def __len__(self) -> int:
-        return min(self.count, self.buf.size)
-
-
 class CriticalityJob:
     name = NAME
 
     def __init__(self, config: CriticalityConfig | None = None, seed: int = 0):
         self.config = config or CriticalityConfig()
         self.config.validate()
-        self.seed = seed  # electrode placement: a private stream, so the engine's RNG is untouched
         c = self.config
-        self.sizes = _Ring(c.ring_size, np.int64)
-        self.per_cycle = _Ring(c.sustain_window, np.int64)  # avalanches closed in each recent cycle
-        self.rates = _Ring(c.variance_window, np.float64)
-        self.rewards = _Ring(c.reward_window, np.float64)
-        self.electrode_idx: torch.Tensor | None = None
-        self.electrode_version = -1  # structure_version the electrodes were drawn for
-        self.electrode_n = -1
-        self.carry = np.zeros(0, dtype=np.int64)  # steps not yet filling a bin
-        self.open_size = 0
-        self.event_rate = -1.0  # EMA of electrode events per step (< 0: not yet measured)
+        self.avalanches = AvalancheDetector(
+            electrodes=c.electrodes, bin_steps=c.bin_steps, max_bin_steps=c.max_bin_steps, iei_alpha=c.iei_alpha,
+            large_fraction=c.large_fraction, ring_size=c.ring_size, sustain_window=c.sustain_window,
+            seed=seed)  # electrode placement: a private stream, so the engine's RNG is untouched
+        self.rates = Ring(c.variance_window, np.float64)
+        self.rewards = Ring(c.reward_window, np.float64)
         self.slow_structural = False
         self.totals = {"variance": 0, "reward": 0, "silent_clusters": 0}
         self.last_anomalies: list[str] = []
@@ -384,58 +220,6 @@ class CriticalityJob:
         self._recurrent: tuple[int, int, torch.Tensor] | None = None  # (version, n, mask) cache
 
     # -- per cycle --------------------------------------------------------------------------
-    def bin_width(self) -> int:
-        c = self.config
-        if c.bin_steps > 0:
-            return c.bin_steps
-        if self.event_rate <= 0:
-            return 1
-        return int(min(max(round(1.0 / self.event_rate), 1), c.max_bin_steps))
-
-    def _electrodes(self, engine: Any) -> torch.Tensor:
-        st = engine.state
-        version = int(getattr(st, "structure_version", 0))
-        if self.electrode_idx is None or version != self.electrode_version or st.n != self.electrode_n:
-            g = torch.Generator().manual_seed((self.seed * 1_000_003 + version * 7919 + 12345) % (2**63 - 1))
-            m = min(self.config.electrodes, st.n)
-            self.electrode_idx = torch.randperm(st.n, generator=g)[:m].sort().values
-            self.electrode_version, self.electrode_n = version, st.n
-            self.carry = np.zeros(0, dtype=np.int64)
-            self.open_size = 0
-        return self.electrode_idx
-
-    def observe_raster(self, raster: torch.Tensor, n: int) -> tuple[list[int], bool]:
-        """Feed one cycle's raster [T, N]; returns the closed avalanche sizes and whether the
-        cycle was *large*. O(T * electrodes)."""
-        assert self.electrode_idx is not None
-        idx = self.electrode_idx.to(raster.device)
-        per_step = raster.index_select(1, idx).sum(1).cpu().numpy().astype(np.int64)
-        m = int(idx.numel())
-        b = self.bin_width()
-        seq = np.concatenate((self.carry, per_step))
-        full = seq.size // b
-        bins = seq[: full * b].reshape(full, b).sum(1)
-        self.carry = seq[full * b:]
-        closed, self.open_size = avalanches_from_bins(bins, self.open_size)
-        # running mean inter-event interval of the electrode train
-        rate = float(per_step.sum()) / max(per_step.size, 1)
-        a = self.config.iei_alpha
-        self.event_rate = rate if self.event_rate < 0 else (1 - a) * self.event_rate + a * rate
-        if closed:
-            self.sizes.extend(closed)
-        self.per_cycle.extend([len(closed)])
-        return closed, self.open_size > self.config.large_fraction * m or any(
-            s > self.config.large_fraction * m for s in closed)
-
-    def recent_sizes(self) -> np.ndarray:
-        """Sizes of the avalanches that ended in the last ``sustain_window`` cycles, plus the one
-        still open (a saturated network never closes one)."""
-        k = min(int(self.per_cycle.values().sum()), len(self.sizes))
-        closed = self.sizes.values()[len(self.sizes) - k:] if k else np.zeros(0, dtype=np.int64)
-        if self.open_size > 0:
-            closed = np.concatenate((closed, [self.open_size]))
-        return closed
-
     def recurrent_rate_hz(self, engine: Any, result: Any) -> float:
         """Mean rate (Hz) of the recurrent neurons in this cycle: the designated input neurons
         (driven by the encoder) and output neurons are left out, so "quiet" and "hot" describe the
@@ -462,8 +246,9 @@ class CriticalityJob:
     def observe(self, engine: Any, result: Any) -> None:
         spikes = getattr(engine, "last_spikes", None)
         if spikes is not None:
-            self._electrodes(engine)
-            self.observe_raster(spikes.raster, engine.state.n)
+            st = engine.state
+            self.avalanches.place_electrodes(st.n, int(getattr(st, "structure_version", 0)))
+            self.avalanches.observe_raster(spikes.raster)
         self.rates.extend([self.recurrent_rate_hz(engine, result)])
         self.rewards.extend([float(result.total_reward)])
 
@@ -476,8 +261,8 @@ class CriticalityJob:
         rates = self.rates.values()
         recent = rates[-self.config.sustain_window:]
         return CriticalitySnapshot(
-            sizes=self.sizes.values(), recent_sizes=self.recent_sizes(),
-            electrodes=int(self.electrode_idx.numel()) if self.electrode_idx is not None else 0,
+            sizes=self.avalanches.sizes.values(), recent_sizes=self.avalanches.recent_sizes(),
+            electrodes=self.avalanches.n_electrodes(),
             rates=self.rates.values(),
             rewards=self.rewards.values(), activity=st.activity.sum(1, dtype=torch.int64).cpu(),
             cluster=st.cluster.clone().cpu(), n_clusters=int(st.n_clusters),
@@ -532,7 +317,7 @@ class CriticalityJob:
             "ks": fit.ks if fit is not None else nan,
             "loglik_ratio_exp": fit.loglik_ratio_exp if fit is not None else nan,
             "avalanches": float(plan.n_avalanches),
-            "bin_steps": float(self.bin_width()),
+            "bin_steps": float(self.avalanches.bin_width()),
             "large_avalanches_sustained": float(plan.sustained_large),
             "global_inhibition": float(st.global_inhibition),
             "inhibition_changed": float(st.global_inhibition != before),
@@ -553,20 +338,9 @@ class CriticalityJob:
 
     # -- persistence --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        def ring(r: _Ring, prefix: str) -> dict[str, Any]:
-            return {f"{prefix}.buf": torch.from_numpy(r.buf.copy()), f"{prefix}.count": int(r.count)}
-
-        out: dict[str, Any] = {}
-        out.update(ring(self.sizes, "sizes"))
-        out.update(ring(self.per_cycle, "per_cycle"))
-        out.update(ring(self.rates, "rates"))
-        out.update(ring(self.rewards, "rewards"))
-        out["electrode_idx"] = self.electrode_idx.clone() if self.electrode_idx is not None else torch.zeros(0, dtype=torch.int64)
-        out["electrode_version"] = int(self.electrode_version)
-        out["electrode_n"] = int(self.electrode_n)
-        out["carry"] = torch.from_numpy(self.carry.copy())
-        out["open_size"] = int(self.open_size)
-        out["event_rate"] = float(self.event_rate)
+        out: dict[str, Any] = self.avalanches.state_dict()
+        out.update(self.rates.state_dict("rates"))
+        out.update(self.rewards.state_dict("rewards"))
         out["slow_structural"] = bool(self.slow_structural)
         out["eta_scale"] = float(self.eta_scale)
         out["inhibition_initial"] = float(self.inhibition_initial)
@@ -577,25 +351,9 @@ class CriticalityJob:
     def load_state_dict(self, data: dict[str, Any]) -> None:
         if not data:  # a checkpoint from before this job was enabled: start fresh
             return
-        for prefix, r in (("sizes", self.sizes), ("per_cycle", self.per_cycle), ("rates", self.rates), ("rewards", self.rewards)):
-            buf = data[f"{prefix}.buf"].cpu().numpy().astype(r.buf.dtype)
-            if buf.size != r.buf.size:  # capacity changed in the config: keep the newest values
-                held = _Ring(buf.size, r.buf.dtype)
-                held.buf[:] = buf
-                held.count = int(data[f"{prefix}.count"])
-                r.buf[:] = 0
-                r.count = 0
-                r.extend(held.values())
-            else:
-                r.buf[:] = buf
-                r.count = int(data[f"{prefix}.count"])
-        idx = data["electrode_idx"]
-        self.electrode_idx = idx.clone().to(torch.int64) if idx.numel() else None
-        self.electrode_version = int(data["electrode_version"])
-        self.electrode_n = int(data["electrode_n"])
-        self.carry = data["carry"].cpu().numpy().astype(np.int64)
-        self.open_size = int(data["open_size"])
-        self.event_rate = float(data["event_rate"])
+        self.avalanches.load_state_dict(data)
+        self.rates.load_state_dict(data, "rates")
+        self.rewards.load_state_dict(data, "rewards")
         self.slow_structural = bool(data["slow_structural"])
         self.eta_scale = float(data.get("eta_scale", 1.0))
         self.inhibition_initial = float(data.get("inhibition_initial", -1.0))

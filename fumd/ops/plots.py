@@ -44,7 +44,7 @@ class PlotError(FumdError):
 
 def make_plots(state_dir: Path, out_dir: Path) -> list[Path]:
     """Render every figure that the state directory has data for; returns the PNG paths written."""
-    from ..persistence.checkpoint import load_latest
+    from ..persistence.read import load_latest
     from .history import read_jsonl
 
     state_dir, out_dir = Path(state_dir), Path(out_dir)
@@ -274,20 +274,20 @@ def _cluster_graph(state: dict[str, Any], step: int):
 
 def avalanche_sizes(state: dict[str, Any]) -> np.ndarray:
     """The criticality job's ring of avalanche sizes (electrode sizes), oldest first."""
+    from ..analysis.ring import chronological
+
     buf = state.get("jobs.criticality.sizes.buf")
     if buf is None:
         return np.zeros(0, dtype=np.int64)
     buf = _np(buf).astype(np.int64)
-    count = int(state.get("jobs.criticality.sizes.count", buf.size))
-    if count < buf.size:
-        return buf[:count]
-    pos = count % buf.size
-    return np.concatenate((buf[pos:], buf[:pos]))
+    return chronological(buf, int(state.get("jobs.criticality.sizes.count", buf.size)))
 
 
 def _avalanches(state: dict[str, Any], step: int):
-    from ..jobs.criticality import CriticalityConfig, fit_discrete_power_law
     from scipy.special import zeta
+
+    from ..analysis.powerlaw import criticality_index, fit_discrete_power_law
+    from ..jobs.config import CriticalityConfig  # the job's defaults for the fit
 
     sizes = avalanche_sizes(state)
     sizes = sizes[sizes >= 1]
@@ -311,7 +311,7 @@ def _avalanches(state: dict[str, Any], step: int):
         ref = tail_fraction * x ** -1.5 / zeta(1.5, fit.x_min)
         ax.plot(x, ref, color="0.4", lw=1, ls="--", label="critical exponent 3/2 (same x_min)")
         ax.axvline(fit.x_min, color="0.7", lw=0.5)
-        title += f"\ncriticality index |tau - 1.5| = {abs(fit.tau - 1.5):.2f}"
+        title += f"\ncriticality index |tau - 1.5| = {criticality_index(fit.tau):.2f}"
     else:
         title += "\n(too few avalanches for a power-law fit)"
     ax.set_xscale("log")
