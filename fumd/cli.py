@@ -1,4 +1,4 @@
-"""Command line: ``fumd run`` (the daemon), ``feed``, ``status``, ``inspect``, ``bench``, ``evaluate``, ``demo``."""
+"""Command line: ``fumd run`` (the daemon), ``feed``, ``status``, ``inspect``, ``bench``, ``evaluate``, ``probe``, ``demo``."""
 from __future__ import annotations
 
 import argparse
@@ -76,6 +76,24 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--out", type=Path, default=Path("evaluation"), help="directory for PNGs, per-input JSON lines, summary.json (default ./evaluation)")
     evaluate.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
+    probe = sub.add_parser("probe", help="diagnose a network on a stream, learning off: offline readout accuracy per population, "
+                                         "dimension, drive, convergence, repeatability (JSON)",
+                           description="Offline diagnosis of a fresh or checkpointed network on a stream; see docs/probe.md.")
+    probe.add_argument("--state-dir", type=Path, default=None, help="probe the newest checkpoint here (default: a fresh network)")
+    probe.add_argument("--config", type=Path, default=None, help="TOML config of a fresh network (as for fumd evaluate)")
+    probe.add_argument("--neurons", type=int, default=None, help="network.neurons of a fresh network (default: the config's)")
+    probe.add_argument("--seed", type=int, default=0, help="network.seed of a fresh network and the stream's seed (default 0)")
+    probe_source = probe.add_mutually_exclusive_group(required=True)
+    probe_source.add_argument("--stream", default=None, help="a named stream of fumd evaluate (docs/evaluation.md)")
+    probe_source.add_argument("--records", type=Path, default=None, help="an input file of records (.jsonl, .json, .csv, .npy)")
+    probe.add_argument("--inputs", type=int, default=2000, help="inputs measured (default 2000; --records: at most)")
+    probe.add_argument("--warmup", type=int, default=200, help="the first W inputs shown once before measuring (default 200)")
+    probe.add_argument("--repeats", type=int, default=200, help="the first R inputs shown again, for repeatability (default 200)")
+    probe.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    probe.add_argument("--out", type=Path, default=None, help="also write the JSON summary to this file")
+    probe.add_argument("--table", action="store_true", help="print a short table instead of the JSON")
+    probe.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
     demo = sub.add_parser("demo", help="run the engine on a synthetic labelled stream and print accuracy")
     demo.add_argument("--cycles", type=int, default=0, help="stop after this many cycles (0: run until interrupted)")
     demo.add_argument("--seed", type=int, default=0)
@@ -119,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "probe":
+            from .analysis.probe import probe_command
+
+            return probe_command(args)
         if args.command == "config":
             from .daemon.config import default_toml
 
