@@ -105,7 +105,8 @@ class LearningConfig:
     readout_eta_fan_in: float = 32.0  # readout_eta x min(1, sqrt(this / fan-in)): wide inputs learn slower (0: off)
     readout_window: str = "causal"  # causal: only pre-before-post pairs onto output neurons; full: SPEC window
     readout_normalize: bool = True  # keep each output neuron's summed excitatory input weight fixed
-    readout_weight_sum: float = 3.0  # each output neuron's readout weights sum to this (init U(0, 2 sum / fan-in); normalisation)
+    readout_weight_sum: float = 3.0  # each output neuron's readout weights sum to this x the fan-in factor (init U(0, 2 sum / fan-in); normalisation)
+    readout_weight_fan_in: float = 32.0  # readout_weight_sum x max(1, sqrt(fan-in / this)): wide inputs get a larger sum (0: off)
     reserve_compete: bool = True  # label modulator: populations without a label yet compete (and learn to stay quiet)
     margin: float = 0.3  # label modulator: also learn from a right decision whose confidence is below this
     modulator: str = "label"  # label: population-addressed error when a label arrives, RPE otherwise | reward: RPE only
@@ -285,6 +286,7 @@ _RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("learning", "readout_eta"): (0.0, 1.0),
     ("learning", "readout_eta_fan_in"): (0.0, 1e6),
     ("learning", "readout_weight_sum"): (0.0, 1e4),
+    ("learning", "readout_weight_fan_in"): (0.0, 1e6),
     ("learning", "internal_scale"): (0.0, 10.0),
     ("learning", "margin"): (0.0, 1.0),
     ("learning", "theta_plus_mv"): (0.0, 100.0),

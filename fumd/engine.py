@@ -26,7 +26,7 @@ from .learning.eligibility import update_trace
 from .learning.intrinsic import intrinsic_update, update_rate
 from .learning.modulation import UpdateCoefficients, effective_eta, reward_coefficient, synapse_update
 from .learning.readout import (
-    ReadoutIndex, fan_in_scale, normalize_readout, population_modulator, readout_update, update_theta,
+    ReadoutIndex, fan_in_scale, normalize_readout, weight_sum_for, population_modulator, readout_update, update_theta,
 )
 from .learning.replay import ReplayBuffer, ReplayParams
 from .learning.stdp import event_updates, make_kernels
@@ -102,8 +102,9 @@ class Engine:
         # reward baseline b[a] per acting population (learning.reward_baseline; readout.py), then
         # the baselines of the internal reward (unlabelled inputs) and of the generic synapses
         self.reward_baseline = torch.zeros(cfg.network.max_labels + 2, dtype=torch.float64)
-        self.readout = ReadoutIndex.build(self.state, cfg.learning.readout_weight_sum)
         fan_in = min(cfg.network.readout_fan_in, input_neurons(cfg)) if cfg.network.readout_fan_in > 0 else input_neurons(cfg)
+        self.readout_weight_sum = weight_sum_for(fan_in, cfg.learning.readout_weight_sum, cfg.learning.readout_weight_fan_in)
+        self.readout = ReadoutIndex.build(self.state, self.readout_weight_sum)
         self.readout_eta_scale = fan_in_scale(fan_in, cfg.learning.readout_eta_fan_in)
         # recent labelled inputs, replayed between live ones (learning/replay.py)
         self.replay = ReplayBuffer.empty(cfg.network.max_labels, cfg.learning.replay_capacity, cfg.network.input_size)
@@ -181,7 +182,7 @@ class Engine:
 
     def _sync_readout(self) -> None:
         if self.readout.structure_version != self.state.structure_version:  # synapses moved (jobs): re-derive
-            self.readout = ReadoutIndex.build(self.state, self.config.learning.readout_weight_sum)
+            self.readout = ReadoutIndex.build(self.state, self.readout_weight_sum)
 
     def _learn(self, spikes: CycleSpikes, counts: torch.Tensor, modulator: torch.Tensor,
                coefs: UpdateCoefficients) -> None:
@@ -339,7 +340,7 @@ class Engine:
             saved = torch.as_tensor(data["learning.reward_baseline"], dtype=torch.float64).cpu()
             self.reward_baseline = torch.zeros_like(self.reward_baseline)  # (before #9: only the per-action slots)
             self.reward_baseline[: saved.numel()] = saved
-        self.readout = ReadoutIndex.build(self.state, self.config.learning.readout_weight_sum)
+        self.readout = ReadoutIndex.build(self.state, self.readout_weight_sum)
         self.steps_done = int(data["steps_done"])
         self.replay.load_state_dict({k.split(".", 1)[1]: v for k, v in data.items() if k.startswith("replay.")})
         self.replays_done = int(data.get("replay.done", 0))

@@ -317,3 +317,30 @@ def test_readout_learning_rate_is_normalised_by_fan_in():
     nonzero = coefs[0.0] != 0
     assert nonzero.any()
     assert torch.allclose(coefs[32.0][nonzero] / coefs[0.0][nonzero], torch.full((int(nonzero.sum()),), 0.5))
+
+
+def test_readout_weight_sum_grows_with_fan_in():
+    """learning.readout_weight_fan_in: each output neuron's readout weights sum to
+    readout_weight_sum x sqrt(fan-in / reference) above the reference, at build time and after the
+    synaptic scaling of a learning step (docs/mechanisms.md); up to the reference, unchanged."""
+    from fumd.engine import Engine
+    from fumd.learning.readout import weight_sum_for
+    from tests.conftest import small_config
+
+    assert weight_sum_for(20, 3.0, 32.0) == 3.0 and weight_sum_for(128, 3.0, 32.0) == pytest.approx(6.0)
+    assert weight_sum_for(512, 3.0, 0.0) == 3.0
+    network = {**small_config().network.__dict__, "input_size": 64, "readout_fan_in": -1}  # 128 ON/OFF channels
+    for reference, expected in ((32.0, 6.0), (0.0, 3.0)):
+        cfg = small_config(network=network)
+        engine = Engine(cfg.replace(learning={**cfg.learning.__dict__, "readout_weight_fan_in": reference,
+                                              "readout_weight_sum": 3.0}))
+        ro, st = engine.readout, engine.state
+
+        def sums() -> torch.Tensor:
+            return torch.zeros(ro.target_sum.numel(), dtype=torch.float64).index_add_(0, ro.post_local, st.w[ro.pos].double())
+
+        assert sums().mean().item() == pytest.approx(expected, rel=0.1)  # the initial draw: the sum on average
+        x = torch.rand(64, generator=torch.Generator().manual_seed(1)).tolist()
+        for i in range(3):
+            engine.cycle({"x": x, "label": "a" if i % 2 else "b"})
+        assert torch.allclose(sums(), torch.full_like(sums(), expected), rtol=1e-3)  # scaled back after learning

@@ -16,7 +16,8 @@ neuron; with ``network.readout_isolated`` nothing else reaches an output neuron)
 
 3. **Synaptic scaling** (``learning.readout_normalize``; Turrigiano 2008): after each update the
    readout weights of every output neuron ``j`` are scaled multiplicatively back to the sum
-   ``S = learning.readout_weight_sum``::
+   ``S`` (``learning.readout_weight_sum``, grown as ``sqrt(fan-in)`` for wide inputs:
+   ``weight_sum_for``)::
 
        w_ij <- clip(w_ij * S / sum_i w_ij, 0, w_max)
 
@@ -74,6 +75,23 @@ def fan_in_scale(fan_in: int, reference: float) -> float:
     if reference <= 0.0 or fan_in <= reference:
         return 1.0
     return math.sqrt(reference / fan_in)
+
+
+def weight_sum_for(fan_in: int, weight_sum: float, reference: float) -> float:
+    """Each output neuron's summed readout weight for ``fan_in`` input channels::
+
+        S x max(1, sqrt(fan_in / reference))        (S when reference = 0)
+
+    With the sum fixed, the mean weight is ``S / fan_in``, and the part of an output neuron's drive
+    that tells one class from another (a few informative channels among many) shrinks with the
+    width of the input; the output neurons then fire too little to decide or to learn (measured on
+    64-256-feature streams: docs/mechanisms.md). Weights of order ``1 / sqrt(fan_in)`` (the scaling
+    of balanced networks, van Vreeswijk & Sompolinsky 1996) keep that drive's fluctuations of the
+    same size at every width, i.e. ``S`` grows as ``sqrt(fan_in)``. Inputs up to ``reference``
+    channels are unchanged."""
+    if reference <= 0.0 or fan_in <= reference:
+        return weight_sum
+    return weight_sum * math.sqrt(fan_in / reference)
 
 
 def normalize_readout(w: torch.Tensor, index: ReadoutIndex, w_max: float) -> None:

@@ -15,7 +15,8 @@
   random subsets of the excitatory neurons. Each output neuron also receives ``readout_fan_in``
   synapses from random input neurons (-1, the default: from every input neuron), the designated
   input->output pathway (docs/mechanisms.md), initialised ``U(0, 2 S / fan-in)`` so that their
-  sum is ``S = learning.readout_weight_sum`` on average.
+  sum is ``S`` on average (``learning.readout_weight_sum``, grown as ``sqrt(fan-in / 32)`` above
+  32 channels: ``learning/readout.py`` ``weight_sum_for``).
 - ``network.readout_isolated`` (default): the recurrent synapses onto input and output neurons are
   left out, so the input neurons relay the encoder's spikes unaltered and the output neurons hear
   only the input pathway (a hot recurrent network corrupted both; docs/mechanisms.md). The
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import EngineConfig, input_neurons
+from ..learning.readout import weight_sum_for
 from .state import NetworkState
 
 
@@ -235,7 +237,8 @@ def build_network(config: EngineConfig, gen: torch.Generator, device: torch.devi
         is_out = torch.zeros(n, dtype=torch.bool, device=device)
         is_out[output_idx.reshape(-1)] = True
         readout = is_out[col[:n_exc_syn].long()].nonzero().squeeze(1)
-        w[readout] = torch.rand(readout.numel(), generator=gen, device=device) * (2.0 * config.learning.readout_weight_sum / fan_in)
+        total = weight_sum_for(fan_in, config.learning.readout_weight_sum, config.learning.readout_weight_fan_in)
+        w[readout] = torch.rand(readout.numel(), generator=gen, device=device) * (2.0 * total / fan_in)
     w.clamp_(-1.0, 1.0)
 
     trace_dtype = getattr(torch, config.learning.trace_dtype)
