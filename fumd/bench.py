@@ -84,7 +84,7 @@ def run_bench(
         "warmup_cycles": warmup,
         "device": str(engine.device),
         "threads": torch.get_num_threads(),
-        "backend": engine.backend,
+        "backend": engine.backend.name,
     }
 
 

@@ -20,18 +20,17 @@ from .coding.decoder import decode, population_rates
 from .coding.encoder import RateEncoder
 from .coding.text import text_features
 from .coding.vocabulary import LabelVocabulary
-from .compiled import resolve_backend
+from .backends import Backend, make_backend
 from .config import EngineConfig, input_neurons
-from .learning.eligibility import update_trace
+from .learning.eligibility import EligibilityUpdate
 from .learning.intrinsic import intrinsic_update, update_rate
-from .learning.modulation import UpdateCoefficients, effective_eta, reward_coefficient, synapse_update
+from .learning.modulation import UpdateCoefficients, effective_eta, reward_coefficient
 from .learning.readout import (
-    ReadoutIndex, fan_in_scale, normalize_readout, weight_sum_for, population_modulator, readout_update, update_theta,
+    ReadoutIndex, fan_in_scale, normalize_readout, weight_sum_for, population_modulator, update_theta,
 )
 from .learning.replay import ReplayBuffer, ReplayParams
-from .learning.stdp import event_updates, make_kernels
 from .network.build import build_network
-from .network.simulate import CycleSpikes, simulate_cycle
+from .network.spikes import CycleSpikes
 from .network.state import NetworkState
 from .records import Record, parse_record
 from .sie.evaluator import SelfImprovementEngine, SIEResult
@@ -93,7 +92,6 @@ class Engine:
         self.encoder = RateEncoder(cfg.encoder, cfg.network.input_size, self.device)
         self.sie = SelfImprovementEngine(cfg.sie, self.state.n_clusters, input_neurons(cfg), self.device, cfg.deterministic)
         self.vocabulary = LabelVocabulary(cfg.network.max_labels)
-        self.kernels = make_kernels(cfg.stdp, cfg.lif.dt_ms, self.device)
         self.eta = cfg.learning.eta  # adaptive (tuning / criticality jobs act on it)
         self.gamma = cfg.learning.gamma  # trace decay, adaptive (tuning job)
         self.steps_done = 0
@@ -111,14 +109,8 @@ class Engine:
         self.replays_done = 0
         self.replay_params = ReplayParams(cfg.learning.replay_per_input, cfg.learning.replay_restore,
                                           cfg.learning.replay_recent_halflife, cfg.learning.replay_longrun_halflife)
-        self._synapse_update = _maybe_compile(synapse_update, cfg.compile)
-        # numba kernels on CPU (compiled/), or the PyTorch reference path (CUDA, backend = torch)
-        self.backend = resolve_backend(cfg.backend, self.device)
-        self.compiled = None
-        if self.backend == "numba":
-            from .compiled.plasticity import CompiledPlasticity
-
-            self.compiled = CompiledPlasticity(self.kernels)
+        # simulation and synaptic learning: numba kernels on the CPU or PyTorch (backends/), chosen once
+        self.backend: Backend = make_backend(cfg, self.device)
 
     # -- the cycle --------------------------------------------------------------------------
     def cycle(self, record: Record | Mapping[str, Any]) -> CycleResult:
@@ -135,13 +127,13 @@ class Engine:
         target_rates = self.encoder.rates(self.encoder.unit(features))
         input_spikes = self.encoder.encode(target_rates, cfg.lif.steps, cfg.lif.dt_ms, self.generator)
 
-        spikes = self._simulate(input_spikes, record_events=self.learning_enabled)
+        spikes = self._simulate(input_spikes)
         self.last_spikes = spikes
         counts = spikes.counts
         self.state.record_activity(counts)
 
         n_actions = len(self.vocabulary) or cfg.network.max_labels
-        pop_rates = population_rates(spikes.raster, self.state.output_idx[:n_actions], cfg.lif.dt_ms)
+        pop_rates = population_rates(counts, self.state.output_idx[:n_actions], self._cycle_ms)
         action, confidence = decode(pop_rates)
         correct = None if label_index is None else action == label_index
         external = rec.reward if rec.reward is not None else (None if correct is None else (1.0 if correct else -1.0))
@@ -152,12 +144,11 @@ class Engine:
         if self.learning_enabled:
             self._sync_readout()
             modulator = self._population_modulator(sie, action, n_actions, label_index, pop_rates)
-            self._learn(spikes, counts, modulator, self._coefficients(sie, action, modulator))
+            self._learn(spikes, modulator, self._coefficients(sie, action, modulator))
             if label_index is not None:
                 self._rehearse(label_index, features)
         self.steps_done += 1
-        total = int(counts.sum())
-        cycle_ms = cfg.lif.steps * cfg.lif.dt_ms
+        total = spikes.total
         return CycleResult(
             id=rec.id, step=self.steps_done, action=self.vocabulary.name(action), action_index=action,
             confidence=confidence, label=rec.label, correct=correct, total_reward=sie.total_reward,
@@ -167,29 +158,28 @@ class Engine:
             },
             novelty=sie.novelty, cluster=state_id, spikes=total,
             output_spikes=int(counts[self.state.output_idx.reshape(-1)].sum()),
-            rate_hz=total / self.state.n * 1000.0 / cycle_ms, learned=self.learning_enabled,
+            rate_hz=total / self.state.n * 1000.0 / self._cycle_ms, learned=self.learning_enabled,
             sie_fallback=sie.fallback,
         )
 
-    def _simulate(self, input_spikes: torch.Tensor, record_events: bool) -> CycleSpikes:
-        lif = self.config.lif
+    @property
+    def _cycle_ms(self) -> float:
+        """Simulated time per cycle (T steps x dt)."""
+        return self.config.lif.steps * self.config.lif.dt_ms
+
+    def _simulate(self, input_spikes: torch.Tensor) -> CycleSpikes:
         with torch.no_grad():
-            return simulate_cycle(
-                self.state, input_spikes,
-                dt_ms=lif.dt_ms, v_rest=lif.v_rest, v_reset=lif.v_reset, synaptic_gain=lif.synaptic_gain,
-                input_current=lif.input_current, v_min=lif.v_min, record_events=record_events, backend=self.backend,
-            )
+            return self.backend.simulate(self.state, input_spikes)
 
     def _sync_readout(self) -> None:
         if self.readout.structure_version != self.state.structure_version:  # synapses moved (jobs): re-derive
             self.readout = ReadoutIndex.build(self.state, self.readout_weight_sum)
 
-    def _learn(self, spikes: CycleSpikes, counts: torch.Tensor, modulator: torch.Tensor,
-               coefs: UpdateCoefficients) -> None:
-        """Plasticity from one simulated input: STDP into traces, weights (generic and readout),
-        readout scaling, output thresholds, intrinsic plasticity."""
+    def _learn(self, spikes: CycleSpikes, modulator: torch.Tensor, coefs: UpdateCoefficients) -> None:
+        """Plasticity from one simulated input: STDP into traces, weights (generic and readout:
+        the backend), readout scaling, output thresholds, intrinsic plasticity."""
         cfg, st, lc = self.config, self.state, self.config.learning
-        ro = self.readout
+        ro, counts = self.readout, spikes.counts
         # STDP -> eligibility traces. Among the output neurons only the populations with a non-zero
         # modulator are eligible (action credit, docs/mechanisms.md); excitatory synapses onto
         # output neurons count only pre-before-post pairs (readout_window = causal, stdp.py)
@@ -199,24 +189,13 @@ class Engine:
             silent = (modulator == 0).nonzero().squeeze(1)
             gate[st.output_idx[silent].reshape(-1)] = 0.0
         causal = ro.is_output if lc.readout_window == "causal" else None
-        if self.compiled is not None:
-            self.compiled.learn(st, spikes, counts, gate, causal, ro.pos, self.gamma, coefs)
-        else:
-            is_inh = spikes.event_pos >= st.n_exc_synapses
-            dw = event_updates(spikes.raster, spikes.event_post, spikes.event_step, is_inh, self.kernels, gate, causal)
-            update_trace(st.e, spikes.event_pos, dw, self.gamma)
-            w_before = torch.index_select(st.w, 0, ro.pos) if coefs.apply_readout else None
-            if coefs.generic:
-                self._synapse_update(st.w, st.e, st.persistent, st.n_exc_synapses, coefs.excitatory, coefs.inhibitory,
-                                     coefs.persistent_scale, coefs.w_max)
-            if coefs.apply_readout:
-                readout_update(st.w, st.e, st.persistent, ro, w_before, coefs.readout, coefs.persistent_scale, coefs.w_max)
+        self.backend.learn(st, spikes, EligibilityUpdate(self.gamma, gate, causal), coefs)
         if coefs.apply_readout and lc.readout_normalize:
             normalize_readout(st.w, ro, lc.w_max)
         # output homeostasis (adaptive thresholds) and intrinsic plasticity
         st.theta = update_theta(st.theta, counts, st.output_idx, lc.theta_plus_mv, lc.theta_decay,
                                 modulator.to(self.device), lc.bias_mv)
-        st.rate_ema = update_rate(st.rate_ema, counts, cfg.lif.steps * cfg.lif.dt_ms, cfg.intrinsic.rate_alpha)
+        st.rate_ema = update_rate(st.rate_ema, counts, self._cycle_ms, cfg.intrinsic.rate_alpha)
         if cfg.intrinsic.enabled:
             st.v_th, st.tau_mem = intrinsic_update(st.rate_ema, st.v_th, st.tau_mem, cfg.intrinsic)
 
@@ -232,7 +211,7 @@ class Engine:
         if external is not None:
             delta = self._centred_reward(external, action)
             if label_index is not None and lc.modulator == "label":
-                rivals = population_rates(self.last_spikes.raster, self.state.output_idx, self.config.lif.dt_ms) \
+                rivals = population_rates(self.last_spikes.counts, self.state.output_idx, self._cycle_ms) \
                     if lc.reserve_compete else pop_rates[:n_actions]
                 return population_modulator(p, action, label_index, rivals, lc.margin)
             return population_modulator(p, action, None, pop_rates[:n_actions], 0.0, delta)
@@ -263,7 +242,8 @@ class Engine:
                                       dtype=torch.float32, device=self.device)
         coef_ro = per_population[self.readout.post_local // cfg.network.population_size]
         return UpdateCoefficients(
-            excitatory=coef, inhibitory=coef_inh, readout=coef_ro, generic=coef != 0.0 or coef_inh != 0.0,
+            excitatory=coef, inhibitory=coef_inh, readout=coef_ro, readout_pos=self.readout.pos,
+            generic=coef != 0.0 or coef_inh != 0.0,
             apply_readout=self.readout.pos.numel() > 0 and bool((per_population != 0).any()),
             persistent_scale=lc.persistent_eta_scale, w_max=lc.w_max,
         )
@@ -287,14 +267,13 @@ class Engine:
     def _replay_one(self, label_index: int, features: Any) -> None:
         cfg, lc = self.config, self.config.learning
         target_rates = self.encoder.rates(self.encoder.unit_frozen(features))
-        spikes = self._simulate(self.encoder.encode(target_rates, cfg.lif.steps, cfg.lif.dt_ms, self.generator),
-                                record_events=True)
+        spikes = self._simulate(self.encoder.encode(target_rates, cfg.lif.steps, cfg.lif.dt_ms, self.generator))
         n_actions = len(self.vocabulary) or cfg.network.max_labels
         outputs = self.state.output_idx if lc.reserve_compete else self.state.output_idx[:n_actions]
-        rivals = population_rates(spikes.raster, outputs, cfg.lif.dt_ms)
+        rivals = population_rates(spikes.counts, outputs, self._cycle_ms)
         action, _confidence = decode(rivals[:n_actions])
         modulator = population_modulator(cfg.network.max_labels, action, label_index, rivals, lc.margin)
-        self._learn(spikes, spikes.counts, modulator, self._readout_coefficients(modulator, 1.0))
+        self._learn(spikes, modulator, self._readout_coefficients(modulator, 1.0))
 
     def _centred_reward(self, reward: float, action: int, slot: int | None = None) -> float:
         """``delta = R - b``, then ``b += alpha (R - b)`` (learning.reward_baseline): ``b`` per
@@ -358,14 +337,3 @@ def states_equal(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
         elif x != y:
             return False
     return True
-
-
-def _maybe_compile(fn, mode: str):
-    if mode == "off":
-        return fn
-    try:
-        return torch.compile(fn, dynamic=True)
-    except Exception:  # noqa: BLE001 - compilation is an optimisation; eager always works
-        if mode == "on":
-            raise
-        return fn

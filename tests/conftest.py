@@ -28,3 +28,10 @@ def set_rewards(sie, c: int, values) -> None:
     for v in values:
         sie.reward_history[c, int(sie.reward_count[c]) % h] = v
         sie.reward_count[c] += 1
+
+
+@pytest.fixture(params=["numba", "torch"])
+def backend(request) -> str:
+    """The ``backend`` setting of the test's engine: a test that takes this fixture runs once on
+    each backend (fumd/backends), as one suite on every target."""
+    return request.param

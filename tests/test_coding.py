@@ -49,7 +49,7 @@ def test_decoder_argmax_and_confidence():
     raster[:10, 0] = True  # population 0: neurons 0, 1
     raster[:4, 2] = True  # population 1: neurons 2, 3
     out = torch.tensor([[0, 1], [2, 3], [4, 5]])
-    rates = population_rates(raster, out, 1.0)
+    rates = population_rates(raster.sum(0), out, 50.0)  # 50 steps of 1 ms
     assert rates.tolist() == pytest.approx([100.0, 40.0, 0.0])
     assert decode(rates) == (0, pytest.approx(0.6))
     assert decode(torch.zeros(3, dtype=torch.float64)) == (0, 0.0)

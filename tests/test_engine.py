@@ -29,8 +29,8 @@ def stream(n: int, seed: int = 0, dim: int = 16):
             yield {"id": f"x{i}", "x": rng.random(dim).tolist(), "label": f"c{i % 3}", **({"reward": 0.5} if i % 7 == 0 else {})}
 
 
-def test_cycle_returns_a_full_result():
-    engine = Engine(small_config(encoder={"normalize": "minmax"}))  # (standardised, a first input is all mean)
+def test_cycle_returns_a_full_result(backend):
+    engine = Engine(small_config(backend=backend, encoder={"normalize": "minmax"}))  # (standardised, a first input is all mean)
     r = engine.cycle({"id": "a", "x": [0.1 * i for i in range(16)], "label": "cat"})
     assert r.id == "a" and r.step == 1 and r.label == "cat"
     assert r.action == "cat" and r.correct is True  # the only known label
@@ -42,8 +42,8 @@ def test_cycle_returns_a_full_result():
     assert r2.label is None and r2.correct is None and r2.components["external"] is None
 
 
-def test_same_seed_same_inputs_bit_identical_state():
-    a, b = Engine(small_config()), Engine(small_config())
+def test_same_seed_same_inputs_bit_identical_state(backend):
+    a, b = Engine(small_config(backend=backend)), Engine(small_config(backend=backend))
     for rec in stream(40):
         ra, rb = a.cycle(rec), b.cycle(rec)
         assert ra == rb
@@ -53,21 +53,21 @@ def test_same_seed_same_inputs_bit_identical_state():
     assert not torch.equal(a.state.w, fresh.w) and float(a.state.e.float().abs().sum()) > 0
 
 
-def test_different_seeds_differ():
-    a = Engine(small_config())
-    b = Engine(small_config(network={**small_config().network.__dict__, "seed": 1}))
+def test_different_seeds_differ(backend):
+    a = Engine(small_config(backend=backend))
+    b = Engine(small_config(backend=backend, network={**small_config().network.__dict__, "seed": 1}))
     for rec in stream(5):
         a.cycle(rec)
         b.cycle(rec)
     assert not states_equal(a.state_dict(), b.state_dict())
 
 
-def test_state_dict_round_trip_continues_identically():
-    a = Engine(small_config())
+def test_state_dict_round_trip_continues_identically(backend):
+    a = Engine(small_config(backend=backend))
     recs = list(stream(30))
     for rec in recs[:15]:
         a.cycle(rec)
-    b = Engine(small_config(network={**small_config().network.__dict__, "seed": 9}))
+    b = Engine(small_config(backend=backend, network={**small_config().network.__dict__, "seed": 9}))
     b.load_state_dict({k: (v.clone() if torch.is_tensor(v) else v) for k, v in a.state_dict().items()})
     for rec in recs[15:]:
         assert a.cycle(rec) == b.cycle(rec)
@@ -97,8 +97,8 @@ BAD = [
 
 
 @pytest.mark.parametrize("record, error, message", BAD)
-def test_bad_input_raises_typed_error_and_leaves_state_unchanged(record, error, message):
-    engine = Engine(small_config())
+def test_bad_input_raises_typed_error_and_leaves_state_unchanged(record, error, message, backend):
+    engine = Engine(small_config(backend=backend))
     for rec in stream(3):
         engine.cycle(rec)
     before = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in engine.state_dict().items()}
@@ -108,8 +108,8 @@ def test_bad_input_raises_typed_error_and_leaves_state_unchanged(record, error, 
     assert states_equal(before, engine.state_dict())
 
 
-def test_full_vocabulary_rejects_new_label_without_changing_state():
-    engine = Engine(small_config())
+def test_full_vocabulary_rejects_new_label_without_changing_state(backend):
+    engine = Engine(small_config(backend=backend))
     for label in ["a", "b", "c", "d"]:
         engine.cycle({"x": [0.5] * 16, "label": label})
     before = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in engine.state_dict().items()}
@@ -134,13 +134,13 @@ def test_config_errors_name_the_key():
         EngineConfig.from_mapping({"network": {"neurons": 500}})
 
 
-def test_bench_smoke():
+def test_bench_smoke(backend):
     from fumd.bench import run_bench
     from fumd.cli import main
 
-    out = run_bench(neurons=400, synapses_per_neuron=20, cycles=2)
+    out = run_bench(neurons=400, synapses_per_neuron=20, cycles=2, backend=backend)
     for key in ("neurons", "synapses", "rate_hz", "sim_wall_per_sim_s", "learn_wall_per_sim_s", "events_per_s",
                 "cycles_per_s", "bytes_per_synapse", "peak_rss_bytes"):
         assert key in out and out[key] >= 0
-    assert out["neurons"] == 400 and out["bytes_per_synapse"] <= 12
-    assert main(["bench", "--neurons", "300", "--synapses-per-neuron", "10", "--cycles", "1"]) == 0
+    assert out["neurons"] == 400 and out["bytes_per_synapse"] <= 12 and out["backend"] == backend
+    assert main(["bench", "--neurons", "300", "--synapses-per-neuron", "10", "--cycles", "1", "--backend", backend]) == 0

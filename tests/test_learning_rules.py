@@ -114,11 +114,12 @@ def test_intrinsic_plasticity_moves_rate_toward_target():
     assert update_rate(torch.tensor([0.0]), torch.tensor([1]), 50.0, 0.1).item() == pytest.approx(2.0)
 
 
-def test_intrinsic_plasticity_in_a_running_network_lowers_an_overactive_rate():
+def test_intrinsic_plasticity_in_a_running_network_lowers_an_overactive_rate(backend):
     from fumd.engine import Engine
     from tests.conftest import small_config
 
     cfg = small_config(
+        backend=backend,
         lif={"synaptic_gain": 200.0, "global_inhibition": 3.0},
         intrinsic={"target_low_hz": 1.0, "target_high_hz": 5.0, "eta_v_th": 0.02, "rate_alpha": 0.5, "v_th_max": -30.0},
         learning={"eta": 0.0}, encoder={"normalize": "clip01", "channels": "single"},
@@ -246,20 +247,20 @@ def test_readout_is_isolated_and_all_to_all():
     assert int(onto_out.sum()) == st.input_idx.numel() * st.output_idx.numel()
 
 
-def _theta_engine(**learning):
+def _theta_engine(backend: str, **learning):
     from fumd.engine import Engine
     from tests.conftest import small_config
 
-    return Engine(small_config(learning={"theta_plus_mv": 0.0, "theta_decay": 1.0, **learning}))
+    return Engine(small_config(backend=backend, learning={"theta_plus_mv": 0.0, "theta_decay": 1.0, **learning}))
 
 
-def test_engine_applies_the_error_driven_bias_and_reserve_competition():
+def test_engine_applies_the_error_driven_bias_and_reserve_competition(backend):
     """With homeostasis off (plus 0, decay 1) theta moves only by the bias: a wrong decision lowers
     the label population's theta by bias_mv and raises the acting one's; with reserve_compete the
     populations without a label that outfire the label are pushed up too."""
     rng = np.random.default_rng(0)
     xs = rng.normal(0.0, 1.0, (40, 16))
-    engine = _theta_engine(bias_mv=0.5)
+    engine = _theta_engine(backend, bias_mv=0.5)
     out = engine.state.output_idx
     for i, x in enumerate(xs):
         before = engine.state.theta[out[:, 0]].clone()
@@ -272,29 +273,28 @@ def test_engine_applies_the_error_driven_bias_and_reserve_competition():
     others = torch.ones(engine.state.n, dtype=torch.bool)
     others[out.reshape(-1)] = False
     assert bool((engine.state.theta[others] == 0).all())
-    plain = _theta_engine(bias_mv=0.5, reserve_compete=False)
+    plain = _theta_engine(backend, bias_mv=0.5, reserve_compete=False)
     for i, x in enumerate(xs):
         plain.cycle({"x": x.tolist(), "label": "a" if i % 2 else "b"})
     assert bool((plain.state.theta[out[2:].reshape(-1)] == 0).all())
 
 
-def test_adaptive_threshold_silences_a_population():
-    """The simulation's threshold is v_th + theta (both backends)."""
+def test_adaptive_threshold_silences_a_population(backend):
+    """The simulation's threshold is v_th + theta."""
     from fumd.engine import Engine
     from tests.conftest import small_config
 
     counts = []
-    for backend in ("torch", "numba"):
-        for raise_mv in (0.0, 50.0):
-            engine = Engine(small_config(backend=backend, learning={"enabled": False}))
-            engine.state.theta[engine.state.output_idx[0]] = raise_mv
-            x = np.random.default_rng(1).normal(0.0, 1.0, (20, 16))
-            total = 0
-            for row in x:
-                engine.cycle({"x": row.tolist()})
-                total += int(engine.last_spikes.counts[engine.state.output_idx[0]].sum())
-            counts.append(total)
-    assert counts[0] > 0 and counts[1] == 0 and counts[2] == counts[0] and counts[3] == 0
+    for raise_mv in (0.0, 50.0):
+        engine = Engine(small_config(backend=backend, learning={"enabled": False}))
+        engine.state.theta[engine.state.output_idx[0]] = raise_mv
+        x = np.random.default_rng(1).normal(0.0, 1.0, (20, 16))
+        total = 0
+        for row in x:
+            engine.cycle({"x": row.tolist()})
+            total += int(engine.last_spikes.counts[engine.state.output_idx[0]].sum())
+        counts.append(total)
+    assert counts[0] > 0 and counts[1] == 0
 
 
 def test_readout_learning_rate_is_normalised_by_fan_in():
@@ -319,7 +319,7 @@ def test_readout_learning_rate_is_normalised_by_fan_in():
     assert torch.allclose(coefs[32.0][nonzero] / coefs[0.0][nonzero], torch.full((int(nonzero.sum()),), 0.5))
 
 
-def test_readout_weight_sum_grows_with_fan_in():
+def test_readout_weight_sum_grows_with_fan_in(backend):
     """learning.readout_weight_fan_in: each output neuron's readout weights sum to
     readout_weight_sum x sqrt(fan-in / reference) above the reference, at build time and after the
     synaptic scaling of a learning step (docs/mechanisms.md); up to the reference, unchanged."""
@@ -331,7 +331,7 @@ def test_readout_weight_sum_grows_with_fan_in():
     assert weight_sum_for(512, 3.0, 0.0) == 3.0
     network = {**small_config().network.__dict__, "input_size": 64, "readout_fan_in": -1}  # 128 ON/OFF channels
     for reference, expected in ((32.0, 6.0), (0.0, 3.0)):
-        cfg = small_config(network=network)
+        cfg = small_config(backend=backend, network=network)
         engine = Engine(cfg.replace(learning={**cfg.learning.__dict__, "readout_weight_fan_in": reference,
                                               "readout_weight_sum": 3.0}))
         ro, st = engine.readout, engine.state

@@ -9,10 +9,11 @@ from __future__ import annotations
 import torch
 
 
-def population_rates(raster: torch.Tensor, output_idx: torch.Tensor, dt_ms: float) -> torch.Tensor:
-    """Rates in Hz of each population, [P]."""
-    counts = raster[:, output_idx.reshape(-1)].sum(0).reshape(output_idx.shape).double()
-    return counts.mean(1) * (1000.0 / (raster.shape[0] * dt_ms))
+def population_rates(counts: torch.Tensor, output_idx: torch.Tensor, cycle_ms: float) -> torch.Tensor:
+    """Rates in Hz of each population, [P], from the cycle's spike counts per neuron (int [N])
+    over ``cycle_ms`` (T steps x dt)."""
+    per_neuron = counts[output_idx.reshape(-1)].reshape(output_idx.shape).double()
+    return per_neuron.mean(1) * (1000.0 / cycle_ms)
 
 
 def decode(rates: torch.Tensor) -> tuple[int, float]:

@@ -5,7 +5,18 @@ added at the synapses that carried events (duplicates accumulate).
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
+
+
+class EligibilityUpdate(NamedTuple):
+    """What one cycle's ``e <- gamma e + STDP`` needs besides the spikes and the STDP kernels
+    (``Backend.learn``)."""
+
+    gamma: float  # trace decay per cycle (learning.gamma; adaptive, the tuning job acts on it)
+    post_gate: torch.Tensor | None  # float32 [N]: scales the STDP of events onto each neuron (0: may not learn)
+    causal_post: torch.Tensor | None  # bool [N]: neurons whose excitatory in-synapses use the causal kernel
 
 
 def update_trace(e: torch.Tensor, event_pos: torch.Tensor, dw: torch.Tensor, gamma: float) -> None:

@@ -37,6 +37,7 @@ class UpdateCoefficients:
     excitatory: float
     inhibitory: float
     readout: torch.Tensor  # float32 [R]: per readout synapse, its population's coefficient
+    readout_pos: torch.Tensor  # int64 [R]: the readout synapses' positions (readout.ReadoutIndex.pos)
     generic: bool
     apply_readout: bool
     persistent_scale: float

@@ -152,13 +152,14 @@ def update_theta(theta: torch.Tensor, counts: torch.Tensor, output: torch.Tensor
 
 
 def readout_update(
-    w: torch.Tensor, e: torch.Tensor, persistent: torch.Tensor, index: ReadoutIndex, w_before: torch.Tensor,
+    w: torch.Tensor, e: torch.Tensor, persistent: torch.Tensor, pos: torch.Tensor, w_before: torch.Tensor,
     coef: torch.Tensor, persistent_scale: float, w_max: float,
 ) -> None:
-    """In place: the readout synapses get ``w_before + coef * e`` (instead of the generic update
-    that ``synapse_update`` applied to all excitatory synapses), persistent ones scaled;
-    ``coef`` (float32 [R]) is each synapse's population's ``eta_eff * m_p``."""
-    delta = torch.index_select(e, 0, index.pos).to(w.dtype) * coef
+    """In place: the readout synapses (positions ``pos``, ``ReadoutIndex.pos``) get
+    ``w_before + coef * e`` (instead of the generic update that ``synapse_update`` applied to all
+    excitatory synapses), persistent ones scaled; ``coef`` (float32 [R]) is each synapse's
+    population's ``eta_eff * m_p``."""
+    delta = torch.index_select(e, 0, pos).to(w.dtype) * coef
     if persistent_scale != 1.0:
-        delta = torch.where(torch.index_select(persistent, 0, index.pos), delta * persistent_scale, delta)
-    w[index.pos] = (w_before + delta).clamp(0.0, w_max)
+        delta = torch.where(torch.index_select(persistent, 0, pos), delta * persistent_scale, delta)
+    w[pos] = (w_before + delta).clamp(0.0, w_max)

@@ -4,10 +4,17 @@ Only the out-synapses of neurons that spiked are read: the cost is spikes x fan-
 synapses. ``row_positions`` turns a set of presynaptic neurons into the positions of their
 synapses in the CSR arrays; the caller gathers ``col``/``w`` there and scatter-adds into a
 length-N current vector.
+
+``cycle_events`` lists the same positions for a whole cycle's spikes at once: the *events* (one
+presynaptic spike through one out-synapse) that the PyTorch STDP pairs with postsynaptic spikes.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
+
+from .spikes import CycleSpikes
 
 
 def row_positions(indptr: torch.Tensor, rows: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -57,3 +64,22 @@ def recurrent_current_(
     if inhib_gain != 1.0 and n_exc_events < weight.shape[0]:
         weight[n_exc_events:].mul_(inhib_gain)
     out.index_add_(0, post, weight)
+
+
+class Events(NamedTuple):
+    """A cycle's propagation events, in the order the spikes were propagated (by step, then by
+    presynaptic neuron, then by synapse)."""
+
+    pos: torch.Tensor  # int64 [E] synapse position
+    post: torch.Tensor  # int32 [E] postsynaptic neuron
+    step: torch.Tensor  # int32 [E] step of the presynaptic spike
+
+
+def cycle_events(indptr: torch.Tensor, col: torch.Tensor, spikes: CycleSpikes) -> Events:
+    """The events of every spike of the cycle: all out-synapses of ``spikes.neurons``, in spike
+    order (one ``row_positions`` over the whole spike list; the rows need not be ascending)."""
+    rows = spikes.neurons.long()
+    pos = row_positions(indptr, rows)
+    post = torch.index_select(col, 0, pos)
+    step = torch.repeat_interleave(spikes.spike_steps, indptr[rows + 1] - indptr[rows], output_size=pos.numel())
+    return Events(pos=pos, post=post, step=step)

@@ -1,13 +1,13 @@
 """Float arithmetic that numba kernels need to match PyTorch's CPU kernels bit for bit.
 
 ``fma``: PyTorch computes ``a.add_(b, alpha=c)`` as one fused multiply-add (``a + c * b`` rounded
-once; measured, tests/test_compiled.py), which LLVM does not form from ``a + c * b`` without
+once; measured, tests/test_backends.py), which LLVM does not form from ``a + c * b`` without
 fast-math; this intrinsic emits ``llvm.fma.f32``.
 
 IEEE half precision, which numba does not have on the CPU. With the x86 F16C extension (every
 x86 CPU since 2012) ``half_bits``/``half_value`` are LLVM's ``fptrunc``/``fpext`` (one
 ``vcvtps2ph``/``vcvtph2ps`` each); elsewhere they fall back to the integer code below. Both round
-to nearest even and agree bit for bit with ``torch.Tensor.half`` (tests/test_compiled.py):
+to nearest even and agree bit for bit with ``torch.Tensor.half`` (tests/test_backends.py):
 
 The eligibility trace is stored as float16 (2 bytes per synapse); the kernels see it through a
 uint16 view. The fallback widens with a 65,536-entry table (``HALF_TO_FLOAT``, 256 KiB) and

@@ -1,4 +1,5 @@
-"""The numba kernels (fumd/compiled) against the PyTorch reference path and against Norse.
+"""The backends (fumd/backends): the numba kernels against the PyTorch path and against Norse,
+the one spike representation and its derived views, and the backend choice.
 
 The kernels promise the same float32 operations in the same order as the PyTorch path, so the
 tests demand bit-identical states, not closeness."""
@@ -8,14 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from fumd.compiled import resolve_backend
-from fumd.compiled.floats import HAS_F16C, narrow, narrow_software, widen
+from fumd.backends import Backend, make_backend, resolve_backend
+from fumd.backends.numba.floats import HAS_F16C, narrow, narrow_software, widen
 from fumd.config import EngineConfig
 from fumd.engine import Engine, states_equal
 from fumd.network.build import build_network
 from fumd.network.edit import add_synapses_to_state
 from fumd.network.lif import lif_parameters, lif_step
-from fumd.network.simulate import simulate_cycle
+from fumd.network.propagate import cycle_events, row_positions
+from fumd.network.spikes import CycleSpikes
 
 
 def _float_samples() -> np.ndarray:
@@ -56,12 +58,50 @@ def test_backend_resolution() -> None:
     assert resolve_backend("auto", torch.device("cuda")) == "torch"  # the kernels are CPU code
     with pytest.raises(RuntimeError, match="CPU only"):
         resolve_backend("numba", torch.device("cuda"))
+    for name, expected in (("auto", "numba"), ("numba", "numba"), ("torch", "torch")):
+        backend = make_backend(EngineConfig().replace(backend=name), torch.device("cpu"))
+        assert isinstance(backend, Backend) and backend.name == expected
 
 
-def test_compiled_simulation_without_synapses_is_norse() -> None:
+def _spikes(steps: int, n: int, seed: int, rate: float = 0.05) -> tuple[CycleSpikes, torch.Tensor]:
+    raster = torch.rand(steps, n, generator=torch.Generator().manual_seed(seed)) < rate
+    _, neurons = raster.nonzero(as_tuple=True)
+    step_ptr = torch.zeros(steps + 1, dtype=torch.int64)
+    step_ptr[1:] = torch.cumsum(raster.sum(1), 0)
+    return CycleSpikes(step_ptr=step_ptr, neurons=neurons.int(), n=n), raster
+
+
+def test_cycle_spikes_derived_views() -> None:
+    spikes, raster = _spikes(50, 300, seed=1)
+    assert torch.equal(spikes.raster, raster)
+    assert torch.equal(spikes.counts, raster.sum(0)) and spikes.total == int(raster.sum()) and spikes.steps == 50
+    assert torch.equal(spikes.spike_steps.long(), raster.nonzero(as_tuple=True)[0])
+    silent = CycleSpikes(step_ptr=torch.zeros(4, dtype=torch.int64), neurons=torch.empty(0, dtype=torch.int32), n=7)
+    assert silent.total == 0 and int(silent.counts.sum()) == 0
+    assert silent.raster.shape == (3, 7) and not silent.raster.any()
+
+
+def test_cycle_events_are_the_steps_propagation_events() -> None:
+    """One ``row_positions`` over the whole spike list gives every step's propagation positions,
+    in the order the simulation reads them (by step, ascending neurons, CSR order)."""
+    cfg = EngineConfig().replace(network={"neurons": 1000, "seed": 2, "synapses_per_neuron": 30}, device="cpu")
+    state = build_network(cfg, torch.Generator().manual_seed(2), torch.device("cpu"))
+    spikes, raster = _spikes(20, state.n, seed=3)
+    events = cycle_events(state.indptr, state.col, spikes)
+    pos, step = [], []
+    for t in range(20):
+        rows = raster[t].nonzero().squeeze(1)
+        p = row_positions(state.indptr, rows)
+        pos.append(p)
+        step.append(torch.full((p.numel(),), t, dtype=torch.int32))
+    assert torch.equal(events.pos, torch.cat(pos)) and torch.equal(events.step, torch.cat(step))
+    assert torch.equal(events.post, state.col[events.pos]) and events.pos.numel() > 1000
+
+
+def test_simulation_without_synapses_is_norse(backend: str) -> None:
     """With no recurrent synapses the current is the drive alone: V and spikes after 50 steps are
-    exactly Norse's ``lif_box_feed_forward_step`` applied 50 times."""
-    cfg = EngineConfig().replace(network={"neurons": 1000, "seed": 2}, device="cpu")
+    exactly Norse's ``lif_box_feed_forward_step`` applied 50 times (V stays above the floor)."""
+    cfg = EngineConfig().replace(network={"neurons": 1000, "seed": 2}, device="cpu", backend=backend)
     state = build_network(cfg, torch.Generator().manual_seed(2), torch.device("cpu"))
     state.indptr = torch.zeros_like(state.indptr)
     state.col, state.w = state.col[:0], state.w[:0]
@@ -70,8 +110,7 @@ def test_compiled_simulation_without_synapses_is_norse() -> None:
     state.v = cfg.lif.v_reset + 15.0 * torch.rand(state.n, generator=g)
     v0 = state.v.clone()
     lif = cfg.lif
-    out = simulate_cycle(state, spikes_in, dt_ms=lif.dt_ms, v_rest=lif.v_rest, v_reset=lif.v_reset,
-                         synaptic_gain=lif.synaptic_gain, input_current=lif.input_current, backend="numba")
+    out = make_backend(cfg, torch.device("cpu")).simulate(state, spikes_in)
     params = lif_parameters(state.tau_mem, state.v_th, lif.v_rest, lif.v_reset)
     v = v0
     for t in range(50):
@@ -79,35 +118,30 @@ def test_compiled_simulation_without_synapses_is_norse() -> None:
         current[state.input_idx] = spikes_in[t].float() * lif.input_current
         z, v = lif_step(current, v, params, lif.dt_ms)
         assert torch.equal(out.raster[t], z), t
-    assert torch.equal(state.v, v)
-    assert int(out.raster.sum()) > 100  # inputs fired and were reset
+    assert torch.equal(state.v, v) and torch.equal(state.last_spikes, z)
+    assert out.total > 100  # inputs fired and were reset
 
 
-def test_compiled_simulation_equals_torch_path() -> None:
-    """Recurrent network, inhibition gain != 1: raster and V identical to the PyTorch path, and
-    the spike list is the raster in time order."""
-    cfg = EngineConfig().replace(network={"neurons": 1500, "seed": 4, "synapses_per_neuron": 60}, device="cpu")
-    lif = cfg.lif
+def test_numba_simulation_equals_torch_path() -> None:
+    """Recurrent network, inhibition gain != 1, V floor and adaptive thresholds acting: the
+    spikes (one list, by step) and V identical on both backends, cycle after cycle."""
+    cfg = EngineConfig().replace(network={"neurons": 1500, "seed": 4, "synapses_per_neuron": 60}, device="cpu",
+                                 lif={"v_min": -71.0})
     states = [build_network(cfg, torch.Generator().manual_seed(4), torch.device("cpu")) for _ in range(2)]
     spikes_in = torch.rand(50, states[0].input_idx.numel(), generator=torch.Generator().manual_seed(5)) < 0.2
-    for st in states:  # the floor on V and the adaptive thresholds act in both paths
+    for st in states:
         st.global_inhibition = 1.7
         st.theta[st.output_idx.reshape(-1)] = 2.5
     outs = []
-    for backend, st in zip(("torch", "numba"), states):
-        for _ in range(3):
-            outs.append(simulate_cycle(st, spikes_in, dt_ms=lif.dt_ms, v_rest=lif.v_rest, v_reset=lif.v_reset,
-                                       synaptic_gain=lif.synaptic_gain, input_current=lif.input_current, v_min=-71.0,
-                                       backend=backend))
-    for ref, got in zip(outs[:3], outs[3:]):
-        assert torch.equal(ref.raster, got.raster)
+    for name, st in zip(("torch", "numba"), states):
+        backend = make_backend(cfg.replace(backend=name), torch.device("cpu"))
+        outs.append([backend.simulate(st, spikes_in) for _ in range(3)])
+    for ref, got in zip(*outs):
+        assert torch.equal(ref.step_ptr, got.step_ptr) and torch.equal(ref.neurons, got.neurons)
+        assert ref.neurons.dtype == got.neurons.dtype == torch.int32
     assert torch.equal(states[0].v, states[1].v) and torch.equal(states[0].last_spikes, states[1].last_spikes)
     assert float(states[0].v.min()) >= -71.0
-    last = outs[-1]
-    steps, neurons = last.raster.nonzero(as_tuple=True)
-    assert torch.equal(last.step_ptr[1:] - last.step_ptr[:-1], last.raster.sum(1))
-    assert torch.equal(last.spike_neurons.long(), neurons)
-    assert int(last.raster.sum()) > 500
+    assert outs[1][-1].total > 500
 
 
 def _run(backend: str, cycles: int, threads: int | None = None, edit_at: int | None = None, **sections) -> Engine:
@@ -118,7 +152,7 @@ def _run(backend: str, cycles: int, threads: int | None = None, edit_at: int | N
         torch.set_num_threads(threads)
     try:
         engine = Engine(cfg)
-        assert engine.backend == backend
+        assert engine.backend.name == backend
         engine.state.persistent[::7] = True  # the persistent learning rate takes part
         engine.state.global_inhibition = 1.3
         rng = np.random.default_rng(1)
@@ -139,7 +173,7 @@ def _run(backend: str, cycles: int, threads: int | None = None, edit_at: int | N
 
 
 @pytest.mark.parametrize("trace_dtype", ["float16", "float32"])
-def test_compiled_learning_is_bit_identical_to_torch_path(trace_dtype: str) -> None:
+def test_numba_learning_is_bit_identical_to_torch_path(trace_dtype: str) -> None:
     """STDP table, traces (float16: one rounding per cycle; float32), reward-modulated weights with
     persistent scaling, readout update and synaptic scaling: the whole state after 40 cycles is the
     same, bit for bit, on both backends."""
@@ -150,7 +184,7 @@ def test_compiled_learning_is_bit_identical_to_torch_path(trace_dtype: str) -> N
     assert float(got.state.e.float().abs().sum()) > 0 and int(got.state.persistent.sum()) > 0
 
 
-def test_compiled_learning_after_a_structure_change_and_across_thread_counts() -> None:
+def test_numba_learning_after_a_structure_change_and_across_thread_counts() -> None:
     """Synapses added between cycles (as the structural job does) re-derive the kernels' row data;
     the parallel kernels give the same state on one and on two threads."""
     ref = _run("torch", 24, edit_at=12)
@@ -161,11 +195,11 @@ def test_compiled_learning_after_a_structure_change_and_across_thread_counts() -
     assert states_equal(one.state_dict(), two.state_dict())
 
 
-def test_loading_a_state_with_another_structure_rederives_the_kernel_arrays() -> None:
+def test_loading_a_state_with_another_structure_rederives_everything(backend: str) -> None:
     """Two engines that added different synapses (same structure_version): after loading one's
     state into the other, both continue identically (nothing derived from the old structure)."""
     cfg = EngineConfig().replace(network={"neurons": 1200, "seed": 7, "synapses_per_neuron": 60}, device="cpu",
-                                 deterministic=True, backend="numba")
+                                 deterministic=True, backend=backend)
     rng = np.random.default_rng(2)
     inputs = [{"x": rng.random(cfg.network.input_size).tolist(), "label": str(i % 4)} for i in range(12)]
     engines = []

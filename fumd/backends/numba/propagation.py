@@ -8,43 +8,46 @@
 in one call. The float32 operations and their order are exactly those of the PyTorch path
 (``network/simulate.py``: ``index_put_`` of the drive, ``recurrent_current_`` event by event in
 CSR order, then ``LIFStepper``, itself bit-identical to Norse's ``lif_box_feed_forward_step``),
-so V and the raster are bit-identical to it (``tests/test_compiled.py`` checks both against
-Norse). Fusing the 50 steps removes ~10 framework calls per step; the spike list of each step is
-built while its raster row is written, so propagation reads only the neurons that spiked: the
-cost per step is N (the LIF update) + spikes x fan-out.
+so V and the spikes are bit-identical to it (``tests/test_backends.py`` checks both against
+Norse). Fusing the T steps removes ~10 framework calls per step; each step's spike list is built
+right after its LIF update, so propagation reads only the neurons that spiked: the cost per step
+is N (the LIF update) + spikes x fan-out.
 """
 from __future__ import annotations
 
 import numba
 import numpy as np
 
+from .arrays import Currents, LIFNeurons, SpikeList, Synapses
 from .memory import AHEAD, prefetch
 
 
 @numba.njit(cache=True, nogil=True)
 def simulate_steps(
-    v: np.ndarray, dt_tau_inv: np.ndarray, v_leak: float, v_th: np.ndarray, v_reset: float,
-    drive: np.ndarray, input_idx: np.ndarray, last_spikes: np.ndarray,
-    indptr: np.ndarray, col: np.ndarray, w: np.ndarray, n_exc_synapses: int, gain: float, inhib: float, v_min: float,
-    raster: np.ndarray, current: np.ndarray, spiking: np.ndarray, step_ptr: np.ndarray, spike_neurons: np.ndarray,
+    v: np.ndarray, lif: LIFNeurons, syn: Synapses, inputs: Currents, fired: np.ndarray, out: SpikeList,
 ) -> np.ndarray:  # pragma: no cover - compiled
-    """Advance ``v`` (float32 [N]) by ``T = drive.shape[0]`` steps, writing ``raster`` (bool [T, N]).
+    """Advance ``v`` (float32 [N]) by ``T = inputs.drive.shape[0]`` steps.
 
-    The cycle's spikes in time order are also written as a list: step ``t``'s neurons are
-    ``spike_neurons[step_ptr[t]:step_ptr[t + 1]]`` (``step_ptr`` int64 [T + 1]). The list is
-    returned: ``spike_neurons`` (int32) when it was large enough, else a larger copy.
-    ``current`` (float32 [N]) and ``spiking`` (int64 [N]) are scratch."""
-    steps, n = raster.shape
-    g = np.float32(gain)
-    h = np.float32(inhib)
+    ``fired`` (bool [N]) holds the spikes of the previous cycle's last step on entry and this
+    cycle's last step on return. The spikes in time order are written to ``out``; the list is
+    returned: ``out.neurons`` (int32) when it was large enough, else a larger copy."""
+    indptr, col, w, n_exc_synapses = syn.indptr, syn.col, syn.w, syn.n_exc
+    drive, input_idx = inputs.drive, inputs.input_idx
+    dt_tau_inv, v_th = lif.dt_tau_inv, lif.v_th
+    step_ptr, spike_neurons = out.step_ptr, out.neurons
+    steps, n = drive.shape[0], v.shape[0]
+    current = np.empty(n, dtype=np.float32)
+    spiking = np.empty(n, dtype=np.int64)  # this step's spiking neurons
+    g = np.float32(inputs.gain)
+    h = np.float32(inputs.inhibition)
     scale_inh = h != np.float32(1.0)
-    leak = np.float32(v_leak)
-    reset = np.float32(v_reset)
-    floor = np.float32(v_min)
+    leak = np.float32(lif.v_leak)
+    reset = np.float32(lif.v_reset)
+    floor = np.float32(lif.v_min)
     step_ptr[0] = 0
     n_spiking = 0
     for j in range(n):  # spikes of the previous cycle's last step
-        if last_spikes[j]:
+        if fired[j]:
             spiking[n_spiking] = j
             n_spiking += 1
     for t in range(steps):
@@ -66,15 +69,14 @@ def simulate_steps(
             else:
                 for k in range(last - first):
                     current[cols[k]] += ws[k] * g
-        row = raster[t]
         for j in range(n):
             vj = max(v[j] + ((current[j] + leak) - v[j]) * dt_tau_inv[j], floor)
             z = vj > v_th[j]
-            row[j] = z
+            fired[j] = z
             v[j] = reset if z else vj
         n_spiking = 0
         for j in range(n):
-            if row[j]:
+            if fired[j]:
                 spiking[n_spiking] = j
                 n_spiking += 1
         start = step_ptr[t]

@@ -1,6 +1,7 @@
 """Compiled (numba) form of one cycle's per-synapse learning, SPEC §3 (seed 002 §5.A-§5.B).
 
-Mirrors, operation for operation, the PyTorch reference path of ``Engine._learn``:
+Mirrors, operation for operation, ``TorchBackend.learn`` (``learning/stdp.py``,
+``eligibility.py``, ``modulation.py``, ``readout.py``):
 
 1. ``stdp_table``: ``table[t, c, j]`` = weight change of one event at step ``t`` from a
    presynaptic neuron of type ``c`` (0 excitatory, 1 inhibitory) onto neuron ``j``::
@@ -29,37 +30,26 @@ Mirrors, operation for operation, the PyTorch reference path of ``Engine._learn`
 
        w_k  <- clip(w_k(before) + (e_k * coef_readout) * scale_k, 0, w_max)
 
-Instead of the reference's per-event lists (positions, targets, steps: 16 bytes per event written
-and read again) and its synapse-sized float32 accumulator, the kernels read the cycle's spike list
-and walk the rows of the neurons that spiked: memory traffic per cycle ~ events x 4 bytes (the table
-row is cache-resident) + synapses x 11 bytes.
+Instead of the PyTorch path's per-event lists (positions, targets, steps: 16 bytes per event
+written and read again) and its synapse-sized float32 accumulator, the kernels read the cycle's
+spike list and walk the rows of the neurons that spiked: memory traffic per cycle ~ events x 4
+bytes (the table row is cache-resident) + synapses x 11 bytes.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numba
 import numpy as np
-import torch
 from numba import prange
 
-from . import compiled_threads
+from .arrays import PostFactors, ReadoutUpdate, SpikeList, SpikeTrains, STDPWindow, Synapses, Traces, WeightUpdate
 from .floats import fma, half_bits, half_value
 from .memory import AHEAD, prefetch
 
-if TYPE_CHECKING:
-    from ..learning.modulation import UpdateCoefficients
-    from ..learning.stdp import STDPKernels
-    from ..network.simulate import CycleSpikes
-    from ..network.state import NetworkState
-
 
 @numba.njit(cache=True, nogil=True)
-def spike_lists(
-    counts: np.ndarray, step_ptr: np.ndarray, spike_neurons: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """Per-neuron spike steps, ascending: CSR ``(ptr [N+1], steps [S])``, and the neurons that
-    spiked (``active``, ascending), from the cycle's spikes in time order (``simulate_steps``)."""
+def spike_trains(counts: np.ndarray, spikes: SpikeList) -> SpikeTrains:  # pragma: no cover - compiled
+    """The spike list regrouped by neuron (``counts``: int64 [N], spikes per neuron)."""
+    step_ptr, neurons = spikes.step_ptr, spikes.neurons
     n = counts.shape[0]
     ptr = np.zeros(n + 1, dtype=np.int64)
     n_active = 0
@@ -76,26 +66,27 @@ def spike_lists(
     times = np.empty(ptr[n], dtype=np.int32)
     for t in range(step_ptr.shape[0] - 1):
         for s in range(step_ptr[t], step_ptr[t + 1]):
-            j = spike_neurons[s]
+            j = neurons[s]
             times[fill[j]] = t
             fill[j] += 1
-    return ptr, times, active
+    return SpikeTrains(ptr, times, active)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def stdp_table(
-    ptr: np.ndarray, times: np.ndarray, active: np.ndarray, kernels: np.ndarray,
-    causal: np.ndarray, use_causal: bool, inh_offset: float, gate: np.ndarray, use_gate: bool, table: np.ndarray,
+    trains: SpikeTrains, window: STDPWindow, post: PostFactors, table: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """Fill ``table`` (float32 [T, 2, N]); ``kernels`` (float64 [3, 2D + 1]: excitatory,
-    inhibitory, causal) are indexed ``D + (u - t)``.
+    """Fill ``table`` (float32 [T, 2, N]).
 
     Every column first gets the rows of a neuron without spikes, (0, offset) x gate; then each
     neuron that spiked adds its kernels around its spikes in a float64 column (exact for float32
     kernel values, rounded once) and writes it. Blocks of neurons run in parallel."""
+    ptr, times, active = trains.ptr, trains.times, trains.active
+    kernels = window.kernels
+    gate, use_gate, causal, use_causal = post.gate, post.use_gate, post.causal, post.use_causal
     steps, n = table.shape[0], table.shape[2]
     d_max = (kernels.shape[1] - 1) // 2
-    off = np.float32(inh_offset)
+    off = np.float32(window.inh_offset)
     for t in prange(steps):
         r_exc, r_inh = table[t, 0], table[t, 1]
         r_exc[:] = np.float32(0.0)
@@ -129,9 +120,8 @@ def stdp_table(
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def stdp_sums(
-    step_ptr: np.ndarray, spike_neurons: np.ndarray, active: np.ndarray, indptr: np.ndarray, col: np.ndarray,
-    n_exc_synapses: int, table: np.ndarray, half_trace: bool, e32: np.ndarray, gamma: float, acc: np.ndarray,
-    parts: int,
+    spikes: SpikeList, active: np.ndarray, syn: Synapses, table: np.ndarray, trace: Traces, gamma: float,
+    acc: np.ndarray, parts: int,
 ) -> np.ndarray:  # pragma: no cover - compiled
     """This cycle's STDP per synapse of every row that spiked, summed in time order.
 
@@ -141,6 +131,9 @@ def stdp_sums(
     Each thread owns a range of rows and runs through the steps in order, so the table row
     ``table[t]`` (4N bytes per type) it reads stays in cache, and each row's sums are in time
     order whatever the thread count."""
+    step_ptr, spike_neurons = spikes.step_ptr, spikes.neurons
+    indptr, col, n_exc_synapses = syn.indptr, syn.col, syn.n_exc
+    half_trace, e32 = trace.half, trace.e32
     n = indptr.shape[0] - 1
     slot = np.full(n, -1, dtype=np.int64)
     offset = 0
@@ -180,19 +173,21 @@ def stdp_sums(
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def update_synapses(
-    indptr: np.ndarray, slot: np.ndarray, acc: np.ndarray,
-    half_trace: bool, e16: np.ndarray, e32: np.ndarray, w: np.ndarray, persistent: np.ndarray,
-    n_exc_synapses: int, gamma: float, generic: bool, coef_exc: float, coef_inh: float,
-    persistent_scale: float, w_max: float,
+    syn: Synapses, trace: Traces, slot: np.ndarray, acc: np.ndarray, rule: WeightUpdate,
 ) -> None:  # pragma: no cover - compiled
     """Eligibility traces -> reward-modulated weights of every synapse, in place, rows in
-    parallel (module doc; the readout synapses are redone by ``readout_update`` afterwards, as in
-    the PyTorch path). Each row is one branch-free loop the compiler can vectorise."""
+    parallel (module doc; ``acc``/``slot``: ``stdp_sums``). Each row is one branch-free loop the
+    compiler can vectorise."""
+    indptr, w, persistent, n_exc_synapses = syn.indptr, syn.w, syn.persistent, syn.n_exc
+    half_trace, e16, e32 = trace.half, trace.e16, trace.e32
+    generic = rule.generic
     n = indptr.shape[0] - 1
-    g = np.float32(gamma)
-    ps = np.float32(persistent_scale)
+    g = np.float32(rule.gamma)
+    ps = np.float32(rule.persistent_scale)
+    coef_exc = np.float32(rule.coef_exc)
+    coef_inh = np.float32(rule.coef_inh)
     one = np.float32(1.0)
-    hi = np.float32(w_max)
+    hi = np.float32(rule.w_max)
     zero = np.float32(0.0)
     for i in prange(n):
         first, last = indptr[i], indptr[i + 1]
@@ -201,7 +196,7 @@ def update_synapses(
             continue
         base = slot[i]
         inhibitory = first >= n_exc_synapses
-        coef = np.float32(coef_inh) if inhibitory else np.float32(coef_exc)
+        coef = coef_inh if inhibitory else coef_exc
         lo = -hi if inhibitory else zero
         up = zero if inhibitory else hi
         # row views and one loop per case: simple, branch-free loops the compiler vectorises
@@ -235,65 +230,19 @@ def update_synapses(
 
 @numba.njit(cache=True, nogil=True)
 def readout_update(
-    pos: np.ndarray, w_before: np.ndarray, half_trace: bool, e16: np.ndarray, e32: np.ndarray, w: np.ndarray,
-    persistent: np.ndarray, coef: np.ndarray, persistent_scale: float, w_max: float,
+    syn: Synapses, trace: Traces, readout: ReadoutUpdate, rule: WeightUpdate,
 ) -> None:  # pragma: no cover - compiled
     """``learning/readout.py::readout_update``: readout synapse ``pos[r]`` gets
     ``clip(w_before[r] + (e * coef[r]) * scale, 0, w_max)`` from its new trace."""
-    ps = np.float32(persistent_scale)
+    w, persistent = syn.w, syn.persistent
+    half_trace, e16, e32 = trace.half, trace.e16, trace.e32
+    pos, w_before, coef = readout.pos, readout.w_before, readout.coef
+    ps = np.float32(rule.persistent_scale)
     scaled = ps != np.float32(1.0)
-    hi = np.float32(w_max)
+    hi = np.float32(rule.w_max)
     for r in range(pos.shape[0]):
         k = pos[r]
         delta = (half_value(e16[k]) if half_trace else e32[k]) * coef[r]
         if scaled and persistent[k]:
             delta = delta * ps
         w[k] = min(max(w_before[r] + delta, np.float32(0.0)), hi)
-
-
-class CompiledPlasticity:
-    """Thin stateful wrapper: numpy views of the state, reused buffers (the table, the per-cycle
-    STDP sums), the thread count. It derives nothing from the synapse structure, so structure
-    edits and state loads need no notice."""
-
-    def __init__(self, kernels: STDPKernels):
-        causal = kernels.causal if kernels.causal is not None else kernels.excitatory
-        self.kernels = torch.stack([kernels.excitatory, kernels.inhibitory, causal]).double().cpu().numpy()
-        self.inh_offset = float(kernels.inhibitory_offset)
-        self.table = np.empty((0, 2, 0), dtype=np.float32)
-        self.acc = np.empty(0, dtype=np.float32)
-        self.no_gate = np.ones(1, dtype=np.float32)
-
-    def learn(
-        self, state: NetworkState, spikes: CycleSpikes, counts: torch.Tensor, gate: torch.Tensor | None,
-        causal: torch.Tensor | None, readout_pos: torch.Tensor, gamma: float, coefs: UpdateCoefficients,
-    ) -> None:
-        """One cycle of STDP -> traces -> weights on ``state`` (CPU tensors, updated in place).
-
-        ``spikes`` must come from the compiled simulation (its spike list); ``gate`` (float32 [N])
-        and ``causal`` (bool [N]) as in ``stdp.event_updates``; ``readout_pos`` (int64) are the
-        readout synapses' positions (``ReadoutIndex.pos``)."""
-        threads = compiled_threads()
-        steps, n = spikes.raster.shape
-        if self.table.shape != (steps, 2, n):
-            self.table = np.empty((steps, 2, n), dtype=np.float32)
-        indptr, col, w, persistent = state.indptr.numpy(), state.col.numpy(), state.w.numpy(), state.persistent.numpy()
-        ptr, times, active = spike_lists(counts.numpy(), spikes.step_ptr.numpy(), spikes.spike_neurons.numpy())
-        is_output = causal.numpy() if causal is not None else np.zeros(n, dtype=np.bool_)
-        stdp_table(ptr, times, active, self.kernels, is_output, causal is not None,
-                   self.inh_offset, gate.numpy() if gate is not None else self.no_gate, gate is not None, self.table)
-        half = state.e.dtype == torch.float16
-        e = state.e.numpy()
-        e16 = e.view(np.uint16) if half else np.empty(0, dtype=np.uint16)
-        e32 = e if not half else np.empty(0, dtype=np.float32)
-        need = int((indptr[1:] - indptr[:-1])[active].sum())
-        if self.acc.shape[0] < need:
-            self.acc = np.empty(max(need, 2 * self.acc.shape[0]), dtype=np.float32)
-        slot = stdp_sums(spikes.step_ptr.numpy(), spikes.spike_neurons.numpy(), active, indptr, col,
-                         state.n_exc_synapses, self.table, half, e32, gamma, self.acc, threads)
-        pos = readout_pos.numpy()
-        w_before = w[pos] if coefs.apply_readout else None
-        update_synapses(indptr, slot, self.acc, half, e16, e32, w, persistent, state.n_exc_synapses, gamma,
-                        coefs.generic, coefs.excitatory, coefs.inhibitory, coefs.persistent_scale, coefs.w_max)
-        if coefs.apply_readout:
-            readout_update(pos, w_before, half, e16, e32, w, persistent, coefs.readout.numpy(), coefs.persistent_scale, coefs.w_max)
