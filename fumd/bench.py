@@ -57,7 +57,7 @@ def run_bench(
         start = time.perf_counter()
         for x in inputs[warmup + 1 :]:
             engine.cycle({"x": x})
-            counts = engine.last_spikes.counts
+            counts = engine.last_cycle_spikes.counts
             spikes += int(counts.sum())
             events += int(counts.double() @ degree)
         _sync(engine.device)

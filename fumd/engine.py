@@ -22,6 +22,7 @@ from .coding.text import text_features
 from .coding.vocabulary import LabelVocabulary
 from .backends import Backend, make_backend
 from .config import EngineConfig, input_neurons
+from .knobs import Knobs
 from .learning.eligibility import EligibilityUpdate
 from .learning.intrinsic import intrinsic_update, update_rate
 from .learning.modulation import UpdateCoefficients, effective_eta, reward_coefficient
@@ -92,11 +93,11 @@ class Engine:
         self.encoder = RateEncoder(cfg.encoder, cfg.network.input_size, self.device)
         self.sie = SelfImprovementEngine(cfg.sie, self.state.n_clusters, input_neurons(cfg), self.device, cfg.deterministic)
         self.vocabulary = LabelVocabulary(cfg.network.max_labels)
-        self.eta = cfg.learning.eta  # adaptive (tuning / criticality jobs act on it)
-        self.gamma = cfg.learning.gamma  # trace decay, adaptive (tuning job)
+        self.eta = cfg.learning.eta  # adaptive: a knob (set_knobs; tuning / criticality jobs)
+        self.gamma = cfg.learning.gamma  # trace decay, a knob (tuning job)
         self.steps_done = 0
         self.learning_enabled = cfg.learning.enabled
-        self.last_spikes: CycleSpikes | None = None
+        self.last_cycle_spikes: CycleSpikes | None = None  # the spike record of the last cycle
         # reward baseline b[a] per acting population (learning.reward_baseline; readout.py), then
         # the baselines of the internal reward (unlabelled inputs) and of the generic synapses
         self.reward_baseline = torch.zeros(cfg.network.max_labels + 2, dtype=torch.float64)
@@ -128,7 +129,7 @@ class Engine:
         input_spikes = self.encoder.encode(target_rates, cfg.lif.steps, cfg.lif.dt_ms, self.generator)
 
         spikes = self._simulate(input_spikes)
-        self.last_spikes = spikes
+        self.last_cycle_spikes = spikes
         counts = spikes.counts
         self.state.record_activity(counts)
 
@@ -211,7 +212,7 @@ class Engine:
         if external is not None:
             delta = self._centred_reward(external, action)
             if label_index is not None and lc.modulator == "label":
-                rivals = population_rates(self.last_spikes.counts, self.state.output_idx, self._cycle_ms) \
+                rivals = population_rates(self.last_cycle_spikes.counts, self.state.output_idx, self._cycle_ms) \
                     if lc.reserve_compete else pop_rates[:n_actions]
                 return population_modulator(p, action, label_index, rivals, lc.margin)
             return population_modulator(p, action, None, pop_rates[:n_actions], 0.0, delta)
@@ -286,6 +287,26 @@ class Engine:
         b = float(self.reward_baseline[slot])
         self.reward_baseline[slot] = b + lc.baseline_alpha * (reward - b)
         return reward - b
+
+    # -- what the scheduled jobs change (fumd/jobs/base.py) ------------------------------------
+    @property
+    def knobs(self) -> Knobs:
+        """The live adaptive settings (fumd/knobs.py), each read from where the cycle uses it."""
+        sie = self.sie
+        return Knobs(self.eta, self.gamma, self.state.global_inhibition, sie.w_td, sie.w_novelty, sie.w_habituation,
+                     sie.w_self_benefit)
+
+    def set_knobs(self, knobs: Knobs) -> None:
+        """Make ``knobs`` live: the values that differ from ``self.knobs`` are stored where the
+        cycle reads them (the inhibition gain in ``state``, the SIE weights in ``sie``)."""
+        for name, value in knobs.changes_from(self.knobs).items():
+            owner = self.state if name == "global_inhibition" else self.sie if name.startswith("w_") else self
+            setattr(owner, name, value)
+
+    def drop_last_cycle_spikes(self) -> None:
+        """Forget the last cycle's spike record after a structural edit (its raster and event
+        positions describe the old structure)."""
+        self.last_cycle_spikes = None
 
     # -- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -87,7 +87,7 @@ def test_config_overrides() -> None:
     assert build_config(topics, 0, options()).engine.network.input_size == NETWORK["input_size"]
     off = build_config(iris, 0, options(jobs=False))
     assert not any(section.enabled for _name, section in off.jobs.items())
-    assert {name for name, _section in off.jobs.items()} == set(job_names())
+    assert [section for _name, section in off.jobs.items()] == [getattr(off.jobs, name) for name in job_names()]
 
 
 # -- (b) the daemon's loop: engine.cycle, then the JobRunner --------------------------------------

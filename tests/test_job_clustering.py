@@ -8,6 +8,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from fumd.engine import Engine
 from fumd.errors import ConfigError
+from fumd.jobs.base import run_once
 from fumd.jobs.clustering import (
     ClusteringConfig,
     ClusteringJob,
@@ -42,7 +43,7 @@ def plant(engine: Engine, seed: int = 0, n_silent: int = 20):
 
 
 def run(job, engine):
-    return job.apply(engine, job.compute(job.snapshot(engine)))
+    return run_once(job, engine)
 
 
 def test_recovers_planted_clusters_and_k():
@@ -209,14 +210,14 @@ class StationaryNet:
                                    prev_state=-1)
         self.generator = torch.Generator().manual_seed(seed)
         self.domains, self.t = domains, 0
-        self.last_spikes = None
+        self.last_cycle_spikes = None
 
     def cycle(self):
         d = self.rng.integers(0, self.domains)
         counts = torch.from_numpy(self.rng.poisson(np.where(self.pref == d, 3.0, 0.2))).long()
         self.state.activity[:, self.t % self.state.activity.shape[1]] = counts.clamp(max=255).to(torch.uint8)
         self.t += 1
-        self.last_spikes = SimpleNamespace(counts=counts)
+        self.last_cycle_spikes = SimpleNamespace(counts=counts)
         return SimpleNamespace()
 
 

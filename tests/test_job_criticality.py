@@ -9,8 +9,10 @@ import torch
 from scipy.special import zeta
 
 from fumd.errors import ConfigError
+from fumd.jobs.base import run_once
 from fumd.jobs.criticality import (CriticalityConfig, CriticalityJob, avalanches_from_bins, fit_discrete_power_law,
                                    inhibition_bounds, next_eta, next_inhibition, rate_variance)
+from tests.job_fakes import FakeEngine, sie_weights
 
 
 def discrete_power_law(tau: float, n: int, seed: int, x_min: int = 1, table: int = 100_000) -> np.ndarray:
@@ -64,21 +66,23 @@ def test_avalanche_splitting_and_carry():
 
 
 # -- a fake engine: what the job reads ------------------------------------------------------------
-def fake_engine(n: int, n_clusters: int = 4, history: int = 8) -> SimpleNamespace:
+def fake_engine(n: int, n_clusters: int = 4, history: int = 8) -> FakeEngine:
     state = SimpleNamespace(
         n=n, structure_version=0, global_inhibition=5.0, n_clusters=n_clusters,
         cluster=torch.arange(n) % n_clusters, activity=torch.ones(n, history, dtype=torch.uint8),
     )
-    return SimpleNamespace(state=state, eta=0.01, last_spikes=None)
+    config = SimpleNamespace(lif=SimpleNamespace(global_inhibition=5.0, steps=50, dt_ms=1.0))
+    return FakeEngine(state=state, eta=0.01, gamma=0.0, sie=sie_weights(), config=config, last_cycle_spikes=None)
 
 
 def feed(job, engine, raster, rate_hz=10.0, reward=0.0):
-    engine.last_spikes = SimpleNamespace(raster=raster)
+    # a spike record without per-neuron counts: the job takes the cycle's rate from result.rate_hz
+    engine.last_cycle_spikes = SimpleNamespace(raster=raster, counts=torch.zeros(0))
     job.observe(engine, SimpleNamespace(rate_hz=rate_hz, total_reward=reward))
 
 
 def run(job, engine):
-    return job.apply(engine, job.compute(job.snapshot(engine)))
+    return run_once(job, engine)
 
 
 def poisson_raster(n, rate_hz, steps, gen):
@@ -149,7 +153,7 @@ def test_eta_scale_drops_on_high_rate_variance_is_bounded_and_recovers():
     for _ in range(20):
         out = run(job, engine)
     assert job.eta_scale == pytest.approx(0.5) and engine.eta == pytest.approx(0.005)  # never below half
-    engine.eta = 0.004  # another job (the tuner) sets its value x the scale: the scale is kept on it
+    engine.set_knobs(engine.knobs.replace(eta=0.004))  # the tuner sets its value x the scale: the scale is kept on it
     for i in range(20):
         job.observe(engine, SimpleNamespace(rate_hz=15.0 + 0.5 * (i % 2), total_reward=0.0))
     for _ in range(10):
@@ -182,7 +186,7 @@ def test_block_variance_ignores_per_input_variation_and_sees_slow_swings():
 def fake_engine_configured(n: int, g0: float = 12.0) -> SimpleNamespace:
     engine = fake_engine(n)
     engine.state.global_inhibition = g0
-    engine.config = SimpleNamespace(lif=SimpleNamespace(global_inhibition=g0, steps=50, dt_ms=1.0))
+    engine.config.lif.global_inhibition = g0
     return engine
 
 
@@ -303,7 +307,7 @@ def test_config_errors_name_the_key(key, value):
 
 
 def test_on_the_real_engine():
-    """The attributes the job reads exist on the real Engine (last_spikes.raster, state.activity,
+    """The attributes the job reads exist on the real Engine (last_cycle_spikes.raster, state.activity,
     state.cluster, state.global_inhibition, eta, CycleResult.rate_hz / total_reward)."""
     from fumd.engine import Engine
     from tests.conftest import small_config
@@ -320,7 +324,7 @@ def test_on_the_real_engine():
     lo, hi = inhibition_bounds(engine.config.lif.global_inhibition, job.config)
     assert lo <= engine.state.global_inhibition <= hi
     # the rate that decides "quiet" / "hot" is the recurrent neurons' (input and output left out)
-    counts = engine.last_spikes.counts
+    counts = engine.last_cycle_spikes.counts
     rec = torch.ones(engine.state.n, dtype=torch.bool)
     rec[engine.state.input_idx.reshape(-1)] = False
     rec[engine.state.output_idx.reshape(-1)] = False

@@ -6,6 +6,7 @@ import torch
 
 from fumd.engine import Engine
 from fumd.errors import ConfigError
+from fumd.jobs.base import run_once
 from fumd.jobs.decay import (DecayConfig, DecayJob, decay_classes, low_reward_clusters, neuron_rates_hz,
                              readout_synapses, window_reward_stats)
 from tests.conftest import small_config, set_rewards
@@ -64,7 +65,7 @@ def test_decay_multiplies_exactly_the_right_synapses_and_prunes_aligned():
     n_pruned_expected = st.nnz - len(ref)
     assert n_pruned_expected > 0
     job = DecayJob(DecayConfig(low_reward_threshold=0.5, prune_floor=0.0, **SEEDLIKE))  # the seed: threshold 0.5, no floor
-    out = job.apply(engine, job.compute(job.snapshot(engine)))
+    out = run_once(job, engine)
     assert out["pruned"] == n_pruned_expected and out["decayed"] == int((~p0).sum())
     assert out["low_activity_clusters"] == 1 and out["low_reward_clusters"] == 2
     assert st.nnz == len(ref) and int(st.indptr[-1]) == st.nnz
@@ -87,7 +88,7 @@ def test_decay_outputs_counts_by_class():
     post_c = st.cluster[st.col.long()]
     movable = ~st.persistent
     job = DecayJob(DecayConfig(low_reward_threshold=0.5, prune_floor=0.0, **SEEDLIKE))  # the seed: threshold 0.5, no floor
-    out = job.apply(engine, job.compute(job.snapshot(engine)))
+    out = run_once(job, engine)
     assert out["slow"] == int((movable & (post_c == 1)).sum())
     assert out["fast"] == int((movable & ((post_c == 2) | (post_c == 3))).sum())
 
@@ -149,7 +150,7 @@ def test_pruning_stops_at_the_density_floor_weakest_first():
     assert float(st.w[~keep].abs().max()) <= float(st.w[weak & keep].abs().min())  # the weakest went
     assert prune_budget(st.nnz, st.n, 0.5, 0.0) is None
     job = DecayJob(DecayConfig(prune_floor=floor, protect_readout=False))
-    out = job.apply(engine, job.compute(job.snapshot(engine)))
+    out = run_once(job, engine)
     assert out["pruned"] == budget and st.nnz == math.ceil(floor * target)
 
 
@@ -167,7 +168,7 @@ def test_readout_synapses_are_neither_decayed_nor_pruned():
     keys0 = (st.pre_index() * st.n + st.col.long())[readout]
     w0 = st.w[readout].clone()
     job = DecayJob(DecayConfig(low_reward_threshold=0.5, prune_floor=0.0, low_reward_margin=0.0))
-    out = job.apply(engine, job.compute(job.snapshot(engine)))
+    out = run_once(job, engine)
     assert out["protected_readout"] == int(readout.sum()) and out["pruned"] > 0
     now = readout_synapses(st)
     assert torch.equal((st.pre_index() * st.n + st.col.long())[now], keys0)
@@ -178,7 +179,7 @@ def test_readout_synapses_are_neither_decayed_nor_pruned():
     st2.persistent.zero_()
     st2.w[readout & (torch.arange(st2.nnz) % 2 == 0)] = 0.005
     job2 = DecayJob(DecayConfig(low_reward_threshold=0.5, prune_floor=0.0, low_reward_margin=0.0, protect_readout=False))
-    job2.apply(engine2, job2.compute(job2.snapshot(engine2)))
+    run_once(job2, engine2)
     assert int(readout_synapses(st2).sum()) < int(readout.sum())
 
 

@@ -3,6 +3,7 @@ plans dropped, failures counted and retried, job state saved."""
 import time
 from types import SimpleNamespace
 
+from fumd.jobs.base import Applied
 from fumd.jobs.runner import JobRunner
 from fumd.ops.metrics import Metrics
 
@@ -29,7 +30,7 @@ class CountingJob:
 
     def apply(self, engine, plan):
         self.applied += 1
-        return {"plan": plan}
+        return Applied({"plan": plan})
 
     def state_dict(self):
         return {"applied": self.applied}
@@ -96,6 +97,7 @@ def test_jobs_never_touch_the_engines_random_stream():
     import torch
 
     from fumd.engine import Engine
+    from fumd.jobs.base import run_once
     from fumd.jobs.config import JobsConfig
     from fumd.jobs.registry import build_jobs
     from tests.conftest import small_config
@@ -110,7 +112,7 @@ def test_jobs_never_touch_the_engines_random_stream():
                 job.observe(engine, result)
     before = engine.generator.get_state().clone()
     for job in jobs:
-        job.apply(engine, job.compute(job.snapshot(engine)))
+        run_once(job, engine)
     assert torch.equal(engine.generator.get_state(), before)
     a = {j.name: j for j in build_jobs(JobsConfig(), seed=3)}
     b = {j.name: j for j in build_jobs(JobsConfig(), seed=3)}

@@ -32,7 +32,7 @@ def make(cycles: int = HISTORY + 2, **job) -> tuple[Engine, StructuralJob]:
 def event(job: StructuralJob, engine: Engine, check=None):
     snap = job.snapshot(engine)
     plan = job.compute(snap)
-    out = job.apply(engine, plan)
+    out = job.apply(engine, plan).outputs
     edit.check_invariants(engine.state)
     if check is not None:
         check()  # before learning moves the weights again
@@ -367,7 +367,7 @@ def test_stale_plan_is_not_applied():
     edit.remove_synapses(engine.state, keep)
     before = engine.state_dict()
     version = engine.state.structure_version
-    assert job.apply(engine, plan) == {"stale": 1.0}
+    assert job.apply(engine, plan).outputs == {"stale": 1.0}
     assert engine.state.structure_version == version and engine.state.nnz == before["network.col"].numel()
 
 

@@ -8,6 +8,7 @@ import torch
 
 from fumd.engine import Engine
 from fumd.errors import ConfigError
+from fumd.jobs.base import run_once
 from fumd.jobs.tagging import TaggingConfig, TaggingJob
 from tests.conftest import small_config, set_rewards
 
@@ -32,7 +33,7 @@ def base_engine() -> Engine:
 
 
 def run(job, engine):
-    return job.apply(engine, job.compute(job.snapshot(engine)))
+    return run_once(job, engine)
 
 
 def alternating(a: float, b: float, n: int):
@@ -238,9 +239,9 @@ def test_state_dict_round_trip_continues_identically():
 
 
 def test_config_validation_names_the_key():
-    with pytest.raises(ConfigError, match=r"jobs\.persistence\.w_min"):
+    with pytest.raises(ConfigError, match=r"jobs\.tagging\.w_min"):
         TaggingConfig(w_min=1.5).validate()
-    with pytest.raises(ConfigError, match=r"jobs\.persistence\.negative_streak"):
+    with pytest.raises(ConfigError, match=r"jobs\.tagging\.negative_streak"):
         TaggingConfig(negative_streak=0).validate()
     cfg = TaggingConfig()
     assert (cfg.w_min, cfg.reward_min, cfg.reward_var_max, cfg.low_activity_w_min, cfg.low_activity_reward_min) == (

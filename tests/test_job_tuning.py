@@ -10,20 +10,23 @@ import pytest
 import torch
 
 from fumd.errors import ConfigError
+from fumd.jobs.base import run_once
 from fumd.jobs.tuning import (BASE, REST, TRIAL, WARMUP, EngineTunables, TuningConfig, TuningJob, WindowStats, compare,
                               propose, revert_out_of_range, task_score)
+from tests.job_fakes import FakeEngine, sie_weights
 
 ETA0 = 0.01
 
 
-def fake_engine(seed: int = 0, eta: float = ETA0) -> SimpleNamespace:
-    """The attributes the tuner reads and writes (engine.eta, gamma, sie.w_*, config, generator)."""
-    cfg = SimpleNamespace(
-        learning=SimpleNamespace(eta=eta, gamma=0.0),
-        sie=SimpleNamespace(w_td=1.0, w_novelty=1.0, w_habituation=1.0, w_self_benefit=1.0),
-    )
-    sie = SimpleNamespace(w_td=1.0, w_novelty=1.0, w_habituation=1.0, w_self_benefit=1.0)
-    return SimpleNamespace(eta=eta, gamma=0.0, sie=sie, config=cfg, generator=torch.Generator().manual_seed(seed))
+def fake_engine(seed: int = 0, eta: float = ETA0) -> FakeEngine:
+    """What the tuner reads (the knobs: eta, gamma, sie.w_*; config; generator)."""
+    cfg = SimpleNamespace(learning=SimpleNamespace(eta=eta, gamma=0.0), sie=sie_weights())
+    return FakeEngine(eta=eta, gamma=0.0, sie=sie_weights(), state=SimpleNamespace(global_inhibition=5.0), config=cfg,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def set_eta(engine, eta: float) -> None:
+    engine.set_knobs(engine.knobs.replace(eta=eta))
 
 
 def labelled(correct: bool, total_reward: float | None = None) -> SimpleNamespace:
@@ -49,7 +52,7 @@ def drive(job: TuningJob, engine, result_fn, cycles: int) -> list[dict]:
     for i in range(1, cycles + 1):
         job.observe(engine, result_fn(engine, i))
         if i % job.config.every_cycles == 0:
-            outs.append(job.apply(engine, job.compute(job.snapshot(engine))))
+            outs.append(run_once(job, engine))
     return outs
 
 
@@ -203,18 +206,18 @@ def test_eta_is_shared_with_the_criticality_scale():
     drive(job, engine, lambda e, i: labelled(i % 2 == 0), 40)
     assert job.phase == TRIAL and job.incumbent == pytest.approx([ETA0])  # the scale is not taken for the tuner's value
     assert engine.eta == pytest.approx(job.pending[0] * 0.5)
-    assert EngineTunables(("eta",), lambda: scale[0]).get(engine)["eta"] == pytest.approx(job.pending[0])
+    assert EngineTunables(("eta",), lambda: scale[0]).get(engine.knobs)["eta"] == pytest.approx(job.pending[0])
 
 
 def test_out_of_range_values_revert_to_the_incumbent():
     job = TuningJob(fast(window_task_cycles=20))
     engine = fake_engine()
-    job.apply(engine, job.compute(job.snapshot(engine)))
-    engine.eta = 0.5  # e.g. an operator or another job pushed it far out of the tuner's range
-    out = job.apply(engine, job.compute(job.snapshot(engine)))
+    run_once(job, engine)
+    set_eta(engine, 0.5)  # e.g. an operator or another job pushed it far out of the tuner's range
+    out = run_once(job, engine)
     assert engine.eta == ETA0 and out["reverted"] == 1.0 and out["reverts_total"] == 1.0
-    engine.eta = float("nan")
-    job.apply(engine, job.compute(job.snapshot(engine)))
+    set_eta(engine, float("nan"))
+    run_once(job, engine)
     assert engine.eta == ETA0
     bounds = [("eta", 0.005, 0.02, "log-uniform")]
     assert revert_out_of_range({"eta": 0.01}, bounds, {"eta": 0.01}) == {}
@@ -272,7 +275,7 @@ def test_config_errors_name_the_key(key, value):
 
 # -- the real engine ------------------------------------------------------------------------------
 def _weights_after(engine, eta: float, records) -> torch.Tensor:
-    engine.eta = eta
+    set_eta(engine, eta)
     w0 = engine.state.w.clone()
     for r in records:
         engine.cycle(r)
@@ -310,7 +313,7 @@ def test_on_the_real_engine():
     for i in range(40):
         job.observe(engine, engine.cycle({"x": rng.random(16).tolist(), "label": str(i % 2)}))
         if (i + 1) % 5 == 0:
-            out = job.apply(engine, job.compute(job.snapshot(engine)))
+            out = run_once(job, engine)
     lo, hi = job.bounds[0][1:3]
     assert job.counts["accepted"] + job.counts["rejected"] >= 1
     assert lo <= engine.eta <= hi and set(out) >= {"session", "phase", "param_eta", "incumbent_eta", "last_d"}

@@ -292,7 +292,7 @@ def test_adaptive_threshold_silences_a_population(backend):
         total = 0
         for row in x:
             engine.cycle({"x": row.tolist()})
-            total += int(engine.last_spikes.counts[engine.state.output_idx[0]].sum())
+            total += int(engine.last_cycle_spikes.counts[engine.state.output_idx[0]].sum())
         counts.append(total)
     assert counts[0] > 0 and counts[1] == 0
 

@@ -35,11 +35,14 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import FumdError, InputError
+
+if TYPE_CHECKING:
+    from ..engine import Engine
 
 POPULATIONS = ("input", "output", "hidden", "all")
 CONVERGENCE_BINS = ("0", "1", "2", "3+")
@@ -177,7 +180,7 @@ def engine_input(features: Any) -> dict[str, Any]:
     return {"text": features} if isinstance(features, str) else {"x": np.asarray(features, dtype=np.float64)}
 
 
-def raw_features(engine: Any, samples: Sequence[Sample]) -> np.ndarray:
+def raw_features(engine: Engine, samples: Sequence[Sample]) -> np.ndarray:
     """The input features as a matrix: numeric vectors as given, text as fumd's own hashed n-gram
     vectors (``coding/text.py``), the engine's width."""
     from ..coding.text import text_features
@@ -189,19 +192,19 @@ def raw_features(engine: Any, samples: Sequence[Sample]) -> np.ndarray:
     return np.stack(rows) if rows else np.zeros((0, size))
 
 
-def record_counts(engine: Any, inputs: Sequence[Any], progress: Callable[[int], None] | None = None) -> np.ndarray:
+def record_counts(engine: Engine, inputs: Sequence[Any], progress: Callable[[int], None] | None = None) -> np.ndarray:
     """One engine cycle per input (features or text); the spike count of every neuron in each
     cycle, [inputs, neurons] int32. Learning is whatever ``engine.learning_enabled`` says."""
     rows = []
     for features in inputs:
         engine.cycle(engine_input(features))
-        rows.append(engine.last_spikes.counts.cpu().numpy().astype(np.int32))
+        rows.append(engine.last_cycle_spikes.counts.cpu().numpy().astype(np.int32))
         if progress is not None:
             progress(1)
     return np.stack(rows) if rows else np.zeros((0, engine.state.n), dtype=np.int32)
 
 
-def probe(engine: Any, samples: Sequence[Sample], *, warmup: int = 200, repeats: int = 200, folds: int = 5,
+def probe(engine: Engine, samples: Sequence[Sample], *, warmup: int = 200, repeats: int = 200, folds: int = 5,
           seed: int = 0, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Every figure of the module docstring for ``samples`` [(features, label | None)].
 
@@ -216,7 +219,7 @@ def probe(engine: Any, samples: Sequence[Sample], *, warmup: int = 200, repeats:
     warmup, repeats = max(0, min(warmup, len(samples))), max(0, min(repeats, len(samples)))
     features = [f for f, _label in samples]
     saved = snapshot(engine.state_dict())
-    was_learning, last_spikes = engine.learning_enabled, engine.last_spikes
+    was_learning, last_spikes = engine.learning_enabled, engine.last_cycle_spikes
     engine.learning_enabled = False
     started = time.perf_counter()
     try:
@@ -225,7 +228,7 @@ def probe(engine: Any, samples: Sequence[Sample], *, warmup: int = 200, repeats:
         again = record_counts(engine, features[:repeats], progress)
     finally:
         engine.load_state_dict(saved)
-        engine.learning_enabled, engine.last_spikes = was_learning, last_spikes
+        engine.learning_enabled, engine.last_cycle_spikes = was_learning, last_spikes
     simulated = time.perf_counter() - started
 
     st, cfg = engine.state, engine.config

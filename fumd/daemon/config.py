@@ -15,54 +15,69 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
-from ..config import EngineConfig, _from_mapping
+from ..config import EngineConfig
 from ..errors import ConfigError
 from ..jobs.config import JobsConfig
+from ..settings import from_mapping, reloadable_sections, render_toml, section, setting, validate_section
 
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    format: str = "zarr"  # zarr | hdf5
-    every_seconds: float = 300.0  # 0: off (used unless `deterministic` or every_cycles > 0)
-    every_cycles: int = 0  # 0: off; in deterministic mode this is the cadence (default 1000)
-    keep: int = 3
+    format: Literal["zarr", "hdf5"] = setting("zarr", "zarr | hdf5")
+    every_seconds: float = setting(
+        300.0, "0: off (used unless `deterministic` or every_cycles > 0)", low=0.0, high=7 * 86400.0)
+    every_cycles: int = setting(
+        0, "0: off; in deterministic mode this is the cadence (default 1000)", low=0, high=10**12)
+    keep: int = setting(3, low=1, high=1000)
 
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = 9465  # 0: any free port (written to status.json)
+    enabled: bool = setting(True)
+    host: str = setting("127.0.0.1")
+    port: int = setting(9465, "0: any free port (written to status.json)", low=0, high=65535)
 
 
 @dataclass(frozen=True)
 class InboxConfig:
-    rescan_seconds: float = 2.0  # the periodic rescan is the truth; filesystem events only hint
-    settle_seconds: float = 1.0  # a file written in place without a close event is admitted once unchanged this long
-    max_file_bytes: int = 64 * 1024 * 1024
-    max_records_per_file: int = 100_000
-    max_queued_files: int = 1000  # admitted and not yet learned; a larger backlog waits in the inbox
+    rescan_seconds: float = setting(
+        2.0, "the periodic rescan is the truth; filesystem events only hint", low=0.05, high=3600.0)
+    settle_seconds: float = setting(
+        1.0, "a file written in place without a close event is admitted once unchanged this long",
+        low=0.0, high=3600.0)
+    max_file_bytes: int = setting(64 * 1024 * 1024, low=1, high=1 << 40)
+    max_records_per_file: int = setting(100_000, low=1, high=10**9)
+    max_queued_files: int = setting(
+        1000, "admitted and not yet learned; a larger backlog waits in the inbox", low=1, high=10**7)
 
 
 @dataclass(frozen=True)
 class LogConfig:
-    level: str = "info"  # debug | info | warning | error
-    format: str = "auto"  # auto (JSON when stdout is not a TTY) | json | console
+    level: Literal["debug", "info", "warning", "error"] = setting("info", "debug | info | warning | error")
+    format: Literal["auto", "json", "console"] = setting(
+        "auto", "auto (JSON when stdout is not a TTY) | json | console")
 
 
 @dataclass(frozen=True)
 class StatusConfig:
-    every_seconds: float = 2.0  # how often status.json is rewritten while busy
+    every_seconds: float = setting(2.0, "how often status.json is rewritten while busy", low=0.1, high=3600.0)
 
 
 @dataclass(frozen=True)
 class HistoryConfig:
-    every_cycles: int = 10  # one line of history/cycles.jsonl per this many cycles (0: off)
-    max_bytes: int = 64 * 1024 * 1024  # rotate a history file past this size (one old file kept)
+    every_cycles: int = setting(
+        10, "one line of history/cycles.jsonl per this many cycles (0: off)", low=0, high=10**9)
+    max_bytes: int = setting(
+        64 * 1024 * 1024, "rotate a history file past this size (one old file kept)", low=1024, high=1 << 40)
+
+
+_MAX_AGE = dict(low=0.0, high=36500.0)
+_MAX_BYTES = dict(low=0, high=1 << 50)
+_MAX_FILES = dict(low=0, high=10**9)
 
 
 @dataclass(frozen=True)
@@ -75,16 +90,16 @@ class RetentionConfig:
     with their reports. history/ is bounded by history.max_bytes (two files of each kind).
     """
 
-    every_seconds: float = 60.0  # how often the state directory is measured and pruned
-    outbox_max_age_days: float = 30.0
-    outbox_max_bytes: int = 4 * 1024**3
-    outbox_max_files: int = 200_000
-    done_max_age_days: float = 7.0
-    done_max_bytes: int = 2 * 1024**3
-    done_max_files: int = 100_000
-    failed_max_age_days: float = 30.0
-    failed_max_bytes: int = 512 * 1024**2
-    failed_max_files: int = 10_000
+    every_seconds: float = setting(60.0, "how often the state directory is measured and pruned", low=1.0, high=86400.0)
+    outbox_max_age_days: float = setting(30.0, **_MAX_AGE)
+    outbox_max_bytes: int = setting(4 * 1024**3, **_MAX_BYTES)
+    outbox_max_files: int = setting(200_000, **_MAX_FILES)
+    done_max_age_days: float = setting(7.0, **_MAX_AGE)
+    done_max_bytes: int = setting(2 * 1024**3, **_MAX_BYTES)
+    done_max_files: int = setting(100_000, **_MAX_FILES)
+    failed_max_age_days: float = setting(30.0, **_MAX_AGE)
+    failed_max_bytes: int = setting(512 * 1024**2, **_MAX_BYTES)
+    failed_max_files: int = setting(10_000, **_MAX_FILES)
 
     def limits(self, directory: str) -> tuple[float, int, int]:
         """(max age in seconds, max bytes, max files) of ``outbox``, ``done`` or ``failed``."""
@@ -94,18 +109,23 @@ class RetentionConfig:
 
 @dataclass(frozen=True)
 class ServiceConfig:
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    inbox: InboxConfig = field(default_factory=InboxConfig)
-    log: LogConfig = field(default_factory=LogConfig)
-    status: StatusConfig = field(default_factory=StatusConfig)
-    history: HistoryConfig = field(default_factory=HistoryConfig)
-    retention: RetentionConfig = field(default_factory=RetentionConfig)
-    jobs: JobsConfig = field(default_factory=JobsConfig)
+    """The daemon's whole config. A section declared ``reloadable`` is applied by a SIGHUP to a
+    running daemon (``Daemon._reload_config`` applies each; jobs by rebuilding their runner);
+    every other changed key (the engine's, which shape the network's state, and ``metrics``,
+    whose listening socket is opened once) is named in the log's ``needs_restart``."""
+
+    engine: EngineConfig = section(EngineConfig)
+    checkpoint: CheckpointConfig = section(CheckpointConfig, reloadable=True)
+    metrics: MetricsConfig = section(MetricsConfig)
+    inbox: InboxConfig = section(InboxConfig, reloadable=True)
+    log: LogConfig = section(LogConfig, reloadable=True)
+    status: StatusConfig = section(StatusConfig, reloadable=True)
+    history: HistoryConfig = section(HistoryConfig, reloadable=True)
+    retention: RetentionConfig = section(RetentionConfig, reloadable=True)
+    jobs: JobsConfig = section(JobsConfig, reloadable=True)
 
     def __post_init__(self) -> None:
-        _validate(self)
+        validate(self)
 
     @property
     def deterministic(self) -> bool:
@@ -122,59 +142,42 @@ class ServiceConfig:
 
 
 SERVICE_SECTIONS = {f.name: f for f in dataclasses.fields(ServiceConfig) if f.name != "engine"}
-# The one list of what SIGHUP applies to a running daemon (``Daemon._apply_config`` applies each of
-# these; jobs by rebuilding their runner). Every other key (the engine's, which shape the network's
-# state, and ``metrics``, whose listening socket is opened once) is named in ``needs_restart``.
-RELOADABLE_SECTIONS = ("checkpoint", "inbox", "log", "status", "history", "retention", "jobs")
-
-_RANGES: dict[str, tuple[float, float]] = {
-    "checkpoint.every_seconds": (0.0, 7 * 86400.0),
-    "checkpoint.every_cycles": (0, 10**12),
-    "checkpoint.keep": (1, 1000),
-    "metrics.port": (0, 65535),
-    "inbox.rescan_seconds": (0.05, 3600.0),
-    "inbox.settle_seconds": (0.0, 3600.0),
-    "inbox.max_file_bytes": (1, 1 << 40),
-    "inbox.max_records_per_file": (1, 10**9),
-    "inbox.max_queued_files": (1, 10**7),
-    "status.every_seconds": (0.1, 3600.0),
-    "history.every_cycles": (0, 10**9),
-    "history.max_bytes": (1024, 1 << 40),
-    "retention.every_seconds": (1.0, 86400.0),
-    **{f"retention.{d}_max_age_days": (0.0, 36500.0) for d in ("outbox", "done", "failed")},
-    **{f"retention.{d}_max_bytes": (0, 1 << 50) for d in ("outbox", "done", "failed")},
-    **{f"retention.{d}_max_files": (0, 10**9) for d in ("outbox", "done", "failed")},
-}
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "checkpoint.format": ("zarr", "hdf5"),
-    "log.level": ("debug", "info", "warning", "error"),
-    "log.format": ("auto", "json", "console"),
-}
+# The one list of what SIGHUP applies to a running daemon, from the declarations above
+# (README.md and docs/operations.md name the same sections; tests/test_config_settings.py checks).
+RELOADABLE_SECTIONS = reloadable_sections(ServiceConfig)
 
 
-def _validate(cfg: ServiceConfig) -> None:
-    for key, (low, high) in _RANGES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
-        if not low <= value <= high:
-            raise ConfigError(f"{key} = {value!r} is outside the allowed range [{low}, {high}]")
-    for key, allowed in _CHOICES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
-        if value not in allowed:
-            raise ConfigError(f"{key} = {value!r}: allowed values are {', '.join(allowed)}")
+def sighup_sections() -> list[str]:
+    """The reloadable sections as the docs write them: ``[checkpoint]``, ..., ``[jobs.*]`` (a
+    section made of sections)."""
+    defaults = ServiceConfig()
+
+    def of_sections(value: Any) -> bool:
+        return all(dataclasses.is_dataclass(getattr(value, f.name)) for f in dataclasses.fields(value))
+
+    return [f"[{name}.*]" if of_sections(getattr(defaults, name)) else f"[{name}]" for name in RELOADABLE_SECTIONS]
+
+
+def validate(cfg: ServiceConfig) -> None:
+    """Raise ConfigError naming the first service key outside its declared range or choices
+    (the engine validates itself when it is made), then the jobs' constraints."""
+    for name in SERVICE_SECTIONS:
+        if name != "jobs":
+            validate_section(getattr(cfg, name), name)
     cfg.jobs.validate()
     if not cfg.metrics.host:
         raise ConfigError("metrics.host: must not be empty")
 
 
-def config_from_mapping(data: Mapping[str, Any]) -> ServiceConfig:
+def config_from_mapping(data: Mapping[str, Any], renamed: list[tuple[str, str]] | None = None) -> ServiceConfig:
+    """The config of a parsed TOML file. A section read under its old name is appended to
+    ``renamed`` as ``(old, new)`` (``load_config`` logs a ``config_deprecated`` warning for each)."""
     allowed = {f.name for f in dataclasses.fields(EngineConfig)} | set(SERVICE_SECTIONS)
     for key in data:
         if key not in allowed:
             raise ConfigError(f"{key}: unknown key (allowed: {', '.join(sorted(allowed))})")
     engine = EngineConfig.from_mapping({k: v for k, v in data.items() if k not in SERVICE_SECTIONS})
-    sections = {name: _from_mapping(type(f.default_factory()), data[name], prefix=f"{name}.")  # type: ignore[misc]
+    sections = {name: from_mapping(type(f.default_factory()), data[name], f"{name}.", renamed)  # type: ignore[misc]
                 for name, f in SERVICE_SECTIONS.items() if name in data}
     return ServiceConfig(engine=engine, **sections)
 
@@ -198,10 +201,28 @@ def load_config(path: Path | None, seed: int | None = None) -> ServiceConfig:
         if not isinstance(data["network"], dict):
             raise ConfigError(f"network: expected a table, got {type(data['network']).__name__}")
         data["network"]["seed"] = seed
+    renamed: list[tuple[str, str]] = []
     try:
-        return config_from_mapping(data)
+        config = config_from_mapping(data, renamed)
     except ConfigError as exc:
         raise ConfigError(f"{path or 'config'}: {exc}") from None
+    if renamed:
+        _warn_renamed(config, path, renamed)
+    return config
+
+
+def _warn_renamed(config: ServiceConfig, path: Path | None, renamed: list[tuple[str, str]]) -> None:
+    """One ``config_deprecated`` warning per section read under its old name. At start-up logging
+    is not configured yet: it is configured here as ``fumd run`` configures it next (``[log]``)."""
+    import structlog
+
+    from ..ops.logging import configure_logging, get_logger
+
+    if not structlog.is_configured():
+        configure_logging(config.log.level, config.log.format)
+    for old, new in renamed:
+        get_logger().warning("config_deprecated", key=old, renamed_to=new, config=str(path),
+                             message=f"[{old}] is now [{new}]; the old name is still read")
 
 
 def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -226,60 +247,19 @@ def reloadable_changes(old: ServiceConfig, new: ServiceConfig) -> tuple[ServiceC
 
 
 def default_toml() -> str:
-    """Every key with its default and its comment from the source: ``fumd config`` prints it and
+    """Every key with its default and its doc: ``fumd config`` prints it and
     ``systemd/fumd.example.toml`` is exactly this text (a test keeps them equal)."""
     cfg = ServiceConfig()
     lines = [
         "# fumd configuration: every key, with its default (`fumd config` prints this file).",
         "# Omit any key to keep its default. Units: ms of simulated time, Hz, seconds, bytes.",
-        f"# SIGHUP reloads the {', '.join(f'[{s}]' for s in RELOADABLE_SECTIONS)} sections; others need a restart.",
+        f"# SIGHUP reloads the {', '.join(sighup_sections())} sections; others need a restart.",
         "",
+        *render_toml(cfg.engine),
     ]
-    for f in dataclasses.fields(cfg.engine):
-        value = getattr(cfg.engine, f.name)
-        if not dataclasses.is_dataclass(value):
-            lines.append(_toml_line(f.name, value, _field_comments(EngineConfig).get(f.name)))
-    tables = [(f.name, getattr(cfg.engine, f.name)) for f in dataclasses.fields(cfg.engine) if dataclasses.is_dataclass(getattr(cfg.engine, f.name))]
-    tables += [(name, getattr(cfg, name)) for name in SERVICE_SECTIONS]
-    for name, section in tables:
-        lines += _toml_table(name, section)
+    for name in SERVICE_SECTIONS:
+        lines += render_toml(getattr(cfg, name), name)
     return "\n".join(lines) + "\n"
-
-
-def _toml_table(name: str, section: Any) -> list[str]:
-    doc = (type(section).__doc__ or "").strip().splitlines()
-    lines = [""]
-    if doc and not doc[0].startswith(type(section).__name__ + "("):
-        lines.append(f"# {doc[0]}")
-    lines.append(f"[{name}]")
-    comments = _field_comments(type(section))
-    nested = []
-    for f in dataclasses.fields(section):
-        value = getattr(section, f.name)
-        if dataclasses.is_dataclass(value):
-            nested.append((f"{name}.{f.name}", value))
-        else:
-            lines.append(_toml_line(f.name, value, comments.get(f.name)))
-    for sub_name, sub in nested:
-        lines += _toml_table(sub_name, sub)
-    return lines
-
-
-def _field_comments(cls: type) -> dict[str, str]:
-    import inspect
-    import re
-
-    comments = {}
-    for line in inspect.getsource(cls).splitlines():
-        match = re.match(r"\s+(\w+): [^=]+= .*?#\s*(.*)$", line)
-        if match:
-            comments[match.group(1)] = match.group(2)
-    return comments
-
-
-def _toml_line(key: str, value: Any, comment: str | None) -> str:
-    text = ("true" if value else "false") if isinstance(value, bool) else f'"{value}"' if isinstance(value, str) else repr(value)
-    return f"{key} = {text}" + (f"  # {comment}" if comment else "")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -381,7 +381,7 @@ class Daemon:
         seconds = time.perf_counter() - started
         self.checkpoints.cycles_since += 1
         self._rate_window.append(time.monotonic())
-        counts = self.engine.last_spikes.counts if self.engine.last_spikes is not None else torch.zeros(1)
+        counts = self.engine.last_cycle_spikes.counts if self.engine.last_cycle_spikes is not None else torch.zeros(1)
         rates = counts.float() * (1000.0 / (self.engine.config.lif.steps * self.engine.config.lif.dt_ms))
         self.metrics.observe_cycle(result, seconds, float(rates.var()) if rates.numel() > 1 else 0.0)
         self.metrics.replays.set(self.engine.replays_done)

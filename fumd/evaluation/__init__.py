@@ -32,7 +32,7 @@ def run_evaluation(stream_names: str | None, seeds: list[int], opts: Any, shift:
     import sys
 
     from .prequential import run_prequential, run_shift
-    from .report import _fmt, rounded, settings_block, stream_block, suite_block, write_run_files, write_summary
+    from .report import format_score, rounded, settings_block, stream_block, suite_block, write_run_files, write_summary
     from .streams import parse_streams
 
     require_river()
@@ -52,9 +52,9 @@ def run_evaluation(stream_names: str | None, seeds: list[int], opts: Any, shift:
                 run.summary.update(write_run_files(run, stream, out, opts.window))
             if progress:
                 s = run.summary
-                line = (f"retention fumd {_fmt(s['fumd']['retention'])}, logistic {_fmt(s['baselines']['logistic_regression']['retention'])}"
-                        if shift else f"last third fumd {_fmt(s['fumd']['accuracy_last_third'])}, logistic "
-                                      f"{_fmt(s['baselines']['logistic_regression']['accuracy_last_third'])}")
+                line = (f"retention fumd {format_score(s['fumd']['retention'])}, logistic {format_score(s['baselines']['logistic_regression']['retention'])}"
+                        if shift else f"last third fumd {format_score(s['fumd']['accuracy_last_third'])}, logistic "
+                                      f"{format_score(s['baselines']['logistic_regression']['accuracy_last_third'])}")
                 print(f"fumd evaluate: {stream.name} seed {seed}: {line} ({run.loop.seconds:.1f} s)", file=sys.stderr, flush=True)
             example = example or run
             runs.append(run)

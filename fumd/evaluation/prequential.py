@@ -131,7 +131,7 @@ class DaemonLoop:
         self.jobs.run_due(self.engine)  # the loop's top: plans computed off-loop (wall-clock mode only)
         result = self.engine.cycle(record)
         cycle_seconds = time.perf_counter() - started
-        counts = self.engine.last_spikes.counts if self.engine.last_spikes is not None else None
+        counts = self.engine.last_cycle_spikes.counts if self.engine.last_cycle_spikes is not None else None
         lif = self.engine.config.lif
         variance = float((counts.float() * (1000.0 / (lif.steps * lif.dt_ms))).var()) if counts is not None and counts.numel() > 1 else 0.0
         self.metrics.observe_cycle(result, cycle_seconds, variance)

@@ -165,11 +165,11 @@ def learning_curves(run: RunResult, stream: Stream, window: int) -> Any:
     if run.protocol == "shift":
         s = run.summary
         title = (f"{run.stream}, seed {run.seed}, shift A={s['domains']['A']} -> B: retention fumd "
-                 f"{_fmt(s['fumd']['retention'])}, logistic {_fmt(s['baselines']['logistic_regression']['retention'])}")
+                 f"{format_score(s['fumd']['retention'])}, logistic {format_score(s['baselines']['logistic_regression']['retention'])}")
     else:
         s = run.summary
-        title = (f"{run.stream}, seed {run.seed}: last third fumd {_fmt(s['fumd']['accuracy_last_third'])}, logistic "
-                 f"{_fmt(s['baselines']['logistic_regression']['accuracy_last_third'])} (ratio {_fmt(s['ratio_last_third'])})")
+        title = (f"{run.stream}, seed {run.seed}: last third fumd {format_score(s['fumd']['accuracy_last_third'])}, logistic "
+                 f"{format_score(s['baselines']['logistic_regression']['accuracy_last_third'])} (ratio {format_score(s['ratio_last_third'])})")
     fig.suptitle(title, fontsize=10)
 
     # 1. rolling accuracy
@@ -229,5 +229,6 @@ def _colours(n: int) -> list[Any]:
     return [cmap(i % cmap.N) for i in range(n)]
 
 
-def _fmt(value: float | None) -> str:
+def format_score(value: float | None) -> str:
+    """A score to three decimals ("n/a": none)."""
     return "n/a" if value is None else f"{value:.3f}"

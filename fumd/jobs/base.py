@@ -1,36 +1,79 @@
-"""The shape of a scheduled job: snapshot -> compute -> apply.
+"""The contract between the engine and a scheduled job: snapshot -> compute -> apply.
 
 No job may mutate the network while a cycle runs, and heavy work (k-means, GP fitting) must not
-stall the loop. So every job is split in three:
+stall the loop. So every job (``Job[Snapshot, Plan]``) is split in three:
 
-* ``snapshot(engine)``: on the loop thread, between cycles; copies the little the job needs.
-* ``compute(snap)``: pure, anywhere (a worker thread in wall-clock mode, inline in deterministic
-  mode); never touches the engine; returns a plan (or None: nothing to do).
-* ``apply(engine, plan)``: on the loop thread, between cycles; cheap; returns the key outputs
-  (name -> number) that go to metrics and the log.
+* ``snapshot(engine) -> Snapshot``: on the loop thread, between cycles; copies the little the
+  job needs.
+* ``compute(snap) -> Plan | None``: pure, anywhere (a worker thread in wall-clock mode, inline in
+  deterministic mode); never touches the engine nor mutates its snapshot; the same snapshot gives
+  the same plan (a job's randomness is drawn in ``snapshot`` from its ``PrivateStream``). None:
+  nothing to do.
+* ``apply(engine, plan) -> Applied``: on the loop thread, between cycles; cheap. It edits the
+  network through ``fumd.network.edit`` and returns its key outputs (name -> number, to metrics
+  and the log) and, for a job that tunes, the engine's new ``Knobs`` (eta, gamma, global
+  inhibition, SIE weights; fumd/knobs.py). No job assigns those itself: ``commit`` makes them live
+  with ``engine.set_knobs``.
 
-A plan is stamped with the engine's ``structure_version``; if the network's shape changed between
-snapshot and apply (structural plasticity ran), the runner discards the plan and the job runs again
-next time. Jobs that keep their own state (the tuner's trials, the structural job's per-pair rewire
-counts) expose ``state_dict``/``load_state_dict`` of JSON-able values or tensors, saved in checkpoints.
+A job may also ``observe(engine, result)`` every cycle (cheap bookkeeping, ``Observer``).
+
+Stale plans: the runner stamps a plan computed off the loop with the engine's
+``state.structure_version`` (bumped by every structural edit and re-clustering) and discards it,
+unmarked as run, if the version changed before it could be applied; the job runs again next
+time. Jobs that keep state across restarts (the tuner's trials, the structural job's per-pair
+rewire counts) declare it as a ``STATE`` table (``fumd/jobs/state.py``), saved in checkpoints
+under ``jobs.<name>.``.
 """
 from __future__ import annotations
 
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from ..engine import CycleResult, Engine
+    from ..knobs import Knobs
+
+S = TypeVar("S")
+P = TypeVar("P")
 
 
-class Job(Protocol):
+@dataclass(frozen=True)
+class Applied:
+    """What ``apply`` did: its outputs and, for a job that tunes, the engine's new knobs."""
+
+    outputs: dict[str, float] = field(default_factory=dict)
+    knobs: Knobs | None = None
+
+
+class Job(Protocol[S, P]):
     name: str
 
-    def snapshot(self, engine: Any) -> Any: ...
+    def snapshot(self, engine: Engine) -> S: ...
 
-    def compute(self, snap: Any) -> Any: ...
+    def compute(self, snap: S) -> P | None: ...
 
-    def apply(self, engine: Any, plan: Any) -> dict[str, float]: ...
+    def apply(self, engine: Engine, plan: P) -> Applied: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
-    def load_state_dict(self, data: dict[str, Any]) -> None: ...
+    def load_state_dict(self, data: Mapping[str, Any]) -> None: ...
+
+
+class Observer(Protocol):
+    def observe(self, engine: Engine, result: CycleResult) -> None: ...
+
+
+def commit(engine: Engine, applied: Applied) -> dict[str, float]:
+    """Make what ``apply`` returned live (its knobs, through ``engine.set_knobs``); its outputs."""
+    if applied.knobs is not None:
+        engine.set_knobs(applied.knobs)
+    return applied.outputs
+
+
+def run_once(job: Job[Any, Any], engine: Engine) -> dict[str, float]:
+    """snapshot -> compute -> apply -> commit at once, as the cycle clock runs a due job."""
+    plan = job.compute(job.snapshot(engine))
+    return commit(engine, job.apply(engine, plan)) if plan is not None else {}
 
 
 def job_seed(seed: int, name: str) -> int:

@@ -76,13 +76,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from .base import PrivateStream
+from ..network import edit
+from ..network.state import NetworkState
+from .base import Applied, PrivateStream
 from .config import ClusteringConfig  # noqa: F401 - the [jobs.clustering] section, defined in config.py (light to import)
+from .state import Persist, PersistentJob, Scalar, Stream, TensorOf
+
+if TYPE_CHECKING:
+    from ..engine import CycleResult, Engine
+    from ..sie.evaluator import SelfImprovementEngine
 
 NAME = "clustering"
 
@@ -275,7 +282,7 @@ def dominant_predecessor(overlap: torch.Tensor) -> torch.Tensor:
     return overlap.argmax(dim=0)
 
 
-def remap_sie(sie: Any, overlap: torch.Tensor) -> None:
+def remap_sie(sie: SelfImprovementEngine, overlap: torch.Tensor) -> None:
     """Move the SIE's per-cluster state onto the new clusters (see the module docstring)."""
     m = overlap.to(sie.values.device)
     k_old = m.shape[0]
@@ -325,13 +332,23 @@ class ClusteringPlan:
     warm: bool = False  # the warm-started fit (current k) was kept
 
 
-class ClusteringJob:
+def _has_fields(job: ClusteringJob) -> bool:
+    return job.fields is not None
+
+
+class ClusteringJob(PersistentJob):
     """See the module docstring. With ``profile = "receptive_field"`` the job keeps, per neuron,
     its receptive field: the input-triggered average of the (centred, projected) input-neuron
     spike counts, accumulated in ``observe`` and decayed by ``profile_decay`` at every run. Rows
     follow neurons across structural changes by grid cell (one neuron per cell)."""
 
     name = NAME
+    STATE = (
+        Persist("proj_seed", Scalar(int)), Persist("runs", Scalar(int)), Persist("stream", Stream(), key="rng"),
+        *(Persist(attr, TensorOf(dtype), when=_has_fields) for attr, dtype in (
+            ("fields", torch.float32), ("field_spikes", torch.float32), ("input_mean", torch.float32), ("keys", torch.int64))),
+        Persist("version", Scalar(int), when=_has_fields),
+    )
 
     def __init__(self, config: ClusteringConfig | None = None, seed: int = 0):
         self.config = config or ClusteringConfig()
@@ -355,10 +372,10 @@ class ClusteringJob:
         xy = grid_xy.to(torch.int64).cpu()
         return xy[:, 0] * (1 << 32) + xy[:, 1]
 
-    def _follow_neurons(self, st: Any) -> None:
+    def _follow_neurons(self, st: NetworkState) -> None:
         """Re-align the rows with the neurons after a structural change (matched by grid cell;
         new neurons start empty, removed ones are dropped)."""
-        version = int(getattr(st, "structure_version", 0))
+        version = int(st.structure_version)
         if self.fields is None or (version == self.version and self.fields.shape[0] == st.n):
             self.version = version
             return
@@ -381,14 +398,14 @@ class ClusteringJob:
         self.keys = keys
         self.version = version
 
-    def observe(self, engine: Any, result: Any) -> None:
+    def observe(self, engine: Engine, result: CycleResult) -> None:
         """``F_i += c_i (P^T (u - u_mean))``: this cycle's spike count of every neuron times the
         centred input-neuron counts ``u`` (projected by ``P``); ``u_mean`` is an EMA of ``u``."""
         if self.config.profile != "receptive_field":
             return
-        spikes = getattr(engine, "last_spikes", None)
+        spikes = engine.last_cycle_spikes
         st = engine.state
-        if spikes is None or not hasattr(st, "input_idx"):
+        if spikes is None:
             return
         counts = spikes.counts.to(torch.float32).cpu()
         if counts.numel() != st.n:
@@ -404,7 +421,7 @@ class ClusteringJob:
             self.field_spikes = torch.zeros(st.n, dtype=torch.float32)
             self.input_mean = u.clone()
             self.keys = self._grid_keys(st.grid_xy)
-            self.version = int(getattr(st, "structure_version", 0))
+            self.version = int(st.structure_version)
         self._follow_neurons(st)
         centred = u - self.input_mean
         self.input_mean += self.config.input_mean_alpha * centred
@@ -413,7 +430,7 @@ class ClusteringJob:
         self.field_spikes += counts
 
     # -- snapshot -> compute -> apply ---------------------------------------------------------
-    def snapshot(self, engine: Any) -> ClusteringSnapshot:
+    def snapshot(self, engine: Engine) -> ClusteringSnapshot:
         st = engine.state
         seed = self.stream.integer(2**31 - 1)
         fields = spikes = None
@@ -466,43 +483,22 @@ class ClusteringJob:
                               kept_fraction_active=float(kept[active].mean()) if n_active else float("nan"),
                               warm=warm_kept)
 
-    def apply(self, engine: Any, plan: ClusteringPlan) -> dict[str, float]:
+    def apply(self, engine: Engine, plan: ClusteringPlan) -> Applied:
         st = engine.state
         if plan.labels is None or plan.labels.shape[0] != st.n:  # skipped, or neurons changed: stale
-            return {"skipped": 1, "k": st.n_clusters, "active": plan.active, "kept_fraction": 1.0}
+            return Applied({"skipped": 1, "k": st.n_clusters, "active": plan.active, "kept_fraction": 1.0})
         new = plan.labels.to(st.device)
         k_old = max(int(engine.sie.values.shape[0]), int(st.cluster.max()) + 1)
         overlap = overlap_matrix(st.cluster, new, k_old, plan.k)
         changed = int((st.cluster != new).sum())
         k_before = int(st.n_clusters)
         remap_sie(engine.sie, overlap)
-        st.cluster = new  # a new object: jobs keyed on the partition notice by identity
+        edit.set_partition(st, new, plan.k)  # a new object (jobs keyed on the partition notice), plans stale
         self.runs += 1
-        st.n_clusters = plan.k
-        st.structure_version += 1  # plans computed on the old partition (off-loop) are now stale
-        return {"k": plan.k, "silhouette": plan.silhouette, "active": plan.active, "fitted": plan.fitted,
-                "changed": changed, "kept_fraction": 1.0 - changed / max(st.n, 1),
-                "kept_fraction_active": plan.kept_fraction_active, "warm": float(plan.warm),
-                "k_changed": float(plan.k != k_before)}
+        return Applied({"k": plan.k, "silhouette": plan.silhouette, "active": plan.active, "fitted": plan.fitted,
+                        "changed": changed, "kept_fraction": 1.0 - changed / max(st.n, 1),
+                        "kept_fraction_active": plan.kept_fraction_active, "warm": float(plan.warm),
+                        "k_changed": float(plan.k != k_before)})
 
-    def state_dict(self) -> dict[str, Any]:
-        if self.fields is None:
-            return {"proj_seed": int(self.proj_seed), "runs": int(self.runs), "rng": self.stream.get_state()}
-        return {"proj_seed": int(self.proj_seed), "runs": int(self.runs), "rng": self.stream.get_state(),
-                "fields": self.fields.clone(), "field_spikes": self.field_spikes.clone(),
-                "input_mean": self.input_mean.clone(), "keys": self.keys.clone(), "version": int(self.version)}
-
-    def load_state_dict(self, data: dict[str, Any]) -> None:
+    def reset_state(self) -> None:
         self._empty()
-        self.proj_seed = int(data.get("proj_seed", -1))
-        if "rng" in data:
-            self.stream.set_state(data["rng"])
-        else:
-            self.stream.reset()
-        self.runs = int(data.get("runs", 0))
-        if "fields" in data:
-            self.fields = torch.as_tensor(data["fields"]).to(torch.float32).cpu().clone()
-            self.field_spikes = torch.as_tensor(data["field_spikes"]).to(torch.float32).cpu().clone()
-            self.input_mean = torch.as_tensor(data["input_mean"]).to(torch.float32).cpu().clone()
-            self.keys = torch.as_tensor(data["keys"]).to(torch.int64).cpu().clone()
-            self.version = int(data["version"])

@@ -26,7 +26,7 @@ Per run (``snapshot -> compute -> apply``):
   index > threshold also sets ``slow_structural`` (read by the structural job).
 * variability of the population rate over the last ``variance_window`` cycles (squared CV of
   20-cycle block means by default, see ``rate_variance``) > ``variance_threshold`` -> the learning-rate scale
-  ``eta_scale *= eta_factor`` (``engine.eta`` with it), never below ``eta_min_scale``; below the
+  ``eta_scale *= eta_factor`` (the ``eta`` knob with it), never below ``eta_min_scale``; below the
   threshold the scale recovers by ``/ eta_factor`` per run up to 1. The tuning job multiplies its
   own eta by this scale (so the two jobs compose instead of undoing each other).
 * anomalies (seed §5.E.2): excessive variance (> ``anomaly_variance_threshold``), sustained
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -46,7 +46,12 @@ import torch
 from ..analysis.avalanches import AvalancheDetector, avalanches_from_bins, large_sustained
 from ..analysis.powerlaw import PowerLawFit, criticality_index, fit_discrete_power_law
 from ..analysis.ring import Ring
+from .base import Applied
 from .config import CriticalityConfig  # noqa: F401 - the [jobs.criticality] section, defined in config.py (light to import)
+from .state import Counters, Nested, Persist, PersistentJob, RingOf, Scalar
+
+if TYPE_CHECKING:
+    from ..engine import CycleResult, Engine
 
 NAME = "criticality"
 
@@ -162,7 +167,7 @@ def next_eta_scale(scale: float, variance: float, cfg: CriticalityConfig) -> flo
 
 
 def next_eta(eta: float, variance: float, cfg: CriticalityConfig, scale: float = 1.0) -> tuple[float, float]:
-    """``(new engine.eta, new scale)``: the live rate is rescaled by ``new_scale / scale`` (so a
+    """``(new eta knob, new scale)``: the live rate is rescaled by ``new_scale / scale`` (so a
     value another job or the operator set is kept, times the scale), never below ``eta_min``
     unless it already was."""
     new_scale = next_eta_scale(scale, variance, cfg)
@@ -197,8 +202,13 @@ class CriticalityPlan:
     recent_rate: float | None = None
 
 
-class CriticalityJob:
+class CriticalityJob(PersistentJob):
     name = NAME
+    STATE = (
+        Persist("avalanches", Nested()), Persist("rates", RingOf()), Persist("rewards", RingOf()),
+        Persist("slow_structural", Scalar(bool)), Persist("eta_scale", Scalar(float)),
+        Persist("inhibition_initial", Scalar(float)), Persist("totals", Counters("totals.{}", int)),
+    )
 
     def __init__(self, config: CriticalityConfig | None = None, seed: int = 0):
         self.config = config or CriticalityConfig()
@@ -220,17 +230,16 @@ class CriticalityJob:
         self._recurrent: tuple[int, int, torch.Tensor] | None = None  # (version, n, mask) cache
 
     # -- per cycle --------------------------------------------------------------------------
-    def recurrent_rate_hz(self, engine: Any, result: Any) -> float:
+    def recurrent_rate_hz(self, engine: Engine, result: CycleResult) -> float:
         """Mean rate (Hz) of the recurrent neurons in this cycle: the designated input neurons
         (driven by the encoder) and output neurons are left out, so "quiet" and "hot" describe the
-        network the inhibition acts on. Falls back to ``result.rate_hz`` (all neurons)."""
-        st = engine.state
-        spikes = getattr(engine, "last_spikes", None)
-        counts = getattr(spikes, "counts", None)
-        lif = getattr(getattr(engine, "config", None), "lif", None)
-        if counts is None or lif is None or not hasattr(st, "input_idx") or counts.numel() != st.n:
+        network the inhibition acts on. Falls back to ``result.rate_hz`` (all neurons) when the
+        cycle's spike record is gone or holds no count per neuron."""
+        st, spikes = engine.state, engine.last_cycle_spikes
+        if spikes is None or spikes.counts.numel() != st.n:
             return float(result.rate_hz)
-        version = int(getattr(st, "structure_version", 0))
+        counts = spikes.counts
+        version = int(st.structure_version)
         if self._recurrent is None or self._recurrent[0] != version or self._recurrent[1] != st.n:
             mask = torch.ones(st.n, dtype=torch.bool, device=counts.device)
             mask[st.input_idx.reshape(-1).long()] = False
@@ -240,24 +249,22 @@ class CriticalityJob:
         n_rec = int(mask.sum())
         if n_rec == 0:
             return float(result.rate_hz)
-        steps = int(getattr(spikes, "raster").shape[0]) if getattr(spikes, "raster", None) is not None else int(lif.steps)
-        return float(counts[mask].sum()) / n_rec / (steps * float(lif.dt_ms) / 1000.0)
+        return float(counts[mask].sum()) / n_rec / (spikes.steps * float(engine.config.lif.dt_ms) / 1000.0)
 
-    def observe(self, engine: Any, result: Any) -> None:
-        spikes = getattr(engine, "last_spikes", None)
+    def observe(self, engine: Engine, result: CycleResult) -> None:
+        spikes = engine.last_cycle_spikes
         if spikes is not None:
             st = engine.state
-            self.avalanches.place_electrodes(st.n, int(getattr(st, "structure_version", 0)))
+            self.avalanches.place_electrodes(st.n, int(st.structure_version))
             self.avalanches.observe_raster(spikes.raster)
         self.rates.extend([self.recurrent_rate_hz(engine, result)])
         self.rewards.extend([float(result.total_reward)])
 
     # -- snapshot -> compute -> apply ---------------------------------------------------------
-    def snapshot(self, engine: Any) -> CriticalitySnapshot:
+    def snapshot(self, engine: Engine) -> CriticalitySnapshot:
         st = engine.state
         if self.inhibition_initial < 0:
-            lif = getattr(getattr(engine, "config", None), "lif", None)
-            self.inhibition_initial = float(getattr(lif, "global_inhibition", st.global_inhibition))
+            self.inhibition_initial = float(engine.config.lif.global_inhibition)
         rates = self.rates.values()
         recent = rates[-self.config.sustain_window:]
         return CriticalitySnapshot(
@@ -284,18 +291,18 @@ class CriticalityJob:
             n_avalanches=int(snap.sizes.size), recent_rate=snap.recent_rate,
         )
 
-    def apply(self, engine: Any, plan: CriticalityPlan) -> dict[str, float]:
+    def apply(self, engine: Engine, plan: CriticalityPlan) -> Applied:
         c = self.config
-        st = engine.state
+        knobs = engine.knobs
         fit = plan.fit
         tau = fit.tau if fit is not None else None
-        before = float(st.global_inhibition)
+        before = float(knobs.global_inhibition)
         initial = self.inhibition_initial if self.inhibition_initial > 0 else before
         bounds = inhibition_bounds(initial, c)
-        st.global_inhibition, self.slow_structural, self.last_reason = next_inhibition(
+        inhibition, self.slow_structural, self.last_reason = next_inhibition(
             before, tau, plan.index, plan.sustained_large, c, plan.recent_rate, bounds)
-        eta_before = float(engine.eta)
-        engine.eta, self.eta_scale = next_eta(eta_before, plan.variance, c, self.eta_scale)
+        eta_before = float(knobs.eta)
+        eta, self.eta_scale = next_eta(eta_before, plan.variance, c, self.eta_scale)
 
         anomalies: list[str] = []
         if plan.variance > c.anomaly_variance_threshold:
@@ -310,7 +317,7 @@ class CriticalityJob:
         self.last_anomalies = anomalies
         self.last_tau = tau if tau is not None else float("nan")
         nan = float("nan")
-        return {
+        return Applied({
             "tau": self.last_tau,
             "criticality_index": plan.index if plan.index is not None else nan,
             "x_min": float(fit.x_min) if fit is not None else nan,
@@ -319,46 +326,22 @@ class CriticalityJob:
             "avalanches": float(plan.n_avalanches),
             "bin_steps": float(self.avalanches.bin_width()),
             "large_avalanches_sustained": float(plan.sustained_large),
-            "global_inhibition": float(st.global_inhibition),
-            "inhibition_changed": float(st.global_inhibition != before),
-            "inhibition_direction": float(np.sign(st.global_inhibition - before)),
+            "global_inhibition": float(inhibition),
+            "inhibition_changed": float(inhibition != before),
+            "inhibition_direction": float(np.sign(inhibition - before)),
             "inhibition_low": bounds[0], "inhibition_high": bounds[1],
             "recurrent_rate_hz": plan.recent_rate if plan.recent_rate is not None else nan,
             "slow_structural": float(self.slow_structural),
             "rate_variance": plan.variance,
-            "eta": float(engine.eta),
-            "eta_reduced": float(engine.eta < eta_before),
+            "eta": float(eta),
+            "eta_reduced": float(eta < eta_before),
             "eta_scale": float(self.eta_scale),
             "anomaly_variance": float(plan.variance > c.anomaly_variance_threshold),
             "anomaly_reward": float(plan.mean_reward is not None and abs(plan.mean_reward) > c.reward_extreme),
             "silent_clusters": float(len(plan.silent)),
             "anomalies": float(len(anomalies)),
             "anomalies_total": float(sum(self.totals.values())),
-        }
-
-    # -- persistence --------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = self.avalanches.state_dict()
-        out.update(self.rates.state_dict("rates"))
-        out.update(self.rewards.state_dict("rewards"))
-        out["slow_structural"] = bool(self.slow_structural)
-        out["eta_scale"] = float(self.eta_scale)
-        out["inhibition_initial"] = float(self.inhibition_initial)
-        for key, value in self.totals.items():
-            out[f"totals.{key}"] = int(value)
-        return out
-
-    def load_state_dict(self, data: dict[str, Any]) -> None:
-        if not data:  # a checkpoint from before this job was enabled: start fresh
-            return
-        self.avalanches.load_state_dict(data)
-        self.rates.load_state_dict(data, "rates")
-        self.rewards.load_state_dict(data, "rewards")
-        self.slow_structural = bool(data["slow_structural"])
-        self.eta_scale = float(data.get("eta_scale", 1.0))
-        self.inhibition_initial = float(data.get("inhibition_initial", -1.0))
-        for key in self.totals:
-            self.totals[key] = int(data.get(f"totals.{key}", 0))
+        }, knobs.replace(global_inhibition=inhibition, eta=eta))
 
 
 __all__ = [

@@ -52,13 +52,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
+from ..network import edit
 from ..network.build import initial_density
-from ..network.edit import remove_synapses
+from ..network.state import NetworkState
+from .base import Applied
 from .config import DecayConfig  # noqa: F401 - the [jobs.decay] section, defined in config.py (light to import)
+from .state import PersistentJob
+
+if TYPE_CHECKING:
+    from ..engine import Engine
 
 NAME = "decay"
 
@@ -113,7 +119,7 @@ def low_reward_clusters(mean: torch.Tensor, n: torch.Tensor, min_n: int, thresho
     return enough & (mean < threshold) & (mean < overall - margin)
 
 
-def readout_synapses(state: Any) -> torch.Tensor:
+def readout_synapses(state: NetworkState) -> torch.Tensor:
     """Bool [nnz]: synapses onto an output neuron (derived from ``state.output_idx`` and the CSR, so
     it is valid for the structure at hand whatever ``engine.readout`` was last built for)."""
     is_out = torch.zeros(state.n, dtype=torch.bool, device=state.col.device)
@@ -183,14 +189,16 @@ class DecayPlan:
     based_on: torch.Tensor
 
 
-class DecayJob:
+class DecayJob(PersistentJob):
+    """No state of its own (``STATE`` is empty)."""
+
     name = NAME
 
     def __init__(self, config: DecayConfig | None = None):
         self.config = config or DecayConfig()
         self.config.validate()
 
-    def snapshot(self, engine: Any) -> DecaySnapshot:
+    def snapshot(self, engine: Engine) -> DecaySnapshot:
         st, lif = engine.state, engine.config.lif
         rates = neuron_rates_hz(st.activity, engine.steps_done, lif.steps * lif.dt_ms)
         return DecaySnapshot(st.cluster, st.n_clusters, rates, engine.sie.reward_history.clone(), engine.sie.reward_count.clone())
@@ -203,7 +211,7 @@ class DecayJob:
         classes = decay_classes(rate_c, mean.to(rate_c.device), n.to(rate_c.device), cfg)
         return DecayPlan(classes, decay_factors(classes, cfg), snap.cluster)
 
-    def apply(self, engine: Any, plan: DecayPlan) -> dict[str, float]:
+    def apply(self, engine: Engine, plan: DecayPlan) -> Applied:
         st = engine.state
         if plan.based_on is not st.cluster:  # re-clustered meanwhile: the ids mean other clusters
             plan = self.compute(self.snapshot(engine))
@@ -212,10 +220,10 @@ class DecayJob:
         readout = readout_synapses(st) if self.config.protect_readout else torch.zeros_like(st.persistent)
         fixed = st.persistent | readout  # neither decayed nor pruned
         movable = ~fixed
-        st.w.copy_(decay_weights(st.w, fixed, plan.factors.to(st.device)[post_cluster]))
+        edit.set_weights(st, decay_weights(st.w, fixed, plan.factors.to(st.device)[post_cluster]))
         budget = prune_budget(st.nnz, st.n, initial_density(engine.config), self.config.prune_floor)
-        pruned = remove_synapses(st, prune_keep(st.w, fixed, self.config.prune_below, budget))
-        return {
+        pruned = edit.remove_synapses(st, prune_keep(st.w, fixed, self.config.prune_below, budget))
+        return Applied({
             "protected_readout": int(readout.sum()),
             "decayed": int(movable.sum()),
             "pruned": pruned,
@@ -224,10 +232,4 @@ class DecayJob:
             "low_activity_clusters": int((plan.classes == 1).sum()),
             "low_reward_clusters": int((plan.classes == 2).sum()),
             "synapses": st.nnz,
-        }
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, data: dict[str, Any]) -> None:
-        return None
+        })

@@ -13,16 +13,16 @@ from .tagging import TaggingJob
 from .tuning import TuningJob
 
 
-def build_jobs(config: JobsConfig, seed: int = 0) -> list[Job]:
+def build_jobs(config: JobsConfig, seed: int = 0) -> list[Job[Any, Any]]:
     """The enabled jobs. The structural job slows down while criticality says the network is off
     its critical point (SPEC §7: criticality index > 0.2 -> slower structural plasticity); the
     tuner's learning rate is multiplied by the criticality job's ``eta_scale`` (1 while that job is
-    off), so the two never undo each other's setting of ``engine.eta``."""
+    off), so the two never undo each other's setting of the ``eta`` knob."""
     criticality = CriticalityJob(config.criticality, seed=seed)
-    candidates: list[tuple[Any, Job]] = [
+    candidates: list[tuple[Any, Job[Any, Any]]] = [
         (config.clustering, ClusteringJob(config.clustering, seed=seed)),
         (config.decay, DecayJob(config.decay)),
-        (config.persistence, TaggingJob(config.persistence)),
+        (config.tagging, TaggingJob(config.tagging)),
         (config.tuning, TuningJob(config.tuning, eta_scale_source=lambda: criticality.eta_scale, seed=seed)),
         (config.structural, StructuralJob(config.structural, slow_source=lambda: criticality.slow_structural, seed=seed)),
         (config.criticality, criticality),

@@ -20,12 +20,15 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from apscheduler.events import EVENT_JOB_MISSED
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from .base import Job
+from .base import Job, commit
+
+if TYPE_CHECKING:
+    from ..engine import CycleResult, Engine
 
 
 @dataclass
@@ -36,7 +39,7 @@ class _Running:
 
 
 class JobRunner:
-    def __init__(self, jobs: list[Job], cadences: dict[str, tuple[int, float]], deterministic: bool,
+    def __init__(self, jobs: list[Job[Any, Any]], cadences: dict[str, tuple[int, float]], deterministic: bool,
                  metrics: Any, log: Any, wake: Callable[[], None]):
         """``cadences``: job name -> (every_cycles, every_seconds); 0 disables that clock."""
         self.jobs = {job.name: job for job in jobs}
@@ -80,7 +83,7 @@ class JobRunner:
     def _missed(self, event: Any) -> None:
         self.metrics.jobs_misfires.labels(event.job_id).inc()
 
-    def after_cycle(self, engine: Any, result: Any) -> None:
+    def after_cycle(self, engine: Engine, result: CycleResult) -> None:
         """Called by the loop after every cycle: cheap per-cycle observation, cycle cadences."""
         self.cycles += 1
         for name, job in self.jobs.items():
@@ -96,7 +99,7 @@ class JobRunner:
                     self._due.add(name)
 
     # -- the safe point -------------------------------------------------------------------
-    def run_due(self, engine: Any) -> None:
+    def run_due(self, engine: Engine) -> None:
         """Between cycles: apply finished plans, start (or, deterministically, run) due jobs."""
         for name, running in list(self._running.items()):
             if running.future.done():
@@ -125,7 +128,7 @@ class JobRunner:
             else:
                 self._running[name] = _Running(self._executor.submit(job.compute, snap), engine.state.structure_version, started)
 
-    def _finish(self, engine: Any, name: str, running: _Running) -> None:
+    def _finish(self, engine: Engine, name: str, running: _Running) -> None:
         try:
             plan = running.future.result()
         except Exception:  # noqa: BLE001
@@ -141,8 +144,8 @@ class JobRunner:
         except Exception:  # noqa: BLE001
             self._failed(name, "apply")
 
-    def _apply(self, engine: Any, name: str, plan: Any, started: float) -> None:
-        outputs = self.jobs[name].apply(engine, plan) if plan is not None else {}
+    def _apply(self, engine: Engine, name: str, plan: Any, started: float) -> None:
+        outputs = commit(engine, self.jobs[name].apply(engine, plan)) if plan is not None else {}
         seconds = time.perf_counter() - started
         self.metrics.jobs_runs.labels(name).inc()
         self.metrics.jobs_duration.labels(name).observe(seconds)
@@ -170,7 +173,7 @@ class JobRunner:
             prefix = f"jobs.{name}."
             job.load_state_dict({k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)})
 
-    def wait_idle(self, engine: Any) -> None:
+    def wait_idle(self, engine: Engine) -> None:
         """Finish computations in flight and apply them (before a final checkpoint)."""
         for running in list(self._running.values()):
             try:

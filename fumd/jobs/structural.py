@@ -51,16 +51,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import torch
 
 from ..network.build import initial_density
 from ..network import edit
 from ..network.state import NetworkState
-from .base import PrivateStream
+from .base import Applied, PrivateStream
 from .config import StructuralConfig  # noqa: F401 - the [jobs.structural] section, defined in config.py (light to import)
 from .decay import low_reward_clusters
+from .state import Counters, Persist, PersistentJob, Scalar, Stream, TensorOf
+
+if TYPE_CHECKING:
+    from ..engine import Engine
 
 NAME = "structural"
 
@@ -116,11 +120,18 @@ class StructuralPlan:
     stats: dict[str, float] = field(default_factory=dict)
 
 
-class StructuralJob:
+class StructuralJob(PersistentJob):
     """``slow_source`` (optional): called at every snapshot for the slow flag, e.g.
     ``lambda: criticality_job.slow_structural``; otherwise ``set_slow`` sets it."""
 
     name = NAME
+    STATE = (
+        *(Persist(attr, TensorOf(dtype)) for attr, dtype in (
+            ("pair_pre", torch.int32), ("pair_post", torch.int32), ("pair_count", torch.uint8),
+            ("young_idx", torch.int64), ("young_born", torch.int64))),
+        Persist("slow", Scalar(bool)), Persist("events", Scalar(int)), Persist("stream", Stream(), key="rng"),
+        Persist("totals", Counters("total_{}", int)),
+    )
 
     def __init__(self, config: StructuralConfig | None = None, slow_source: Callable[[], bool] | None = None,
                  seed: int = 0):
@@ -147,7 +158,7 @@ class StructuralJob:
         self.slow = bool(slow)
 
     # -- snapshot (loop thread) -------------------------------------------------------------
-    def snapshot(self, engine: Any) -> StructuralSnapshot:
+    def snapshot(self, engine: Engine) -> StructuralSnapshot:
         st: NetworkState = engine.state
         cfg = engine.config
         if self.slow_source is not None:
@@ -206,12 +217,12 @@ class StructuralJob:
         )
 
     # -- apply (loop thread) ----------------------------------------------------------------
-    def apply(self, engine: Any, plan: StructuralPlan | None) -> dict[str, float]:
+    def apply(self, engine: Engine, plan: StructuralPlan | None) -> Applied:
         st: NetworkState = engine.state
         if plan is None:
-            return {}
+            return Applied()
         if st.structure_version != plan.structure_version:
-            return {"stale": 1.0}
+            return Applied({"stale": 1.0})
         dev = st.device
         cfg = engine.config
         syn_before = st.nnz
@@ -234,8 +245,8 @@ class StructuralJob:
             out["synapses_removed"] += edit.remove_synapses_by_pair(st, plan.remove_pre, plan.remove_post)
         # 4-5. compensate, prune
         if plan.prune.numel():
-            st.v_th = (st.v_th + plan.v_th_shift.to(st.v_th.dtype)).clamp(cfg.intrinsic.v_th_min, cfg.intrinsic.v_th_max) \
-                if bool((plan.v_th_shift != 0).any()) else st.v_th
+            if bool((plan.v_th_shift != 0).any()):
+                edit.shift_thresholds(st, plan.v_th_shift, cfg.intrinsic.v_th_min, cfg.intrinsic.v_th_max)
             mask = torch.zeros(st.n, dtype=torch.bool, device=dev)
             mask[plan.prune] = True
             nnz0 = st.nnz
@@ -262,7 +273,7 @@ class StructuralJob:
         keep = (int(engine.steps_done) - self.young_born) < grace
         self.young_idx, self.young_born = self.young_idx[keep], self.young_born[keep]
         if any(v for k, v in out.items()):
-            engine.last_spikes = None  # its raster / event positions describe the old structure
+            engine.drop_last_cycle_spikes()  # its raster / event positions describe the old structure
         self.events += 1
         for key in self.totals:
             self.totals[key] += int(out[key])
@@ -270,7 +281,7 @@ class StructuralJob:
         out.update({"sparsity": st.sparsity(), "neurons": float(st.n), "synapses": float(st.nnz),
                     "synapse_delta": float(st.nnz - syn_before), "slow": float(self.slow),
                     "excitatory_fraction": st.n_exc / float(st.n)})
-        return out
+        return Applied(out)
 
     @staticmethod
     def _drop_onto_designated(st: NetworkState, sources: torch.Tensor) -> int:
@@ -311,33 +322,9 @@ class StructuralJob:
         hit = (self.pair_pre == pre) & (self.pair_post == post)
         return int(self.pair_count[hit].sum())
 
-    # -- persistence --------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "pair_pre": self.pair_pre, "pair_post": self.pair_post, "pair_count": self.pair_count,
-            "young_idx": self.young_idx, "young_born": self.young_born, "slow": self.slow, "events": self.events,
-            "rng": self.stream.get_state(),
-        }
-        out.update({f"total_{k}": v for k, v in self.totals.items()})
-        return out
-
-    def load_state_dict(self, data: dict[str, Any]) -> None:
+    def reset_state(self) -> None:
         self._empty()
-        self.slow = bool(data.get("slow", False))
-        if "pair_pre" in data:
-            self.pair_pre = torch.as_tensor(data["pair_pre"]).cpu().to(torch.int32)
-            self.pair_post = torch.as_tensor(data["pair_post"]).cpu().to(torch.int32)
-            self.pair_count = torch.as_tensor(data["pair_count"]).cpu().to(torch.uint8)
-        if "young_idx" in data:
-            self.young_idx = torch.as_tensor(data["young_idx"]).cpu().to(torch.int64)
-            self.young_born = torch.as_tensor(data["young_born"]).cpu().to(torch.int64)
-        self.events = int(data.get("events", 0))
-        if "rng" in data:
-            self.stream.set_state(data["rng"])
-        else:
-            self.stream.reset()
-        for key in self.totals:
-            self.totals[key] = int(data.get(f"total_{key}", 0))
+        self.slow = False
 
 
 def _protection(snap: StructuralSnapshot, protect: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -63,13 +63,20 @@ neurons changed, ids are kept and the arrays are resized.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
+from ..network import edit
+from ..network.state import NetworkState
+from .base import Applied
 from .clustering import dominant_predecessor, overlap_matrix
-from .config import TaggingConfig  # noqa: F401 - the [jobs.persistence] section, defined in config.py (light to import)
+from .config import TaggingConfig  # noqa: F401 - the [jobs.tagging] section, defined in config.py (light to import)
 from .decay import cluster_rates_hz, low_reward_clusters, neuron_rates_hz, window_reward_stats
+from .state import Persist, PersistentJob, Scalar, TensorOf
+
+if TYPE_CHECKING:
+    from ..engine import CycleResult, Engine
 
 NAME = "persistence"
 NEVER = -1
@@ -168,8 +175,10 @@ class TaggingPlan:
     based_on: torch.Tensor
 
 
-class TaggingJob:
+class TaggingJob(PersistentJob):
     name = NAME
+    STATE = (*(Persist(key, TensorOf(torch.int64)) for key in ("low_since", "streak", "detag_cycle", "high_reward_cycle")),
+             Persist("streak_detagged", Scalar(int)))
 
     def __init__(self, config: TaggingConfig | None = None):
         self.config = config or TaggingConfig()
@@ -183,7 +192,7 @@ class TaggingJob:
         self._ref: torch.Tensor | None = None  # the partition the per-cluster arrays refer to
 
     # -- keeping the per-cluster arrays on the current partition -------------------------------
-    def _sync(self, engine: Any) -> None:
+    def _sync(self, engine: Engine) -> None:
         st = engine.state
         n_pop = int(st.output_idx.shape[0])
         if self.high_reward_cycle.shape[0] != n_pop:
@@ -205,7 +214,7 @@ class TaggingJob:
         self._ref = st.cluster
 
     # -- per cycle -----------------------------------------------------------------------------
-    def observe(self, engine: Any, result: Any) -> None:
+    def observe(self, engine: Engine, result: CycleResult) -> None:
         """Negative-streak de-tagging and high-reward bookkeeping (O(1) unless the streak fires)."""
         cfg = self.config
         self._sync(engine)
@@ -225,16 +234,13 @@ class TaggingJob:
             self.high_reward_cycle[int(result.action_index)] = now
 
     @staticmethod
-    def _detag_cluster(st: Any, c: int) -> int:
+    def _detag_cluster(st: NetworkState, c: int) -> int:
         if not bool(st.persistent.any()):
             return 0
-        mask = st.persistent & (st.cluster[st.col.to(torch.int64)] == c)
-        count = int(mask.sum())
-        st.persistent[mask] = False
-        return count
+        return edit.set_persistent(st, st.persistent & (st.cluster[st.col.to(torch.int64)] == c), False)
 
     # -- per run -------------------------------------------------------------------------------
-    def snapshot(self, engine: Any) -> TaggingSnapshot:
+    def snapshot(self, engine: Engine) -> TaggingSnapshot:
         self._sync(engine)
         st, lif, cfg = engine.state, engine.config.lif, self.config
         now = int(engine.steps_done)
@@ -261,7 +267,7 @@ class TaggingJob:
         return TaggingPlan(thr, detag, low_since, snap.rates, snap.high_reward_neuron, snap.now,
                            int(torch.isfinite(thr).sum()), int(is_low.sum()), snap.cluster)
 
-    def apply(self, engine: Any, plan: TaggingPlan) -> dict[str, float]:
+    def apply(self, engine: Engine, plan: TaggingPlan) -> Applied:
         cfg, st = self.config, engine.state
         if plan.based_on is not st.cluster:  # re-clustered meanwhile: recompute on the new partition
             plan = self.compute(self.snapshot(engine))
@@ -270,9 +276,7 @@ class TaggingJob:
         post = st.col.to(torch.int64)
         post_cluster = st.cluster[post]
         # de-tag: sustained low reward
-        detag_syn = st.persistent & plan.detag.to(dev)[post_cluster]
-        detagged = int(detag_syn.sum())
-        st.persistent[detag_syn] = False
+        detagged = edit.set_persistent(st, st.persistent & plan.detag.to(dev)[post_cluster], False)
         self.low_since = plan.low_since.clone()
         self.detag_cycle[plan.detag] = now
         # tag (cooldown re-checked: observe may have de-tagged a cluster since the snapshot)
@@ -283,29 +287,17 @@ class TaggingJob:
         ind = independent_tag_mask(st.w, st.persistent, post, post_cluster, plan.high_reward_neuron.to(dev), may,
                                    cfg.independent_w_min)
         tag = std | ind
-        st.persistent |= tag
+        tagged = edit.set_persistent(st, tag, True)
         detagged += self.streak_detagged
         self.streak_detagged = 0
-        return {
-            "tagged": int(tag.sum()),
+        return Applied({
+            "tagged": tagged,
             "tagged_independent": int((ind & ~std).sum()),
             "detagged": detagged,
             "persistent": int(st.persistent.sum()),
             "eligible_clusters": plan.eligible,
             "low_reward_clusters": plan.low_reward,
-        }
+        })
 
-    # -- checkpoint ----------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "low_since": self.low_since.clone(), "streak": self.streak.clone(),
-            "detag_cycle": self.detag_cycle.clone(), "high_reward_cycle": self.high_reward_cycle.clone(),
-            "streak_detagged": int(self.streak_detagged),
-        }
-
-    def load_state_dict(self, data: dict[str, Any]) -> None:
-        for key in ("low_since", "streak", "detag_cycle", "high_reward_cycle"):
-            if key in data:
-                setattr(self, key, torch.as_tensor(data[key]).to(torch.int64).cpu().clone())
-        self.streak_detagged = int(data.get("streak_detagged", 0))
-        self._ref = None
+    def reset_state(self) -> None:
+        self._ref = None  # re-derived from the loaded arrays at the next _sync

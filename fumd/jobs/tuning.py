@@ -10,7 +10,7 @@ rewarded stream the reward given. No tuned value enters it. **Without a task sig
 tuned**: windows wait for ``window_task_cycles`` cycles that carry one (the internal SIE terms are
 not a criterion a tuner may maximise; the configured values stay).
 
-**Search space** (default: ``eta`` only): ``engine.eta``, the live learning rate that scales all
+**Search space** (default: ``eta`` only): the ``eta`` knob, the live learning rate that scales all
 learning, in ``[eta0 / eta_range, eta0 x eta_range]`` (log-uniform), ``eta0`` the configured
 ``learning.eta``, or ``[eta_min, eta_max]`` when both are set. ``gamma`` (trace carried to the
 next input) only with ``tune_gamma = true`` in ``[gamma_min, gamma_max]`` (the seed's
@@ -52,10 +52,11 @@ mutable optimiser, a restart that restores the trials continues exactly, and the
 from ``network.seed`` and the job's name, ``base.job_seed``; the engine's generator is never
 touched) is all the randomness there is.
 
-**Sharing ``engine.eta`` with the criticality job**: that job scales the learning rate by a
+**Sharing the ``eta`` knob with the criticality job**: that job scales the learning rate by a
 factor in ``[eta_min_scale, 1]`` on rate variance (``criticality.eta_scale``). The tuner sets
-``engine.eta = point x scale`` and reads the live point as ``engine.eta / scale`` (the registry
-wires ``eta_scale_source``), so neither job undoes the other.
+``eta = point x scale`` and reads the live point as ``eta / scale`` (the registry wires
+``eta_scale_source``), so neither job undoes the other. The tuner never assigns the engine's
+attributes: ``apply`` returns the new ``Knobs`` (fumd/knobs.py), made live by the runner.
 
 Live values outside their range (another job or an operator moved them, or a checkpoint holds a
 bad value) revert to the incumbent at the next run (seed §5.E.1 "revert to validated default
@@ -66,13 +67,19 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
 
-from .base import job_seed
+from .base import Applied, job_seed
 from .config import SIE_WEIGHTS, Bound, TuningConfig  # noqa: F401 - the [jobs.tuning] section, defined in config.py (light to import)
+from .state import Counters, Custom, FloatRows, Floats, OptionalFloats, Persist, PersistentJob, Scalar, Strings
+
+if TYPE_CHECKING:
+    from ..config import EngineConfig
+    from ..engine import CycleResult, Engine
+    from ..knobs import Knobs
 
 NAME = "tuning"
 ALL_PARAMS = ("eta", "gamma") + SIE_WEIGHTS
@@ -80,21 +87,21 @@ STATE_FORMAT = 2  # checkpoints of the seed-objective tuner (format 1) start a f
 
 
 # ---------------------------------------------------------------------------------------------
-# where the tuned values live: the one place that knows the engine's attributes
+# the tuned values: knobs of the engine (fumd/knobs.py)
 class Tunables(Protocol):
     names: tuple[str, ...]
 
-    def get(self, engine: Any) -> dict[str, float]: ...
+    def get(self, knobs: Knobs) -> dict[str, float]: ...
 
-    def set(self, engine: Any, values: Mapping[str, float]) -> None: ...
+    def set(self, knobs: Knobs, values: Mapping[str, float]) -> Knobs: ...
 
-    def defaults(self, engine: Any) -> dict[str, float]: ...
+    def defaults(self, config: EngineConfig) -> dict[str, float]: ...
 
 
 class EngineTunables:
-    """``engine.eta`` (divided by the criticality job's ``eta_scale``), ``engine.gamma`` and
-    ``engine.sie.w_td / w_novelty / w_habituation / w_self_benefit`` (live values); defaults from
-    ``engine.config.learning`` / ``engine.config.sie``."""
+    """The knobs ``eta`` (divided by the criticality job's ``eta_scale``), ``gamma`` and
+    ``w_td / w_novelty / w_habituation / w_self_benefit``; defaults from the configured
+    ``learning`` / ``sie`` sections."""
 
     def __init__(self, names: Sequence[str] = ("eta",), eta_scale_source: Callable[[], float] | None = None):
         unknown = [n for n in names if n not in ALL_PARAMS]
@@ -107,30 +114,20 @@ class EngineTunables:
         s = float(self.eta_scale_source()) if self.eta_scale_source is not None else 1.0
         return s if math.isfinite(s) and s > 0 else 1.0
 
-    def get(self, engine: Any) -> dict[str, float]:
-        out = {}
-        for name in self.names:
-            if name == "eta":
-                out[name] = float(engine.eta) / self._scale()
-            elif name == "gamma":
-                out[name] = float(engine.gamma)
-            else:
-                out[name] = float(getattr(engine.sie, name))
+    def get(self, knobs: Knobs) -> dict[str, float]:
+        out = {name: float(getattr(knobs, name)) for name in self.names}
+        if "eta" in out:
+            out["eta"] /= self._scale()
         return out
 
-    def set(self, engine: Any, values: Mapping[str, float]) -> None:
-        for name, value in values.items():
-            if name == "eta":
-                engine.eta = float(value) * self._scale()
-            elif name == "gamma":
-                engine.gamma = float(value)
-            elif name in SIE_WEIGHTS:
-                setattr(engine.sie, name, float(value))
-            else:
-                raise KeyError(name)
+    def set(self, knobs: Knobs, values: Mapping[str, float]) -> Knobs:
+        """``knobs`` with ``values`` (``eta`` given as the tuner's point: times the scale)."""
+        unknown = [n for n in values if n not in ALL_PARAMS]
+        if unknown:
+            raise KeyError(unknown[0])
+        return knobs.replace(**{n: float(v) * self._scale() if n == "eta" else float(v) for n, v in values.items()})
 
-    def defaults(self, engine: Any) -> dict[str, float]:
-        cfg = engine.config
+    def defaults(self, cfg: EngineConfig) -> dict[str, float]:
         out = {}
         for name in self.names:
             out[name] = float(getattr(cfg.learning, name)) if name in ("eta", "gamma") else float(getattr(cfg.sie, name))
@@ -174,7 +171,7 @@ class WindowStats:
         return cls(int(v[0]), float(v[1]), float(v[2])) if len(v) == 3 else cls()
 
 
-def task_score(result: Any) -> float | None:
+def task_score(result: CycleResult) -> float | None:
     """The task signal of one cycle: its external reward (``+1``/``-1`` for a right/wrong labelled
     decision, the record's reward otherwise); None for a cycle without label or reward."""
     components = getattr(result, "components", None) or {}
@@ -288,8 +285,39 @@ class TuningPlan:
     decision: dict[str, float] = field(default_factory=dict)
 
 
-class TuningJob:
+def _bounds_stored(job: TuningJob, bounds: list[Bound]) -> torch.Tensor:
+    return torch.tensor([[b[1], b[2]] for b in bounds], dtype=torch.float64).reshape(-1, 2)
+
+
+def _bounds_loaded(job: TuningJob, stored: Any) -> list[Bound]:
+    """The saved ranges with the tuned names and the configured priors ([] if none were saved)."""
+    priors = [b[3] for b in job.config.bounds(1.0, job.tunables.names)]
+    ranges = torch.as_tensor(stored).to(torch.float64).cpu().tolist()
+    return [(n, float(lo), float(hi), p) for n, (lo, hi), p in zip(job.tunables.names, ranges, priors)]
+
+
+WINDOW = Custom(lambda job, w: torch.tensor(w.as_list(), dtype=torch.float64),
+                lambda job, stored: WindowStats.from_list(torch.as_tensor(stored).tolist()))
+
+
+class TuningJob(PersistentJob):
+    """A saved state of another ``format`` or for other tuned names is ignored: the tuner starts
+    fresh (the configured values are live until the warm-up ends)."""
+
     name = NAME
+    state_format = STATE_FORMAT
+    STATE = (
+        Persist("state_format", Scalar(int), key="format", check=True),
+        Persist("tuned_names", Strings(), key="names", check=True),
+        *(Persist(attr, Scalar(int)) for attr in ("seed", "session", "phase")),
+        Persist("bounds", Custom(_bounds_stored, _bounds_loaded)),
+        Persist("incumbent", OptionalFloats()),
+        Persist("xs", FloatRows(lambda job: len(job.tunables.names))), Persist("ys", Floats()),
+        Persist("window", WINDOW), Persist("prev_base", WINDOW), Persist("pending", OptionalFloats()),
+        Persist("pending_stats", WINDOW),
+        *(Persist(attr, Scalar(int)) for attr in ("cycles_in_phase", "cycles_total", "trials_in_session")),
+        Persist("counts", Counters("count_{}", int)), Persist("last", Counters("last_{}", float)),
+    )
 
     def __init__(self, config: TuningConfig | None = None, tunables: Tunables | None = None,
                  eta_scale_source: Callable[[], float] | None = None, seed: int = 0):
@@ -318,7 +346,11 @@ class TuningJob:
         self.last = {"d": math.nan, "se": math.nan, "incumbent_score": math.nan, "candidate_score": math.nan}
 
     # -- per cycle --------------------------------------------------------------------------
-    def observe(self, engine: Any, result: Any) -> None:
+    @property
+    def tuned_names(self) -> list[str]:
+        return list(self.tunables.names)
+
+    def observe(self, engine: Engine, result: CycleResult) -> None:
         self.cycles_total += 1
         self.cycles_in_phase += 1
         if self.phase in (BASE, TRIAL) and self.cycles_in_phase > self.config.settle_cycles:
@@ -327,14 +359,14 @@ class TuningJob:
                 self.window.add(score)
 
     # -- snapshot -> compute -> apply ---------------------------------------------------------
-    def snapshot(self, engine: Any) -> TuningSnapshot:
+    def snapshot(self, engine: Engine) -> TuningSnapshot:
         if self.seed < 0:
             self.seed = self.base_seed
         if not self.bounds:
             eta0 = float(engine.config.learning.eta)
             self.bounds = self.config.bounds(eta0, self.tunables.names)
         return TuningSnapshot(
-            phase=self.phase, live=self.tunables.get(engine), defaults=self.tunables.defaults(engine),
+            phase=self.phase, live=self.tunables.get(engine.knobs), defaults=self.tunables.defaults(engine.config),
             incumbent=list(self.incumbent) if self.incumbent else None,
             xs=[list(x) for x in self.xs], ys=list(self.ys), window=WindowStats(**vars(self.window)),
             prev_base=WindowStats(**vars(self.prev_base)), pending=list(self.pending) if self.pending else None,
@@ -401,12 +433,13 @@ class TuningJob:
             plan.next_phase, plan.new_session = BASE, True
         return plan  # always a plan: every run reports the phase and counters (metrics, log)
 
-    def apply(self, engine: Any, plan: TuningPlan | None) -> dict[str, float]:
+    def apply(self, engine: Engine, plan: TuningPlan | None) -> Applied:
         names = list(self.tunables.names)
+        knobs = engine.knobs
         reverted = 0
         if plan is not None:
             if plan.revert:
-                self.tunables.set(engine, plan.revert)
+                knobs = self.tunables.set(knobs, plan.revert)
                 reverted = len(plan.revert)
                 self.counts["reverts"] += reverted
             if plan.told is not None:
@@ -437,7 +470,7 @@ class TuningJob:
             if plan.pending_stats is not None:
                 self.pending_stats = WindowStats(**vars(plan.pending_stats))
             if plan.set_point is not None:
-                self.tunables.set(engine, dict(zip(names, plan.set_point)))
+                knobs = self.tunables.set(knobs, dict(zip(names, plan.set_point)))
             if plan.next_phase is not None:
                 self.phase = plan.next_phase
                 self.window = WindowStats()
@@ -450,62 +483,15 @@ class TuningJob:
             "incumbent_score": self.last["incumbent_score"], "candidate_score": self.last["candidate_score"],
             "reverted": float(reverted), "reverts_total": float(self.counts["reverts"]),
         }
-        out.update({f"param_{k}": v for k, v in self.tunables.get(engine).items()})
+        out.update({f"param_{k}": v for k, v in self.tunables.get(knobs).items()})
         if self.incumbent:
             out.update({f"incumbent_{k}": float(v) for k, v in zip(names, self.incumbent)})
-        return out
+        return Applied(out, knobs)
 
-    # -- persistence --------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        d = len(self.tunables.names)
-        f64 = torch.float64
-        return {
-            "format": STATE_FORMAT, "names": list(self.tunables.names), "seed": int(self.seed),
-            "session": int(self.session), "phase": int(self.phase),
-            "bounds": torch.tensor([[b[1], b[2]] for b in self.bounds], dtype=f64).reshape(-1, 2),
-            "incumbent": torch.tensor(self.incumbent or [], dtype=f64),
-            "xs": torch.tensor(self.xs, dtype=f64).reshape(-1, d), "ys": torch.tensor(self.ys, dtype=f64),
-            "window": torch.tensor(self.window.as_list(), dtype=f64),
-            "prev_base": torch.tensor(self.prev_base.as_list(), dtype=f64),
-            "pending": torch.tensor(self.pending or [], dtype=f64),
-            "pending_stats": torch.tensor(self.pending_stats.as_list(), dtype=f64),
-            "cycles_in_phase": int(self.cycles_in_phase), "cycles_total": int(self.cycles_total),
-            "trials_in_session": int(self.trials_in_session),
-            **{f"count_{k}": int(v) for k, v in self.counts.items()},
-            **{f"last_{k}": float(v) for k, v in self.last.items()},
-        }
-
-    def load_state_dict(self, data: Mapping[str, Any]) -> None:
-        """Restore; a checkpoint from another format or for other parameters starts a fresh
-        tuner (the configured values are live until the warm-up ends)."""
+    def reset_state(self) -> None:
         self._reset()
         self.bounds = []
         self.seed = -1
-        if not data or int(data.get("format", 1)) != STATE_FORMAT or list(data["names"]) != list(self.tunables.names):
-            return
-        self.seed, self.session, self.phase = int(data["seed"]), int(data["session"]), int(data["phase"])
-        b = data["bounds"].to(torch.float64).cpu().tolist()
-        if b:
-            priors = [x[3] for x in self.config.bounds(1.0, self.tunables.names)]
-            self.bounds = [(n, float(lo), float(hi), p) for n, (lo, hi), p in zip(self.tunables.names, b, priors)]
-
-        def vec(key: str) -> list[float] | None:
-            v = data[key].to(torch.float64).cpu().tolist()
-            return v if v else None
-
-        self.incumbent = vec("incumbent")
-        self.xs = data["xs"].to(torch.float64).cpu().tolist()
-        self.ys = data["ys"].to(torch.float64).cpu().tolist()
-        self.window = WindowStats.from_list(data["window"].tolist())
-        self.prev_base = WindowStats.from_list(data["prev_base"].tolist())
-        self.pending = vec("pending")
-        self.pending_stats = WindowStats.from_list(data["pending_stats"].tolist())
-        self.cycles_in_phase, self.cycles_total = int(data["cycles_in_phase"]), int(data["cycles_total"])
-        self.trials_in_session = int(data["trials_in_session"])
-        for k in self.counts:
-            self.counts[k] = int(data.get(f"count_{k}", 0))
-        for k in self.last:
-            self.last[k] = float(data.get(f"last_{k}", math.nan))
 
 
 __all__ = ["TuningConfig", "TuningJob", "Tunables", "EngineTunables", "WindowStats", "propose", "compare",

@@ -22,11 +22,11 @@ are zero-filled unless this module knows better.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import torch
 
-from ..config import EngineConfig, IntrinsicConfig, LIFConfig, NetworkConfig
+from ..config import EngineConfig
 from .build import LocalGrid, distance_weights, grid_side
 from .state import NetworkState
 
@@ -306,33 +306,42 @@ def rewire_synapses(state: NetworkState, idx: torch.Tensor, new_post: torch.Tens
 
 
 # -- neurons ---------------------------------------------------------------------------------
-_LIF, _INTRINSIC, _NETWORK = LIFConfig(), IntrinsicConfig(), NetworkConfig()
+NEURON_INIT_SECTIONS = ("lif", "intrinsic", "network")  # EngineConfig sections NeuronInit's keys come from
+
+
+def _config_keys(cls: type) -> type:
+    """Give every annotated name of ``cls`` the default of the config key of that name in the one
+    section of NEURON_INIT_SECTIONS that declares it (recorded as the field's ``section``)."""
+    defaults = EngineConfig()
+    for name in cls.__annotations__:
+        owners = [s for s in NEURON_INIT_SECTIONS if name in {f.name for f in fields(getattr(defaults, s))}]
+        assert len(owners) == 1, f"NeuronInit.{name}: declared in {owners or 'no section'} of {NEURON_INIT_SECTIONS}"
+        setattr(cls, name, field(default=getattr(getattr(defaults, owners[0]), name), metadata={"section": owners[0]}))
+    return cls
 
 
 @dataclass(frozen=True)
+@_config_keys
 class NeuronInit:
     """Initial distributions of a new neuron and its synapses (SPEC §1; build.py). Every field is
     the config key of the same name, in the section that declares it (``lif``, ``intrinsic``,
-    ``network`` in fumd/config.py); the defaults are that section's defaults, never restated."""
+    ``network`` in fumd/config.py); its default and ``from_config`` are derived from that key."""
 
-    tau_mean: float = _LIF.tau_mean
-    tau_std: float = _LIF.tau_std
-    tau_min: float = _INTRINSIC.tau_min  # tau is clipped to the intrinsic-plasticity bounds
-    tau_max: float = _INTRINSIC.tau_max
-    v_th_mean: float = _LIF.v_th_mean
-    v_th_std: float = _LIF.v_th_std
-    v_rest: float = _LIF.v_rest
-    v_reset: float = _LIF.v_reset
-    init_weight_max: float = _NETWORK.init_weight_max
-    sigma: float = _NETWORK.sigma
-    max_radius_sigmas: float = _NETWORK.max_radius_sigmas
+    tau_mean: float
+    tau_std: float
+    tau_min: float  # tau is clipped to the intrinsic-plasticity bounds
+    tau_max: float
+    v_th_mean: float
+    v_th_std: float
+    v_rest: float
+    v_reset: float
+    init_weight_max: float
+    sigma: float
+    max_radius_sigmas: float
 
     @classmethod
     def from_config(cls, cfg: EngineConfig) -> NeuronInit:
-        lif, net, ip = cfg.lif, cfg.network, cfg.intrinsic
-        return cls(tau_mean=lif.tau_mean, tau_std=lif.tau_std, tau_min=ip.tau_min, tau_max=ip.tau_max,
-                   v_th_mean=lif.v_th_mean, v_th_std=lif.v_th_std, v_rest=lif.v_rest, v_reset=lif.v_reset,
-                   init_weight_max=net.init_weight_max, sigma=net.sigma, max_radius_sigmas=net.max_radius_sigmas)
+        return cls(**{f.name: getattr(getattr(cfg, f.metadata["section"]), f.name) for f in fields(cls)})
 
 
 @dataclass
@@ -588,6 +597,35 @@ def compensation_shift(
     return shift.to(v_th.dtype)
 
 
+# -- values and partition (what the jobs change besides the structure) -----------------------
+def set_weights(state: NetworkState, w: torch.Tensor) -> None:
+    """Overwrite the synapse weights in place (the structure is unchanged)."""
+    state.w.copy_(w)
+
+
+def set_persistent(state: NetworkState, mask: torch.Tensor, value: bool) -> int:
+    """Tag (``value`` True) or de-tag the synapses in ``mask`` as persistent, in place; returns
+    how many were in ``mask``."""
+    count = int(mask.sum())
+    if count:
+        state.persistent[mask] = value
+    return count
+
+
+def shift_thresholds(state: NetworkState, shift: torch.Tensor, v_min: float, v_max: float) -> None:
+    """``v_th <- clamp(v_th + shift, v_min, v_max)`` (a new tensor)."""
+    state.v_th = (state.v_th + shift.to(state.v_th.dtype)).clamp(v_min, v_max)
+
+
+def set_partition(state: NetworkState, cluster: torch.Tensor, n_clusters: int) -> None:
+    """Install a new cluster partition: a *new* tensor object (holders of the old one see by
+    identity that it changed), and ``structure_version`` bumped (plans computed on the old
+    partition off the loop are stale)."""
+    state.cluster = cluster
+    state.n_clusters = int(n_clusters)
+    state.structure_version += 1
+
+
 # -- checks ----------------------------------------------------------------------------------
 def check_invariants(state: NetworkState) -> None:
     """Raise AssertionError naming the first broken invariant (tests, debugging)."""
@@ -618,5 +656,6 @@ __all__ = [
     "DENSE_SAMPLING_LIMIT", "Growth", "NeuronInit", "add_neurons", "add_synapses_to_state", "check_invariants",
     "compensation_shift", "find_synapses", "first_occurrence", "free_cells_near", "insert_neurons", "isin_sorted",
     "propose_near", "pruning_compensation", "remap", "remove_neurons", "remove_synapses", "remove_synapses_by_pair",
-    "rewire_synapses", "sample_near", "synapse_keys",
+    "rewire_synapses", "sample_near", "set_partition", "set_persistent", "set_weights", "shift_thresholds",
+    "synapse_keys",
 ]

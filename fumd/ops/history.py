@@ -18,10 +18,13 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from ..engine import CycleResult, Engine
 
 
 class History:
@@ -32,12 +35,12 @@ class History:
         self.max_bytes = max_bytes
         self.dropped = 0  # lines and rasters not written (disk full)
 
-    def cycle(self, engine: Any, result: Any) -> None:
+    def cycle(self, engine: Engine, result: CycleResult) -> None:
         if not self.every_cycles or result.step % self.every_cycles:
             return
         st = engine.state
         window_ms = engine.config.lif.steps * engine.config.lif.dt_ms
-        counts = engine.last_spikes.counts.double() if engine.last_spikes is not None else torch.zeros(st.n, dtype=torch.float64)
+        counts = engine.last_cycle_spikes.counts.double() if engine.last_cycle_spikes is not None else torch.zeros(st.n, dtype=torch.float64)
         rates = counts * (1000.0 / window_ms)
         per_cluster = torch.bincount(st.cluster, weights=rates, minlength=st.n_clusters)
         sizes = torch.bincount(st.cluster, minlength=st.n_clusters).clamp(min=1)
@@ -53,10 +56,10 @@ class History:
         clean = {k: (float(v) if isinstance(v, (int, float, bool)) else str(v)) for k, v in outputs.items()}
         self._append("jobs.jsonl", {"step": step, "time": time.time(), "job": name, "outputs": clean})
 
-    def raster(self, engine: Any) -> None:
-        if engine.last_spikes is None:
+    def raster(self, engine: Engine) -> None:
+        if engine.last_cycle_spikes is None:
             return
-        raster = engine.last_spikes.raster.cpu().numpy()
+        raster = engine.last_cycle_spikes.raster.cpu().numpy()
         tmp = self.dir / ".raster.npz.tmp"
         try:
             with open(tmp, "wb") as fh:
