@@ -1,4 +1,5 @@
-"""Command line: ``fumd run`` (the daemon), ``feed``, ``status``, ``inspect``, ``bench``, ``evaluate``, ``probe``, ``demo``."""
+"""Command line: ``fumd run`` (the daemon), ``feed``, ``status``, ``inspect``, ``bench``, ``evaluate``, ``probe``,
+``demo``."""
 from __future__ import annotations
 
 import argparse
@@ -52,43 +53,63 @@ def main(argv: list[str] | None = None) -> int:
     soak.add_argument("--sample-seconds", type=float, default=10.0)
     soak.add_argument("--seed", type=int, default=0)
     soak.add_argument("--state-dir", type=Path, default=None, help="work directory (default: a new temp dir)")
-    soak.add_argument("--config", type=Path, default=None, help="extra TOML appended to the soak config (e.g. [jobs.*])")
+    soak.add_argument("--config", type=Path, default=None,
+                      help="extra TOML appended to the soak config (e.g. [jobs.*])")
 
     plot = sub.add_parser("plot", help="PNG figures from a state directory (newest checkpoint + history)")
     plot.add_argument("--state-dir", default="./state", type=Path)
     plot.add_argument("--out", default=None, type=Path, help="output directory (default STATE_DIR/plots)")
 
-    evaluate = sub.add_parser("evaluate", help="prequential accuracy of the daemon's loop on named streams vs River baselines (JSON + PNGs)",
-                              description="Prequential (test-then-train) evaluation of the daemon's code path, jobs as configured, "
-                                          "side by side with River's online baselines; see docs/evaluation.md.")
+    evaluate = sub.add_parser("evaluate",
+                              help="prequential accuracy of the daemon's loop on named streams vs River baselines "
+                                   "(JSON + PNGs)",
+                              description="Prequential (test-then-train) evaluation of the daemon's code path, jobs as "
+                                          "configured, side by side with River's online baselines; see "
+                                          "docs/evaluation.md.")
     evaluate.add_argument("--streams", default=None,
-                          help="comma-separated: led,rbf,sea,agrawal,hyperplane,phishing,bananas,wine,iris,digits,cancer,topics (default: all)")
+                          help="comma-separated: "
+                               "led,rbf,sea,agrawal,hyperplane,phishing,bananas,wine,iris,digits,cancer,topics "
+                               "(default: all)")
     evaluate.add_argument("--seeds", default="0", help="comma-separated seeds (stream and network), default 0")
-    evaluate.add_argument("--inputs", type=int, default=1500, help="stream length (default 1500); with --shift, INPUTS/2 training inputs per domain")
+    evaluate.add_argument("--inputs", type=int, default=1500,
+                          help="stream length (default 1500); with --shift, INPUTS/2 training inputs per domain")
     evaluate.add_argument("--neurons", type=int, default=None, help="network.neurons (default: the config's)")
-    evaluate.add_argument("--config", type=Path, default=None, help="TOML config: engine sections and [jobs.*], as for fumd run")
+    evaluate.add_argument("--config", type=Path, default=None,
+                          help="TOML config: engine sections and [jobs.*], as for fumd run")
     evaluate.add_argument("--jobs", choices=["on", "off"], default="on", help="off: every [jobs.*] section disabled")
-    evaluate.add_argument("--learning", choices=["on", "off"], default="on", help="off: the control (no plasticity; chance expected)")
+    evaluate.add_argument("--learning", choices=["on", "off"], default="on",
+                          help="off: the control (no plasticity; chance expected)")
     evaluate.add_argument("--shift", action="store_true", help="train classes A, then B, test A: report retention")
     evaluate.add_argument("--nondeterministic", action="store_true",
-                          help="do not force deterministic = true (the config's value and its wall-clock job cadences apply)")
+                          help="do not force deterministic = true (the config's value and its wall-clock job cadences "
+                               "apply)")
     evaluate.add_argument("--window", type=int, default=100, help="rolling-accuracy window in inputs (default 100)")
-    evaluate.add_argument("--out", type=Path, default=Path("evaluation"), help="directory for PNGs, per-input JSON lines, summary.json (default ./evaluation)")
+    evaluate.add_argument("--out", type=Path, default=Path("evaluation"),
+                          help="directory for PNGs, per-input JSON lines, summary.json (default ./evaluation)")
     evaluate.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
-    probe = sub.add_parser("probe", help="diagnose a network on a stream, learning off: offline readout accuracy per population, "
-                                         "dimension, drive, convergence, repeatability (JSON)",
-                           description="Offline diagnosis of a fresh or checkpointed network on a stream; see docs/probe.md.")
-    probe.add_argument("--state-dir", type=Path, default=None, help="probe the newest checkpoint here (default: a fresh network)")
-    probe.add_argument("--config", type=Path, default=None, help="TOML config of a fresh network (as for fumd evaluate)")
-    probe.add_argument("--neurons", type=int, default=None, help="network.neurons of a fresh network (default: the config's)")
-    probe.add_argument("--seed", type=int, default=0, help="network.seed of a fresh network and the stream's seed (default 0)")
+    probe = sub.add_parser("probe",
+                           help="diagnose a network on a stream, learning off: offline readout accuracy per "
+                                "population, dimension, drive, convergence, repeatability (JSON)",
+                           description="Offline diagnosis of a fresh or checkpointed network on a stream; see "
+                                       "docs/probe.md.")
+    probe.add_argument("--state-dir", type=Path, default=None,
+                       help="probe the newest checkpoint here (default: a fresh network)")
+    probe.add_argument("--config", type=Path, default=None,
+                       help="TOML config of a fresh network (as for fumd evaluate)")
+    probe.add_argument("--neurons", type=int, default=None,
+                       help="network.neurons of a fresh network (default: the config's)")
+    probe.add_argument("--seed", type=int, default=0,
+                       help="network.seed of a fresh network and the stream's seed (default 0)")
     probe_source = probe.add_mutually_exclusive_group(required=True)
     probe_source.add_argument("--stream", default=None, help="a named stream of fumd evaluate (docs/evaluation.md)")
-    probe_source.add_argument("--records", type=Path, default=None, help="an input file of records (.jsonl, .json, .csv, .npy)")
+    probe_source.add_argument("--records", type=Path, default=None,
+                              help="an input file of records (.jsonl, .json, .csv, .npy)")
     probe.add_argument("--inputs", type=int, default=2000, help="inputs measured (default 2000; --records: at most)")
-    probe.add_argument("--warmup", type=int, default=200, help="the first W inputs shown once before measuring (default 200)")
-    probe.add_argument("--repeats", type=int, default=200, help="the first R inputs shown again, for repeatability (default 200)")
+    probe.add_argument("--warmup", type=int, default=200,
+                       help="the first W inputs shown once before measuring (default 200)")
+    probe.add_argument("--repeats", type=int, default=200,
+                       help="the first R inputs shown again, for repeatability (default 200)")
     probe.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     probe.add_argument("--out", type=Path, default=None, help="also write the JSON summary to this file")
     probe.add_argument("--table", action="store_true", help="print a short table instead of the JSON")
@@ -104,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             from .bench import run_bench
 
-            print(json.dumps(run_bench(args.neurons, args.synapses_per_neuron, args.cycles, args.device, args.compile, args.seed,
-                                        backend=args.backend, threads=args.threads, warmup=args.warmup)))
+            print(json.dumps(run_bench(args.neurons, args.synapses_per_neuron, args.cycles, args.device, args.compile,
+                                       args.seed, backend=args.backend, threads=args.threads, warmup=args.warmup)))
             return 0
         if args.command == "run":
             return _run(args)
@@ -133,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "soak":
             from .soak import run_soak
 
-            print(json.dumps(run_soak(args.cycles, args.neurons, args.switch_every, args.sample_seconds, args.seed, args.state_dir, args.config)))
+            print(json.dumps(run_soak(args.cycles, args.neurons, args.switch_every, args.sample_seconds, args.seed,
+                                      args.state_dir, args.config)))
             return 0
         if args.command == "evaluate":
             return _evaluate(args)
@@ -192,7 +214,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise EvaluationError("--window: must be >= 1")
     opts = Options(inputs=args.inputs, neurons=args.neurons, jobs=args.jobs == "on", learning=args.learning == "on",
                    force_deterministic=not args.nondeterministic, window=args.window, config=load_mapping(args.config))
-    summary = run_evaluation(args.streams, seeds, opts, shift=args.shift, out=args.out, config_path=args.config, progress=not args.quiet)
+    summary = run_evaluation(args.streams, seeds, opts, shift=args.shift, out=args.out, config_path=args.config,
+                             progress=not args.quiet)
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -34,11 +34,14 @@ class NetworkConfig:
     population_size: int = setting(32, "output neurons per population (more neurons: less count noise per decision)",
                                    low=1, high=10_000)
     readout_fan_in: int = setting(
-        -1, "designated input->output synapses per output neuron (-1: every input neuron; 0: none)", low=-1, high=1_000_000)
-    readout_isolated: bool = setting(True, "input and output neurons receive no recurrent synapses (docs/mechanisms.md)")
+        -1, "designated input->output synapses per output neuron (-1: every input neuron; 0: none)", low=-1,
+        high=1_000_000)
+    readout_isolated: bool = setting(True,
+                                     "input and output neurons receive no recurrent synapses (docs/mechanisms.md)")
     seed: int = setting(0, low=0, high=2**63 - 1)
     initial_clusters: int = setting(8, "k_min before the first clustering job", low=1, high=100_000)
-    activity_history: int = setting(32, "cycles of per-neuron spike counts kept (clustering, pruning)", low=1, high=4096)
+    activity_history: int = setting(32, "cycles of per-neuron spike counts kept (clustering, pruning)", low=1,
+                                    high=4096)
 
 
 @dataclass(frozen=True)

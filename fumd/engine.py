@@ -16,18 +16,23 @@ from typing import Any, Mapping
 
 import torch
 
+from .backends import Backend, make_backend
 from .coding.decoder import decode, population_rates
 from .coding.encoder import RateEncoder
 from .coding.text import text_features
 from .coding.vocabulary import LabelVocabulary
-from .backends import Backend, make_backend
 from .config import EngineConfig, input_neurons
 from .knobs import Knobs
 from .learning.eligibility import EligibilityUpdate
 from .learning.intrinsic import intrinsic_update, update_rate
 from .learning.modulation import UpdateCoefficients, effective_eta, reward_coefficient
 from .learning.readout import (
-    ReadoutIndex, fan_in_scale, normalize_readout, weight_sum_for, population_modulator, update_theta,
+    ReadoutIndex,
+    fan_in_scale,
+    normalize_readout,
+    population_modulator,
+    update_theta,
+    weight_sum_for,
 )
 from .learning.replay import ReplayBuffer, ReplayParams
 from .network.build import build_network
@@ -91,7 +96,8 @@ class Engine:
         self.generator.manual_seed(cfg.network.seed)
         self.state: NetworkState = build_network(cfg, self.generator, self.device)
         self.encoder = RateEncoder(cfg.encoder, cfg.network.input_size, self.device)
-        self.sie = SelfImprovementEngine(cfg.sie, self.state.n_clusters, input_neurons(cfg), self.device, cfg.deterministic)
+        self.sie = SelfImprovementEngine(cfg.sie, self.state.n_clusters, input_neurons(cfg), self.device,
+                                         cfg.deterministic)
         self.vocabulary = LabelVocabulary(cfg.network.max_labels)
         self.eta = cfg.learning.eta  # adaptive: a knob (set_knobs; tuning / criticality jobs)
         self.gamma = cfg.learning.gamma  # trace decay, a knob (tuning job)
@@ -101,8 +107,10 @@ class Engine:
         # reward baseline b[a] per acting population (learning.reward_baseline; readout.py), then
         # the baselines of the internal reward (unlabelled inputs) and of the generic synapses
         self.reward_baseline = torch.zeros(cfg.network.max_labels + 2, dtype=torch.float64)
-        fan_in = min(cfg.network.readout_fan_in, input_neurons(cfg)) if cfg.network.readout_fan_in > 0 else input_neurons(cfg)
-        self.readout_weight_sum = weight_sum_for(fan_in, cfg.learning.readout_weight_sum, cfg.learning.readout_weight_fan_in)
+        fan_in = min(cfg.network.readout_fan_in,
+                     input_neurons(cfg)) if cfg.network.readout_fan_in > 0 else input_neurons(cfg)
+        self.readout_weight_sum = weight_sum_for(fan_in, cfg.learning.readout_weight_sum,
+                                                 cfg.learning.readout_weight_fan_in)
         self.readout = ReadoutIndex.build(self.state, self.readout_weight_sum)
         self.readout_eta_scale = fan_in_scale(fan_in, cfg.learning.readout_eta_fan_in)
         # recent labelled inputs, replayed between live ones (learning/replay.py)
@@ -124,7 +132,8 @@ class Engine:
             self.vocabulary.check_room(rec.label)
         # ---- from here on the state changes ----
         label_index = self.vocabulary.add(rec.label) if rec.label is not None else None
-        features = rec.x if rec.x is not None else text_features(rec.text or "", cfg.network.input_size, cfg.encoder.text_ngram_max)
+        features = (rec.x if rec.x is not None
+                    else text_features(rec.text or "", cfg.network.input_size, cfg.encoder.text_ngram_max))
         target_rates = self.encoder.rates(self.encoder.unit(features))
         input_spikes = self.encoder.encode(target_rates, cfg.lif.steps, cfg.lif.dt_ms, self.generator)
 
@@ -139,7 +148,8 @@ class Engine:
         correct = None if label_index is None else action == label_index
         external = rec.reward if rec.reward is not None else (None if correct is None else (1.0 if correct else -1.0))
 
-        state_id, cluster_spikes = dominant_cluster(counts, self.state.cluster, self.state.n_clusters, max(self.sie.prev_state, 0))
+        state_id, cluster_spikes = dominant_cluster(counts, self.state.cluster, self.state.n_clusters,
+                                                    max(self.sie.prev_state, 0))
         sie = self.sie.evaluate(target_rates, state_id, cluster_spikes, confidence, external)
 
         if self.learning_enabled:
@@ -230,7 +240,9 @@ class Engine:
         mode = lc.eta_modulation
         coef = reward_coefficient(self.eta * boost, delta, mode)
         inh = cfg.stdp.inh_modulation
-        coef_inh = coef if inh == "reward" else reward_coefficient(self.eta * boost, abs(delta), mode) if inh == "abs_reward" else effective_eta(self.eta * boost, 0.0)
+        coef_inh = (coef if inh == "reward"
+                    else reward_coefficient(self.eta * boost, abs(delta), mode) if inh == "abs_reward"
+                    else effective_eta(self.eta * boost, 0.0))
         return self._readout_coefficients(modulator, boost, coef, coef_inh)
 
     def _readout_coefficients(self, modulator: torch.Tensor, boost: float, coef: float = 0.0,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+
 @dataclass(frozen=True)
 class Knobs:
     eta: float  # live learning rate (config learning.eta; tuning and criticality jobs)

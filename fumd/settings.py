@@ -33,7 +33,6 @@ from typing import Any, Callable, Literal, Mapping, NamedTuple, Union
 
 from .errors import ConfigError
 
-
 Bound = Union[float, Callable[[Any], float], None]
 
 
@@ -207,5 +206,6 @@ def render_toml(obj: Any, table: str = "") -> list[str]:
 
 
 def toml_line(key: str, value: Any, comment: str | None) -> str:
-    text = ("true" if value else "false") if isinstance(value, bool) else f'"{value}"' if isinstance(value, str) else repr(value)
+    text = (("true" if value else "false") if isinstance(value, bool)
+            else f'"{value}"' if isinstance(value, str) else repr(value))
     return f"{key} = {text}" + (f"  # {comment}" if comment else "")

@@ -66,7 +66,8 @@ def run_soak(cycles: int, neurons: int, switch_every: int, sample_seconds: float
     state = work / "state"
     config = work / "soak.toml"
     extra = Path(extra_config).read_text() if extra_config else ""
-    config.write_text(f"[network]\nneurons = {neurons}\nseed = {seed}\n[metrics]\nport = 0\n[checkpoint]\nevery_seconds = 120.0\n" + extra)
+    config.write_text(f"[network]\nneurons = {neurons}\nseed = {seed}\n[metrics]\nport = "
+                      "0\n[checkpoint]\nevery_seconds = 120.0\n" + extra)
     _stream_files(state / "inbox", cycles, switch_every, 64, seed)
     log = open(work / "daemon.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "fumd", "run", "--state-dir", str(state), "--config", str(config)],
@@ -88,7 +89,8 @@ def run_soak(cycles: int, neurons: int, switch_every: int, sample_seconds: float
                 "criticality_index": m.get('fumd_job_output{job="criticality",key="criticality_index"}'),
                 "global_inhibition": m.get('fumd_job_output{job="criticality",key="global_inhibition"}'),
                 "clusters": m.get('fumd_job_output{job="clustering",key="k"}'),
-                "neurons": m.get("fumd_neurons"), "synapses": m.get("fumd_synapses"), "sparsity": m.get("fumd_sparsity_ratio"),
+                "neurons": m.get("fumd_neurons"), "synapses": m.get("fumd_synapses"),
+                "sparsity": m.get("fumd_sparsity_ratio"),
                 "persistent": m.get("fumd_persistent_synapses"), "rss_bytes": m.get("process_resident_memory_bytes"),
                 "cycles_per_s": (done - last[1]) / (now - last[0]), "reward": m.get("fumd_reward"),
                 "accuracy_total": m.get("fumd_correct_total", 0) / max(1.0, m.get("fumd_labelled_total", 0)),

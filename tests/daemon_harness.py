@@ -44,7 +44,8 @@ def fumd_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "fumd", *args]
 
 
-def start(state: Path, config: Path, *extra: str, env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:
+def start(state: Path, config: Path, *extra: str, env: dict[str, str] | None = None,
+          log: Path | None = None) -> subprocess.Popen:
     log = log or state.parent / f"{state.name}.log"
     out = open(log, "ab")
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
@@ -117,11 +118,12 @@ def labelled_files(directory: Path, n_files: int, per_file: int, seed: int = 0, 
         elif f % 3 == 2:
             path = directory / f"in{f:02d}.csv"
             path.write_text(",".join([f"f{i}" for i in range(dim)] + ["label"]) + "\n"
-                            + "".join(",".join(repr(float(v)) for v in r) + f",{lab}\n" for r, lab in zip(rows, labels)))
+                            + "".join(",".join(repr(float(v)) for v in r) + f",{lab}\n" for r,
+                                      lab in zip(rows, labels, strict=True)))
         else:
             path = directory / f"in{f:02d}.jsonl"
             path.write_text("".join(json.dumps({"id": f"{f}-{i}", "x": r.tolist(), "label": lab}) + "\n"
-                                    for i, (r, lab) in enumerate(zip(rows, labels))))
+                                    for i, (r, lab) in enumerate(zip(rows, labels, strict=True))))
         paths.append(path)
     return paths
 

@@ -23,7 +23,6 @@ import os
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import threading
@@ -107,7 +106,8 @@ def err(reason: str, where: str | None = None) -> tuple:
 
 
 def jl(*objs: Any) -> bytes:
-    return b"".join((o if isinstance(o, bytes) else (o if isinstance(o, str) else json.dumps(o)).encode()) + b"\n" for o in objs)
+    return b"".join((o if isinstance(o, bytes) else (o if isinstance(o, str) else json.dumps(o)).encode()) + b"\n"
+                    for o in objs)
 
 
 class Campaign:
@@ -140,7 +140,7 @@ class Campaign:
         for d in ("inbox", "queue", "done", "failed", "outbox"):
             (self.state / d).mkdir()
         if os.geteuid() == 0:
-            for root, dirs, _files in os.walk(self.state):
+            for root, _dirs, _files in os.walk(self.state):
                 os.chown(root, NOBODY, NOBODY)
             os.chmod(self.state, 0o700)
             os.chmod(self.work, 0o755)
@@ -151,15 +151,15 @@ class Campaign:
         if os.geteuid() == 0 and state == self.state:
             cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *cmd]
         out = open(self.work / f"{state.name}.log", "ab")
-        env = {**os.environ, "PYTHONPATH": str(CODE_DIR[0]), "OMP_NUM_THREADS": "1", "NUMBA_CACHE_DIR": str(self.work / "numba-cache"),
-               "HOME": str(self.work)}
+        env = {**os.environ, "PYTHONPATH": str(CODE_DIR[0]), "OMP_NUM_THREADS": "1",
+               "NUMBA_CACHE_DIR": str(self.work / "numba-cache"), "HOME": str(self.work)}
         (self.work / "numba-cache").mkdir(exist_ok=True)
         os.chmod(self.work / "numba-cache", 0o777)
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(CODE_DIR[0]))
         if state == self.state:
             self.proc = proc
-            self.wait(lambda: self.status().get("pid") == proc.pid and self.status().get("phase") in ("running", "idle"),
-                      120, "daemon start")
+            self.wait(lambda: self.status().get("pid") == proc.pid
+                      and self.status().get("phase") in ("running", "idle"), 120, "daemon start")
         return proc
 
     def status(self) -> dict[str, Any]:
@@ -239,7 +239,8 @@ class Campaign:
                     return None
                 continue
             skip = self.claimed.get(e.name, 0) + per_name.get(e.name, 0)
-            both = sorted([(s, "results", v) for s, v in res.get(e.name, [])] + [(s, "failed", v) for s, v in fail.get(e.name, [])],
+            both = sorted([(s, "results", v) for s,
+                           v in res.get(e.name, [])] + [(s, "failed", v) for s, v in fail.get(e.name, [])],
                           key=lambda t: t[0])
             if len(both) <= skip:
                 return None
@@ -301,7 +302,8 @@ class Campaign:
         per_name: dict[str, int] = {}
         for i, e in enumerate(expects):
             skip = self.claimed.get(e.name, 0) + per_name.get(e.name, 0)
-            both = sorted([(s, "results", v) for s, v in res.get(e.name, [])] + [(s, "failed", v) for s, v in fail.get(e.name, [])],
+            both = sorted([(s, "results", v) for s,
+                           v in res.get(e.name, [])] + [(s, "failed", v) for s, v in fail.get(e.name, [])],
                           key=lambda t: t[0])
             per_name[e.name] = per_name.get(e.name, 0) + 1
             if len(both) > skip:
@@ -318,14 +320,15 @@ class Campaign:
                 problems += self._check_report(e, value, need_reason=False)
             return problems
         if e.outcome != what:
-            detail = value.get("reason") + ": " + value.get("message", "")[:200] if what == "failed" else f"{len(value)} lines"
+            detail = (value.get("reason") + ": " + value.get("message", "")[:200] if what == "failed"
+                      else f"{len(value)} lines")
             return [f"{label}: expected {e.outcome}, got {what} ({detail})"]
         if what == "failed":
             return self._check_report(e, value, need_reason=True)
         if len(value) != len(e.lines):
             problems.append(f"{label}: {len(value)} result lines, expected {len(e.lines)}: "
-                            + "; ".join((l.get("error") or {}).get("reason", "ok") for l in value)[:300])
-        for n, (line, exp) in enumerate(zip(value, e.lines)):
+                            + "; ".join((ln.get("error") or {}).get("reason", "ok") for ln in value)[:300])
+        for n, (line, exp) in enumerate(zip(value, e.lines, strict=False)):
             if exp[0] == OK:
                 if "error" in line:
                     problems.append(f"{label} record {n}: expected a result, got error {line['error']}")
@@ -336,7 +339,8 @@ class Campaign:
             else:
                 got = (line.get("error") or {}).get("reason")
                 if got != exp[1]:
-                    problems.append(f"{label} record {n}: expected error {exp[1]}, got {got or 'a result'} {str(line.get('error'))[:160]}")
+                    problems.append(f"{label} record {n}: expected error {exp[1]}, got {got or 'a result'} "
+                                    f"{str(line.get('error'))[:160]}")
                 elif exp[2] is not None and line.get("where") != exp[2]:
                     problems.append(f"{label} record {n}: where {line.get('where')!r}, expected {exp[2]!r}")
                 elif not line["error"].get("message"):
@@ -347,11 +351,13 @@ class Campaign:
         problems = []
         reasons = (e.reason,) if isinstance(e.reason, str) else e.reason
         if need_reason and reasons and rep.get("reason") not in reasons:
-            problems.append(f"{e.name!r}: failed as {rep.get('reason')} ({rep.get('message', '')[:200]}), expected {reasons}")
+            problems.append(f"{e.name!r}: failed as {rep.get('reason')} ({rep.get('message', '')[:200]}), expected "
+                            f"{reasons}")
         if not rep.get("message"):
             problems.append(f"{e.name!r}: report without a message")
         if e.where is not None and rep.get("where") != e.where:
-            problems.append(f"{e.name!r}: report where {rep.get('where')!r}, expected {e.where!r} ({rep.get('message', '')[:160]})")
+            problems.append(f"{e.name!r}: report where {rep.get('where')!r}, expected {e.where!r} "
+                            f"({rep.get('message', '')[:160]})")
         moved = rep.get("moved_to")
         # the report is written just before the move (a crash in between leaves the report): give it a moment
         deadline = time.monotonic() + 3
@@ -485,8 +491,8 @@ def _dir(c: Campaign) -> list[Expect]:
     (own / "inner.jsonl").write_bytes(jl(c.g.rec()))
     if os.geteuid() == 0:
         os.chown(own, NOBODY, NOBODY)
-    return [Expect("batch.jsonl", foreign_dir(), reason="directory"), Expect("plaindir", foreign_dir(), reason="directory"),
-            Expect("own-dir.json", "failed", reason="directory")]
+    return [Expect("batch.jsonl", foreign_dir(), reason="directory"),
+            Expect("plaindir", foreign_dir(), reason="directory"), Expect("own-dir.json", "failed", reason="directory")]
 
 
 @kind("zero_byte_each_format")
@@ -561,7 +567,8 @@ def _chmod(c: Campaign) -> list[Expect]:
             os.chmod(p, 0)
         except FileNotFoundError:
             pass
-    return [Expect("locked.jsonl", "failed" if os.geteuid() == 0 else "any", reason="unreadable"), Expect("locked2.jsonl", "any")]
+    return [Expect("locked.jsonl", "failed" if os.geteuid() == 0 else "any", reason="unreadable"),
+            Expect("locked2.jsonl", "any")]
 
 
 def _racy(c: Campaign, name: str) -> list[Expect]:
@@ -649,7 +656,8 @@ def _bom(c: Campaign) -> list[Expect]:
 def _utf16(c: Campaign) -> list[Expect]:
     c.put("u16.jsonl", jl(c.g.rec()).decode().encode("utf-16"))
     c.put("u16.txt", "hello".encode("utf-16"))
-    return [Expect("u16.jsonl", "failed", reason=("not_utf8", "binary")), Expect("u16.txt", "failed", reason=("not_utf8", "binary"))]
+    return [Expect("u16.jsonl", "failed", reason=("not_utf8", "binary")),
+            Expect("u16.txt", "failed", reason=("not_utf8", "binary"))]
 
 
 @kind("utf16le_without_bom")
@@ -673,8 +681,7 @@ def _surrogates(c: Campaign) -> list[Expect]:
         ('{"id": "s\\ud800", "text": "lone \\udc00 surrogate"}', "TEXT"),
         ('{"id": "s2", "x": ' + json.dumps([0.5] * DIM) + ', "label": "\\ud800"}', err("bad_label", "line 3")),
     ]
-    c.put("surrogate.jsonl", "\n".join(l for l, _ in lines).encode() + b"\n")
-    text_rec = {"id": "s\ud800", "text": "lone \udc00 surrogate"}
+    c.put("surrogate.jsonl", "\n".join(ln for ln, _ in lines).encode() + b"\n")
     return [Expect("surrogate.jsonl", "results", [ok(r1), err("bad_format", "line 2"), err("bad_label", "line 3")])]
 
 
@@ -690,7 +697,8 @@ def _numbers(c: Campaign) -> list[Expect]:
         ('{"id": "nan", "x": [NaN, ' + xs + "]}", err("malformed_json", "line 3")),
         ('{"id": "inf", "x": [Infinity, ' + xs + "]}", err("malformed_json", "line 4")),
         ('{"id": "ninf", "x": [-Infinity, ' + xs + "]}", err("malformed_json", "line 5")),
-        ('{"id": "huge", "x": [1.7e308, -1.7e308, ' + json.dumps([0.1] * (DIM - 2))[1:-1] + "]}", err("out_of_range", "line 6")),
+        ('{"id": "huge", "x": [1.7e308, -1.7e308, ' + json.dumps([0.1] * (DIM - 2))[1:-1] + "]}",
+         err("out_of_range", "line 6")),
         ('{"id": "digits", "x": [' + "9" * 5000 + ", " + xs + "]}", err("malformed_json", "line 7")),
         ('{"id": "bigint", "x": [' + str(2**64) + ", " + xs + "]}", "INT"),
         ('{"id": "tiny", "x": [5e-324, ' + xs + "]}", "TINY"),
@@ -698,8 +706,7 @@ def _numbers(c: Campaign) -> list[Expect]:
         ('{"id": "plus", "x": [+1, ' + xs + "]}", err("malformed_json", "line 11")),
         ('{"id": "dot", "x": [.5, ' + xs + "]}", err("malformed_json", "line 12")),
     ]
-    c.put("numbers.jsonl", "\n".join(l for l, _ in entries).encode() + b"\n")
-    bigint = {"id": "bigint", "x": [float(2**64)] + [0.5] * (DIM - 1)}
+    c.put("numbers.jsonl", "\n".join(ln for ln, _ in entries).encode() + b"\n")
     tiny = {"id": "tiny", "x": [5e-324] + [0.5] * (DIM - 1)}
     exp = [err("bad_format", "line 8") if e == "INT" else ok(tiny) if e == "TINY" else e for _, e in entries]
     return [Expect("numbers.jsonl", "results", exp)]
@@ -763,7 +770,8 @@ def _vocab(c: Campaign) -> list[Expect]:
     recs = [c.g.rec(label=f"new{i}") for i in range(6)]
     recs.append(c.g.rec(label="c1"))
     c.put("vocab.jsonl", jl(*recs))
-    return [Expect("vocab.jsonl", "results", [err("vocabulary_full", f"line {i + 1}") for i in range(6)] + [ok(recs[-1])])]
+    return [Expect("vocab.jsonl", "results",
+                   [err("vocabulary_full", f"line {i + 1}") for i in range(6)] + [ok(recs[-1])])]
 
 
 @kind("rewards")
@@ -779,7 +787,7 @@ def _rewards(c: Campaign) -> list[Expect]:
         (json.dumps({"id": "r5", "x": x, "reward": -1.0000001}), err("bad_reward", "line 8")),
         (json.dumps({"id": "r6", "x": x, "reward": [0.5]}), err("bad_reward", "line 9")),
     ]
-    c.put("rewards.jsonl", "\n".join(l for l, _ in lines).encode() + b"\n")
+    c.put("rewards.jsonl", "\n".join(ln for ln, _ in lines).encode() + b"\n")
     return [Expect("rewards.jsonl", "results", [e for _, e in lines])]
 
 
@@ -790,7 +798,8 @@ def _ids(c: Campaign) -> list[Expect]:
     x = [0.5] * DIM
     bad = [{"id": 1.5, "x": x}, {"id": True, "x": x}, {"id": [1], "x": x}, {"id": {"a": 1}, "x": x}]
     c.put("ids.jsonl", jl(a, b, i1, i2, i3, *bad))
-    return [Expect("ids.jsonl", "results", [ok(a), ok(b), ok(i1), ok(i2), ok(i3)] + [err("bad_format", f"line {6 + i}") for i in range(4)])]
+    return [Expect("ids.jsonl", "results",
+                   [ok(a), ok(b), ok(i1), ok(i2), ok(i3)] + [err("bad_format", f"line {6 + i}") for i in range(4)])]
 
 
 @kind("jsonl_line_shapes")
@@ -799,9 +808,10 @@ def _jsonl_shapes(c: Campaign) -> list[Expect]:
     data = (json.dumps(r1) + "\r\n" + "[1, 2]\n" + "\"str\"\n" + "null\n" + "\x0b\n" + json.dumps(r2) + "   \n"
             + "{\"id\": 1,}\n" + "{" * 100000 + "\n" + "{\"id\": \"trunc\", \"x\": [0.5")
     c.put("shapes.jsonl", data.encode())
-    return [Expect("shapes.jsonl", "results", [ok(r1), err("bad_format", "line 2"), err("bad_format", "line 3"), err("bad_format", "line 4"),
-                                                 err("malformed_json", "line 5"), ok(r2), err("malformed_json", "line 7"),
-                                                 err("malformed_json", "line 8"), err("malformed_json", "line 9")])]
+    return [Expect("shapes.jsonl", "results",
+                   [ok(r1), err("bad_format", "line 2"), err("bad_format", "line 3"), err("bad_format", "line 4"),
+                                                 err("malformed_json", "line 5"), ok(r2),
+                    err("malformed_json", "line 7"), err("malformed_json", "line 8"), err("malformed_json", "line 9")])]
 
 
 @kind("huge_line_100MB_no_newline")
@@ -843,7 +853,8 @@ def _json_docs(c: Campaign) -> list[Expect]:
     c.put("deep.json", b"[" * 200000 + b"]" * 200000)
     c.put("emptylist.json", b"[]")
     c.put("two.json", jl(r1, r2))
-    return [Expect("list.json", "results", [ok(r1), err("bad_format", "record 1"), ok(r2), err("bad_format", "record 3")]),
+    return [Expect("list.json", "results",
+                   [ok(r1), err("bad_format", "record 1"), ok(r2), err("bad_format", "record 3")]),
             Expect("scalar.json", "failed", reason="bad_format"),
             Expect("trailing.json", "failed", reason="malformed_json", where="line 3"),
             Expect("deep.json", "failed", reason="malformed_json"),
@@ -885,7 +896,8 @@ def _npy_kinds(c: Campaign) -> list[Expect]:
     c.put("n-str.npy", _npy(np.array(["a"] * DIM)))
     c.put("n-struct.npy", _npy(np.zeros(DIM, dtype=[("a", "f8"), ("b", "i4")])))
     hdr = _npy(np.zeros((2, DIM)))
-    c.put("n-hugeshape.npy", hdr.replace(b"(2, 8)", b"(10000000000000, 8)").replace(b"(2, 8), }", b"(10000000000000, 8), }"))
+    c.put("n-hugeshape.npy",
+          hdr.replace(b"(2, 8)", b"(10000000000000, 8)").replace(b"(2, 8), }", b"(10000000000000, 8), }"))
     c.put("n-hugeshape1d.npy", _npy(np.zeros(DIM)).replace(b"(8,)", b"(99999999999999999999,)"))
     c.put("n-negshape.npy", hdr.replace(b"(2, 8)", b"(-2, -8)"))
     c.put("n-trunc.npy", _npy(good2)[:-10])
@@ -931,7 +943,8 @@ def _csv_kinds(c: Campaign) -> list[Expect]:
     hdr = ",".join(f"f{i}" for i in range(DIM))
     r1, r2, r3 = c.g.rec(label=_DROP), c.g.rec(label=_DROP), c.g.rec(label=_DROP)
     c.put("c-onlyheader.csv", (hdr + ",label\n").encode())
-    c.put("c-semicolon.csv", (";".join(repr(v) for v in r1["x"]) + "\n" + ";".join(repr(v) for v in r2["x"]) + "\n").encode())
+    c.put("c-semicolon.csv",
+          (";".join(repr(v) for v in r1["x"]) + "\n" + ";".join(repr(v) for v in r2["x"]) + "\n").encode())
     c.put("c-tab.csv", ("\t".join(repr(v) for v in r1["x"]) + "\n").encode())
     c.put("c-unbalanced.csv", (_csv_row(r1) + '\n"0.5,' + _csv_row(r2)[4:] + "\n" + _csv_row(r3) + "\n").encode())
     c.put("c-nan.csv", ("nan," + _csv_row(r1).split(",", 1)[1] + "\n" + _csv_row(r2) + "\n").encode())
@@ -939,7 +952,8 @@ def _csv_kinds(c: Campaign) -> list[Expect]:
     c.put("c-ragged.csv", (hdr + ",label\n" + _csv_row(r1) + ",c0\n" + _csv_row(r2) + "\n").encode())
     c.put("c-labelonly.csv", b"label\nc0\n")
     lab = c.g.rec()
-    c.put("c-header-label.csv", (hdr + ",label,id,reward\n" + _csv_row(lab) + f",{lab['label']},{lab['id']},0.25\n").encode())
+    c.put("c-header-label.csv",
+          (hdr + ",label,id,reward\n" + _csv_row(lab) + f",{lab['label']},{lab['id']},0.25\n").encode())
     lab_rec = {**lab, "reward": 0.25}
     r1n = dict(r1, id=None)
     r3n = dict(r3, id=None)
@@ -972,12 +986,14 @@ def _txt(c: Campaign) -> list[Expect]:
 def _names(c: Campaign) -> list[Expect]:
     r = [c.g.rec() for _ in range(8)]
     nfc, nfd = unicodedata.normalize("NFC", "caf\u00e9.jsonl"), unicodedata.normalize("NFD", "caf\u00e9.jsonl")
-    good_names = ["-rf.jsonl", "--help.jsonl", nfc, nfd, "sp ace.jsonl", "UPPER.JSONL", "a.jsonl.results.jsonl", "\u00e9t\u00e9 \U0001f600.jsonl"]
+    good_names = ["-rf.jsonl", "--help.jsonl", nfc, nfd, "sp ace.jsonl", "UPPER.JSONL", "a.jsonl.results.jsonl",
+                  "\u00e9t\u00e9 \U0001f600.jsonl"]
     out = []
-    for name, rec in zip(good_names, r):
+    for name, rec in zip(good_names, r, strict=True):
         c.put(name, jl(rec))
         out.append(Expect(name, "results", [ok(rec)]))
-    for name in ["new\nline.jsonl", "back\\slash.jsonl", "tab\there.jsonl", "\u202eevil.jsonl", "\u00e9" * 120 + ".jsonl"]:
+    for name in ["new\nline.jsonl", "back\\slash.jsonl", "tab\there.jsonl", "\u202eevil.jsonl",
+                 "\u00e9" * 120 + ".jsonl"]:
         c.put(name, jl(c.g.rec()))
         out.append(Expect(name, "failed", reason="bad_name"))
     c.put(b"latin1-\xe9.jsonl", jl(c.g.rec()))
@@ -994,13 +1010,15 @@ def _names(c: Campaign) -> list[Expect]:
 @kind("mtime_future_and_1970")
 def _mtimes(c: Campaign) -> list[Expect]:
     r1, r2, r3 = c.g.rec(), c.g.rec(), c.g.rec()
-    for name, rec, t in (("future.jsonl", r1, time.time() + 10 * 365 * 86400), ("epoch.jsonl", r2, 0), ("neg.jsonl", r3, -86400 * 365)):
+    for name, rec, t in (("future.jsonl", r1, time.time() + 10 * 365 * 86400), ("epoch.jsonl", r2, 0),
+                         ("neg.jsonl", r3, -86400 * 365)):
         p = c.src / name
         p.write_bytes(jl(rec))
         os.utime(p, (t, t))
         os.rename(p, c.inbox / name)
         time.sleep(0.02)
-    return [Expect("future.jsonl", "results", [ok(r1)]), Expect("epoch.jsonl", "results", [ok(r2)]), Expect("neg.jsonl", "results", [ok(r3)])]
+    return [Expect("future.jsonl", "results", [ok(r1)]), Expect("epoch.jsonl", "results", [ok(r2)]),
+            Expect("neg.jsonl", "results", [ok(r3)])]
 
 
 @kind("mtime_future_written_in_place")
@@ -1049,7 +1067,8 @@ def _big(c: Campaign, name: str, n: int) -> tuple[list[dict[str, Any]], Expect]:
 
 def _mid(c: Campaign, name: str, at: int) -> None:
     step0 = c.status().get("step", 0)
-    c.wait(lambda: c.status().get("current_file") == name and c.status().get("step", 0) >= step0 + at, 120, f"{name} half-way")
+    c.wait(lambda: c.status().get("current_file") == name and c.status().get("step", 0) >= step0 + at, 120,
+           f"{name} half-way")
 
 
 @kind("sighup_mid_file")
@@ -1125,7 +1144,8 @@ def _raw_start(c: Campaign) -> subprocess.Popen:
     if os.geteuid() == 0:
         cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *cmd]
     out = open(c.work / "state.log", "ab")
-    env = {**os.environ, "PYTHONPATH": str(CODE_DIR[0]), "OMP_NUM_THREADS": "1", "NUMBA_CACHE_DIR": str(c.work / "numba-cache"), "HOME": str(c.work)}
+    env = {**os.environ, "PYTHONPATH": str(CODE_DIR[0]), "OMP_NUM_THREADS": "1",
+           "NUMBA_CACHE_DIR": str(c.work / "numba-cache"), "HOME": str(c.work)}
     return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(CODE_DIR[0]))
 
 
@@ -1153,8 +1173,8 @@ def reference(c: Campaign, order: list[tuple[int, list[dict[str, Any]]]]) -> tup
 
 
 def _inspect(state: Path) -> str:
-    out = subprocess.run([sys.executable, "-m", "fumd", "inspect", str(state)], capture_output=True, text=True, timeout=300,
-                         cwd=str(CODE_DIR[0]))
+    out = subprocess.run([sys.executable, "-m", "fumd", "inspect", str(state)], capture_output=True, text=True,
+                         timeout=300, cwd=str(CODE_DIR[0]))
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)["state_sha256"]
 
@@ -1185,9 +1205,9 @@ def main() -> int:
     for line, rec in c.good:
         by_seq.setdefault(line["seq"], []).append((line["record"], line, rec))
     order = [(seq, [rec for _r, _l, rec in sorted(v, key=lambda t: t[0])]) for seq, v in sorted(by_seq.items())]
-    campaign_lines = [l for _seq, v in sorted(by_seq.items()) for _r, l, _rec in sorted(v, key=lambda t: t[0])]
+    campaign_lines = [ln for _seq, v in sorted(by_seq.items()) for _r, ln, _rec in sorted(v, key=lambda t: t[0])]
     ref_digest, ref_lines = reference(c, order)
-    mismatched = [i for i, (a, b) in enumerate(zip(campaign_lines, ref_lines)) if _strip(a) != _strip(b)]
+    mismatched = [i for i, (a, b) in enumerate(zip(campaign_lines, ref_lines, strict=False)) if _strip(a) != _strip(b)]
     log = (c.work / "state.log").read_text(errors="replace")
     summary = {
         "kinds": len(c.results), "kinds_ok": sum(r["ok"] for r in c.results),

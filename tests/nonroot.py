@@ -11,7 +11,8 @@ import pytest
 
 NOBODY = 65534
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: drops to uid 65534 in a forked child to play the daemon")
+needs_root = pytest.mark.skipif(os.geteuid() != 0,
+                                reason="needs root: drops to uid 65534 in a forked child to play the daemon")
 
 
 def as_nobody(fn: Callable[[], Any]) -> Any:

@@ -23,9 +23,11 @@ from fumd.network.spikes import CycleSpikes
 def _float_samples() -> np.ndarray:
     rng = np.random.default_rng(0)
     bits = rng.integers(0, 2**32, size=400_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
-    scaled = (rng.standard_normal(400_000) * rng.choice([1e-9, 6e-8, 1e-6, 6e-5, 1e-3, 1.0, 3e4, 7e4], 400_000)).astype(np.float32)
+    scaled = (rng.standard_normal(400_000) * rng.choice([1e-9, 6e-8, 1e-6, 6e-5, 1e-3, 1.0, 3e4, 7e4],
+                                                        400_000)).astype(np.float32)
     edges = np.array([0.0, -0.0, 65504.0, 65519.996, 65520.0, 65536.0, 6.1035156e-05, 6.0975552e-05, 5.9604645e-08,
-                      2.9802322e-08, 2.9802326e-08, 8.940697e-08, 1.0009765625, 1.00048828125, 1.00146484375], dtype=np.float32)
+                      2.9802322e-08, 2.9802326e-08, 8.940697e-08, 1.0009765625, 1.00048828125, 1.00146484375],
+                     dtype=np.float32)
     return np.concatenate([bits, scaled, edges, -edges])
 
 
@@ -133,10 +135,10 @@ def test_numba_simulation_equals_torch_path() -> None:
         st.global_inhibition = 1.7
         st.theta[st.output_idx.reshape(-1)] = 2.5
     outs = []
-    for name, st in zip(("torch", "numba"), states):
+    for name, st in zip(("torch", "numba"), states, strict=True):
         backend = make_backend(cfg.replace(backend=name), torch.device("cpu"))
         outs.append([backend.simulate(st, spikes_in) for _ in range(3)])
-    for ref, got in zip(*outs):
+    for ref, got in zip(*outs, strict=True):
         assert torch.equal(ref.step_ptr, got.step_ptr) and torch.equal(ref.neurons, got.neurons)
         assert ref.neurons.dtype == got.neurons.dtype == torch.int32
     assert torch.equal(states[0].v, states[1].v) and torch.equal(states[0].last_spikes, states[1].last_spikes)

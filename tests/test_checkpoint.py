@@ -13,8 +13,16 @@ import torch
 
 from fumd.engine import Engine, states_equal
 from fumd.persistence.checkpoint import (
-    FORMATS, CheckpointError, LoadedCheckpoint, inspect_checkpoint, list_checkpoints,
-    load_checkpoint, load_latest, snapshot, state_digest, write_checkpoint,
+    FORMATS,
+    CheckpointError,
+    LoadedCheckpoint,
+    inspect_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_latest,
+    snapshot,
+    state_digest,
+    write_checkpoint,
 )
 from tests.conftest import small_config
 
@@ -111,7 +119,8 @@ def test_edge_case_values_round_trip(tmp_path):
     odd = {
         "empty": torch.zeros(0, 3), "scalar_bf16": torch.tensor(1.5, dtype=torch.bfloat16),
         "transposed": torch.arange(12).reshape(3, 4).t(), "weird/key zarr.json": torch.tensor([True, False]),
-        "neg_zero": torch.full((4,), -0.0, dtype=torch.float16), "f64": torch.tensor([1e-300, float("nan")], dtype=torch.float64),
+        "neg_zero": torch.full((4,), -0.0, dtype=torch.float16),
+        "f64": torch.tensor([1e-300, float("nan")], dtype=torch.float64),
         "float": 0.1 + 0.2, "inf": float("-inf"), "int": 2**62, "flag": True, "names": ["a", "b"], "none": None,
     }
     for fmt in FORMATS:
@@ -192,7 +201,8 @@ DAMAGE = {
     "missing_file": (lambda c, fmt: array_file(c, fmt).unlink(), "missing"),
     "missing_manifest": (lambda c, fmt: (c / "manifest.json").unlink(), "manifest missing"),
     "edited_manifest": (
-        lambda c, fmt: (c / "manifest.json").write_text((c / "manifest.json").read_text().replace('"queue_position": 6', '"queue_position": 7')),
+        lambda c, fmt: (c / "manifest.json").write_text(
+            (c / "manifest.json").read_text().replace('"queue_position": 6', '"queue_position": 7')),
         "manifest checksum",
     ),
     "truncated_manifest": (lambda c, fmt: truncate(c / "manifest.json"), "not valid JSON"),
@@ -251,7 +261,8 @@ def test_inspect_checkpoint_summary(tmp_path, state, two_checkpoints):
     by_dir = inspect_checkpoint(new)
     assert json.loads(json.dumps(by_dir, allow_nan=False)) == by_dir
     assert by_dir["state_sha256"] == state_digest(newer_state)
-    assert by_dir["format"] == "hdf5" and by_dir["step"] == 6 and by_dir["bytes"] == sum(f.stat().st_size for f in new.rglob("*") if f.is_file())
+    assert by_dir["format"] == "hdf5" and by_dir["step"] == 6
+    assert by_dir["bytes"] == sum(f.stat().st_size for f in new.rglob("*") if f.is_file())
     assert by_dir["neurons"] == 400 and by_dir["synapses"] == state["network.col"].numel()
     assert by_dir["arrays"]["network.e"] == {"dtype": "float16", "shape": list(state["network.e"].shape)}
     assert by_dir["meta_keys"] == ["queue_position"] and by_dir["created"]

@@ -37,7 +37,8 @@ def declared(obj: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, 
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value):
-            yield from declared(value, path if f.name == "engine" and isinstance(obj, ServiceConfig) else path + (f.name,))
+            yield from declared(value, path if f.name == "engine" and isinstance(obj, ServiceConfig)
+                                else path + (f.name,))
 
 
 def nested(path: tuple[str, ...], value: Any) -> dict[str, Any]:
@@ -70,7 +71,8 @@ def test_a_value_below_its_range_is_refused_naming_the_key_and_range(path: tuple
 @pytest.mark.parametrize("data, needle", [
     ({"network": {"neurons": 5}}, "network.neurons = 5 is outside the allowed range [10, 50000000]"),  # engine
     ({"device": "tpu"}, "device = 'tpu': allowed values are auto, cpu, cuda"),  # engine, top level
-    ({"inbox": {"rescan_seconds": 0.0}}, "inbox.rescan_seconds = 0.0 is outside the allowed range [0.05, 3600.0]"),  # service
+    # service
+    ({"inbox": {"rescan_seconds": 0.0}}, "inbox.rescan_seconds = 0.0 is outside the allowed range [0.05, 3600.0]"),
     ({"jobs": {"decay": {"factor": 1.5}}}, "jobs.decay.factor = 1.5 is outside the allowed range [1e-06, 1.0]"),  # job
     ({"jobs": {"clustering": {"k_min": 10, "k_max": 9}}},
      "jobs.clustering.k_max = 9 is outside the allowed range [10, 100000]"),  # a bound set by another key

@@ -51,7 +51,8 @@ def test_feed_results_metrics_status_signals(tmp_path: Path) -> None:
     try:
         wait_for(lambda: running(state, proc), what="daemon start")
         inputs = labelled_files(tmp_path / "src", 3, 6)
-        fed = subprocess.run(fumd_cmd("feed", "--state-dir", str(state), *map(str, inputs)), capture_output=True, text=True, timeout=60)
+        fed = subprocess.run(fumd_cmd("feed", "--state-dir", str(state), *map(str, inputs)), capture_output=True,
+                             text=True, timeout=60)
         assert fed.returncode == 0, fed.stderr
         outbox = state / "outbox"
         wait_for(lambda: len(list(outbox.glob("*.results.jsonl"))) == 3, what="results of 3 files")
@@ -59,7 +60,8 @@ def test_feed_results_metrics_status_signals(tmp_path: Path) -> None:
             lines = [json.loads(x) for x in (outbox / f"{path.name}.results.jsonl").read_text().splitlines()]
             assert len(lines) == 6
             for line in lines:
-                assert {"id", "action", "confidence", "total_reward", "components", "novelty", "cluster", "step", "latency_ms"} <= set(line)
+                assert {"id", "action", "confidence", "total_reward", "components", "novelty", "cluster", "step",
+                        "latency_ms"} <= set(line)
                 assert line["label"] in ((None,) if path.suffix == ".npy" else ("c0", "c1", "c2"))
                 assert 0.0 <= line["confidence"] <= 1.0
         steps = sorted(line["step"] for lines in results_without_timing(outbox).values() for line in lines)
@@ -118,9 +120,10 @@ def test_sigkill_at_random_moments_equals_uninterrupted_run(tmp_path: Path) -> N
     for attempt in range(5):
         proc = start(crashed, cfg, env=slow)
         try:
-            wait_for(lambda: running(crashed, proc) or proc.poll() is not None, what="daemon start")
+            wait_for(lambda proc=proc: running(crashed, proc) or proc.poll() is not None, what="daemon start")
             if attempt == 0:  # inside a checkpoint write
-                wait_for(lambda: any(p.name.startswith(".tmp") for p in (crashed / "checkpoints").iterdir()), timeout=60, what="a checkpoint being written")
+                wait_for(lambda: any(p.name.startswith(".tmp") for p in (crashed / "checkpoints").iterdir()),
+                         timeout=60, what="a checkpoint being written")
             else:
                 time.sleep(rng.uniform(0.0, 1.5))
         finally:
@@ -133,7 +136,8 @@ def test_sigkill_at_random_moments_equals_uninterrupted_run(tmp_path: Path) -> N
     assert got["step"] == expected["step"] == 150
     assert got["state_sha256"] == expected["state_sha256"]
     assert results_without_timing(crashed / "outbox") == results_without_timing(reference / "outbox")
-    assert sorted(p.name for p in (crashed / "outbox").glob("*.results.jsonl")) == sorted(f"{p.name}.results.jsonl" for p in inputs)
+    assert (sorted(p.name for p in (crashed / "outbox").glob("*.results.jsonl"))
+            == sorted(f"{p.name}.results.jsonl" for p in inputs))
     assert len(list((crashed / "done").iterdir())) == 6 and not list((crashed / "queue").iterdir())
 
 
@@ -145,7 +149,8 @@ def test_corrupt_newest_checkpoint_falls_back_and_replays(tmp_path: Path) -> Non
     run_to_idle(state, cfg)
     before = inspect(state)
     newest = state / "checkpoints" / (state / "checkpoints" / "LATEST").read_text().strip()
-    victim = max((p for p in newest.rglob("*") if p.is_file() and p.name != "manifest.json"), key=lambda p: p.stat().st_size)
+    victim = max((p for p in newest.rglob("*") if p.is_file() and p.name != "manifest.json"),
+                 key=lambda p: p.stat().st_size)
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
@@ -227,7 +232,8 @@ def _bad_corpus(inbox: Path, outside: Path) -> dict[str, str]:
 
 def test_bad_inputs_go_to_failed_and_the_daemon_carries_on(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "fumd.toml", extra="")
-    cfg.write_text(cfg.read_text().replace("rescan_seconds = 0.2", "rescan_seconds = 0.2\nmax_file_bytes = 20000\nmax_records_per_file = 50"))
+    cfg.write_text(cfg.read_text().replace("rescan_seconds = 0.2",
+                                           "rescan_seconds = 0.2\nmax_file_bytes = 20000\nmax_records_per_file = 50"))
     state = tmp_path / "state"
     (tmp_path / "outside").mkdir()
     expected = _bad_corpus(state / "inbox", tmp_path / "outside")
@@ -258,15 +264,17 @@ def test_bad_inputs_go_to_failed_and_the_daemon_carries_on(tmp_path: Path) -> No
         got = {r["file"]: r["reason"] for r in reports}
         assert got == expected
         for r in reports:
-            assert r["message"] and (state / "failed" / r["moved_to"]).exists() or os.path.islink(state / "failed" / r["moved_to"])
+            moved = state / "failed" / r["moved_to"]
+            assert r["message"] and moved.exists() or os.path.islink(moved)
         assert (tmp_path / "outside" / "secret.jsonl").read_text() == '{"text": "must never be read"}'
         lines = [json.loads(x) for x in (state / "outbox" / "mixed.jsonl.results.jsonl").read_text().splitlines()]
         assert [line.get("error", {}).get("reason") for line in lines] == [
-            None, "malformed_json", "wrong_dimension", "non_finite", "malformed_json", "out_of_range", None, "bad_label",
-            "empty_text", "bad_reward", None]
+            None, "malformed_json", "wrong_dimension", "non_finite", "malformed_json", "out_of_range", None,
+            "bad_label", "empty_text", "bad_reward", None]
         assert [line["where"] for line in lines] == [f"line {n}" for n in range(1, 12)]
         lines = [json.loads(x) for x in (state / "outbox" / "numeric.csv.results.jsonl").read_text().splitlines()]
-        assert [(line["where"], line.get("error", {}).get("reason")) for line in lines] == [("line 1", "bad_format"), ("line 2", None)]
+        assert [(line["where"], line.get("error", {}).get("reason"))
+                for line in lines] == [("line 1", "bad_format"), ("line 2", None)]
         metrics = _scrape(state)
         assert sum(v for k, v in metrics.items() if k.startswith("fumd_input_files_failed_total{")) == len(expected)
         assert metrics['fumd_records_failed_total{reason="non_finite"}'] == 1
@@ -301,7 +309,8 @@ def test_sd_notify_messages_in_order(tmp_path: Path) -> None:
     finally:
         kill(proc)
         sock.close()
-    first = {key: next(i for i, m in enumerate(messages) if key in m) for key in ("EXTEND_TIMEOUT_USEC=", "READY=1", "WATCHDOG=1", "STOPPING=1")}
+    first = {key: next(i for i, m in enumerate(messages) if key in m)
+             for key in ("EXTEND_TIMEOUT_USEC=", "READY=1", "WATCHDOG=1", "STOPPING=1")}
     assert first["EXTEND_TIMEOUT_USEC="] < first["READY=1"] < first["WATCHDOG=1"] < first["STOPPING=1"]
     assert any(m.startswith("STATUS=") for m in messages)
     assert f"MAINPID={proc.pid}" in messages[first["READY=1"]]
@@ -317,7 +326,8 @@ def test_sd_notify_messages_in_order(tmp_path: Path) -> None:
 def test_bad_config_is_refused_with_the_key_named(tmp_path: Path, body: str, needle: str) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text(body)
-    out = subprocess.run(fumd_cmd("run", "--state-dir", str(tmp_path / "state"), "--config", str(cfg)), capture_output=True, text=True, timeout=60)
+    out = subprocess.run(fumd_cmd("run", "--state-dir", str(tmp_path / "state"), "--config", str(cfg)),
+                         capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and needle in out.stderr and str(cfg) in out.stderr
 
 
@@ -415,7 +425,8 @@ def test_machine_level_config_errors_exit_2_with_one_line(tmp_path: Path, capsys
     (tmp_path / "cfgdir").mkdir()
     cases = {  # name -> (config body, or None for a directory; state dir; what the one line must say)
         "port_in_use": (f"[metrics]\nport = {port}\n", "s1", f"metrics.port = {port}: already in use"),
-        "unresolvable_host": ('[metrics]\nhost = "no-such-host.invalid"\n', "s2", "metrics.host = 'no-such-host.invalid'"),
+        "unresolvable_host": ('[metrics]\nhost = "no-such-host.invalid"\n', "s2",
+                              "metrics.host = 'no-such-host.invalid'"),
         "config_is_a_directory": (None, "s3", f"{tmp_path / 'cfgdir'}: is a directory"),
         "state_dir_is_a_file": ("[metrics]\nport = 0\n", "statefile", "statefile: exists and is not a directory"),
         "state_dir_below_a_file": ("[metrics]\nport = 0\n", "statefile/state", "statefile/state: cannot create it"),
@@ -448,7 +459,8 @@ def _setpriv_daemon_cmd() -> list[str] | None:
         return None
     cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
            "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
-    probe = subprocess.run([*cmd, sys.executable, "-c", "import os; print(os.geteuid())"], capture_output=True, text=True, timeout=60)
+    probe = subprocess.run([*cmd, sys.executable, "-c", "import os; print(os.geteuid())"], capture_output=True,
+                           text=True, timeout=60)
     return cmd if probe.returncode == 0 and probe.stdout.strip() == "65534" else None
 
 
@@ -475,10 +487,12 @@ def test_root_fed_files_into_a_non_root_daemon_as_shipped(tmp_path: Path) -> Non
             proc = subprocess.Popen([*setpriv, *fumd_cmd("run", "--state-dir", str(state), "--config", str(cfg))],
                                     stdout=out, stderr=subprocess.STDOUT, env=env)
         try:
-            wait_for(lambda: running(state, proc) or proc.poll() is not None, timeout=120, what="daemon start")
+            wait_for(lambda proc=proc: running(state, proc) or proc.poll() is not None, timeout=120,
+                     what="daemon start")
             assert proc.poll() is None, log.read_text()[-3000:]
             src = labelled_files(base / "src", 3, 4)
-            fed = subprocess.run(fumd_cmd("feed", "--state-dir", str(state), str(src[0])), capture_output=True, text=True, timeout=120)
+            fed = subprocess.run(fumd_cmd("feed", "--state-dir", str(state), str(src[0])), capture_output=True,
+                                 text=True, timeout=120)
             assert fed.returncode == 0, fed.stderr
             inbox = state / "inbox"
             tmp = inbox / f".{src[1].name}.tmp"
@@ -519,12 +533,15 @@ def test_sigkill_in_the_shipped_default_mode_loses_nothing_and_learns_nothing_tw
     for attempt in range(3):
         proc = start(state, cfg, env=slow)
         try:
-            wait_for(lambda: running(state, proc) or proc.poll() is not None, timeout=120, what="daemon start")
+            wait_for(lambda proc=proc: running(state, proc) or proc.poll() is not None, timeout=120,
+                     what="daemon start")
             if attempt == 0:  # inside the first checkpoint write
-                wait_for(lambda: any(p.name.startswith(".tmp") for p in (state / "checkpoints").iterdir()) or proc.poll() is not None,
+                wait_for(lambda proc=proc: any(p.name.startswith(".tmp") for p in (state / "checkpoints").iterdir())
+                         or proc.poll() is not None,
                          timeout=60, what="a checkpoint being written")
             else:  # at a random moment after a restored checkpoint and some progress past it
-                wait_for(lambda: status(state).get("step", 0) >= 16 * attempt and status(state).get("last_checkpoint")
+                wait_for(lambda proc=proc, attempt=attempt: status(state).get("step", 0) >= 16 * attempt
+                         and status(state).get("last_checkpoint")
                          or proc.poll() is not None, timeout=120, what="progress past a checkpoint")
                 time.sleep(rng.uniform(0.0, 0.6))
         finally:
@@ -542,4 +559,5 @@ def test_sigkill_in_the_shipped_default_mode_loses_nothing_and_learns_nothing_tw
         assert [line["record"] for line in lines] == list(range(16)) and not any("error" in line for line in lines)
     order = sorted(inputs, key=lambda p: outbox[f"{p.name}.results.jsonl"][0]["seq"])
     assert [line["step"] for p in order for line in outbox[f"{p.name}.results.jsonl"]] == list(range(1, total + 1))
-    assert len(list((state / "done").iterdir())) == 4 and not list((state / "queue").iterdir()) and not list((state / "failed").iterdir())
+    assert len(list((state / "done").iterdir())) == 4
+    assert not list((state / "queue").iterdir()) and not list((state / "failed").iterdir())

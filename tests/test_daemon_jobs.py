@@ -23,7 +23,7 @@ from tests.daemon_harness import (
 
 JOBS = ("clustering", "decay", "persistence", "tuning", "structural", "criticality")
 ALL_JOBS_SHORT = "".join(f"\n[jobs.{name}]\nenabled = true\nevery_cycles = {every}\n"
-                         for name, every in zip(JOBS, (40, 25, 30, 20, 35, 15)))
+                         for name, every in zip(JOBS, (40, 25, 30, 20, 35, 15), strict=True))
 
 
 def test_all_jobs_run_in_the_daemon_and_show_in_metrics(tmp_path: Path) -> None:
@@ -34,8 +34,10 @@ def test_all_jobs_run_in_the_daemon_and_show_in_metrics(tmp_path: Path) -> None:
     try:
         wait_for(lambda: running(state, proc) and status(state).get("step", 0) >= 300, timeout=300, what="300 cycles")
         text = urllib.request.urlopen(status(state)["metrics_url"], timeout=10).read().decode()
-        runs = {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("fumd_job_runs_total{")}
-        failures = {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("fumd_job_failures_total{")}
+        runs = {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line.startswith("fumd_job_runs_total{")}
+        failures = {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                    if line.startswith("fumd_job_failures_total{")}
         for name in JOBS:
             assert runs.get(name, 0) >= 1, (name, runs)
             assert failures.get(name, 0) == 0, (name, failures, (tmp_path / "state.log").read_text()[-4000:])
@@ -60,7 +62,7 @@ def test_crash_equivalence_holds_with_every_job_on(tmp_path: Path) -> None:
     for _ in range(3):
         proc = start(crashed, cfg)
         try:
-            wait_for(lambda: running(crashed, proc) or proc.poll() is not None, what="daemon start")
+            wait_for(lambda proc=proc: running(crashed, proc) or proc.poll() is not None, what="daemon start")
             time.sleep(rng.uniform(0.2, 1.5))
         finally:
             kill(proc)

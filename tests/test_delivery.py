@@ -37,7 +37,8 @@ def test_replay_of_a_published_input_changes_nothing(tmp_path: Path) -> None:
     assert not target.exists() and not list(outbox.dir.glob("*.results.jsonl"))
 
 
-def test_a_crash_inside_publication_ends_in_exactly_one_publication(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_crash_inside_publication_ends_in_exactly_one_publication(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     outbox = Outbox(tmp_path)
 
     def crash(*_a: object) -> None:

@@ -56,7 +56,8 @@ def test_done_and_failed_retention_by_sequence(tmp_path: Path) -> None:
     assert sorted(p.name[:10] for p in done.iterdir()) == ["0000000002", "0000000003", "0000000004", "0000000005"]
     # failed/: a file and its report go together
     assert prune_by_seq(failed, Limits(max_files=2))[0] == 5
-    assert sorted(p.name for p in failed.iterdir()) == ["0000000005-bad5.json", "0000000005-bad5.json.error.json", "0000000099-adir.jsonl"]
+    assert sorted(p.name for p in failed.iterdir()) == ["0000000005-bad5.json", "0000000005-bad5.json.error.json",
+                                                        "0000000099-adir.jsonl"]
     assert measure(tmp_path) == 4 * 10 + 10 + 2
 
 
@@ -130,7 +131,8 @@ def test_disk_full_pauses_and_resumes_without_loss(tmp_path: Path, monkeypatch: 
         daemon.signals.checkpoint = True  # as SIGUSR1 does
         daemon.wake.set()
         wait_for(lambda: not list((state / "queue").iterdir()), what="a checkpoint covering everything")
-        wait_for(lambda: daemon.checkpoints.pending is None and not daemon.signals.checkpoint, what="no checkpoint in flight")
+        wait_for(lambda: daemon.checkpoints.pending is None and not daemon.signals.checkpoint,
+                 what="no checkpoint in flight")
         assert daemon.metrics.disk_full._value.get() == 0
 
         # 2. admission: the report of a rejected input cannot be written

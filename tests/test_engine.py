@@ -26,11 +26,13 @@ def stream(n: int, seed: int = 0, dim: int = 16):
         if i % 3 == 2:
             yield {"id": f"t{i}", "text": f"sample text number {i % 5}", "label": f"c{i % 3}"}
         else:
-            yield {"id": f"x{i}", "x": rng.random(dim).tolist(), "label": f"c{i % 3}", **({"reward": 0.5} if i % 7 == 0 else {})}
+            yield {"id": f"x{i}", "x": rng.random(dim).tolist(), "label": f"c{i % 3}",
+                   **({"reward": 0.5} if i % 7 == 0 else {})}
 
 
 def test_cycle_returns_a_full_result(backend):
-    engine = Engine(small_config(backend=backend, encoder={"normalize": "minmax"}))  # (standardised, a first input is all mean)
+    # (standardised, a first input is all mean)
+    engine = Engine(small_config(backend=backend, encoder={"normalize": "minmax"}))
     r = engine.cycle({"id": "a", "x": [0.1 * i for i in range(16)], "label": "cat"})
     assert r.id == "a" and r.step == 1 and r.label == "cat"
     assert r.action == "cat" and r.correct is True  # the only known label
@@ -143,4 +145,5 @@ def test_bench_smoke(backend):
                 "cycles_per_s", "bytes_per_synapse", "peak_rss_bytes"):
         assert key in out and out[key] >= 0
     assert out["neurons"] == 400 and out["bytes_per_synapse"] <= 12 and out["backend"] == backend
-    assert main(["bench", "--neurons", "300", "--synapses-per-neuron", "10", "--cycles", "1", "--backend", backend]) == 0
+    assert main(["bench", "--neurons", "300", "--synapses-per-neuron", "10", "--cycles", "1", "--backend",
+                 backend]) == 0

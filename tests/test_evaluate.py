@@ -19,7 +19,15 @@ import torch
 from fumd.cli import main
 from fumd.evaluation import EvaluationError
 from fumd.evaluation.baselines import BASELINES, Baselines
-from fumd.evaluation.prequential import Options, Score, build_config, job_names, run_prequential, run_shift, split_classes
+from fumd.evaluation.prequential import (
+    Options,
+    Score,
+    build_config,
+    job_names,
+    run_prequential,
+    run_shift,
+    split_classes,
+)
 from fumd.evaluation.streams import STREAMS, engine_record, get_stream, parse_streams, river_x
 
 # a small network: fast enough for unit tests; input_size is the text stream's (numeric streams set their own)
@@ -170,9 +178,9 @@ def test_summary_has_the_fields(cli_run: tuple[dict, Path]) -> None:
     assert settings["protocol"] == "prequential" and settings["seeds"] == [0, 1] and settings["inputs"] == 30
     assert settings["deterministic"] is True and settings["jobs"] == "on" and settings["neurons"] == 300
     assert set(summary["streams"]) == {"iris", "topics"}
-    for name, block in summary["streams"].items():
+    for block in summary["streams"].values():
         assert set(block["seeds"]) == {"0", "1"}
-        for seed, run in block["seeds"].items():
+        for run in block["seeds"].values():
             fumd = run["fumd"]
             for key in ("accuracy", "accuracy_last_third", "seconds_per_input", "mean_rate_hz", "collapse", "jobs"):
                 assert key in fumd, key
@@ -246,7 +254,8 @@ def test_shift_protocol_reports_retention() -> None:
     assert [p[0] for p in run.phases] == ["train_A", "test_A_before", "train_B", "test_A_after"]
     assert len(run.log) == 2 * 10 + 2 * 20  # inputs / 2 per training domain, max(20, inputs / 5) test inputs
     for block in (s["fumd"], *s["baselines"].values()):
-        for key in ("train_A_accuracy", "test_A_before_accuracy", "train_B_accuracy", "test_A_after_accuracy", "retention"):
+        for key in ("train_A_accuracy", "test_A_before_accuracy", "train_B_accuracy", "test_A_after_accuracy",
+                    "retention"):
             assert key in block
     before, after = s["fumd"]["test_A_before_accuracy"], s["fumd"]["test_A_after_accuracy"]
     assert s["fumd"]["retention"] == (pytest.approx(after / before) if before else None)

@@ -68,7 +68,8 @@ def _state() -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("fmt", ["zarr", "hdf5"])
-def test_every_step_of_the_checkpoint_protocol_is_fsynced_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str) -> None:
+def test_every_step_of_the_checkpoint_protocol_is_fsynced_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   fmt: str) -> None:
     directory = tmp_path / "state" / "checkpoints"  # does not exist yet: its creation must be durable too
     rec = Recorder(monkeypatch)
     info = write_checkpoint(directory, _state(), {"ledger": {}}, step=7, fmt=fmt, keep=3)
@@ -82,9 +83,11 @@ def test_every_step_of_the_checkpoint_protocol_is_fsynced_in_order(tmp_path: Pat
     dirs = [final] + [p for p in final.rglob("*") if p.is_dir()]
     assert any(p.name == MANIFEST for p in files) and len(files) >= 2
     for p in files:
-        assert rec.fsyncs(tmp / p.relative_to(final), before=r), f"{p.relative_to(final)} never fsynced before the rename"
+        assert rec.fsyncs(tmp / p.relative_to(final),
+                          before=r), f"{p.relative_to(final)} never fsynced before the rename"
     for d in dirs:
-        assert rec.fsyncs(tmp / d.relative_to(final), before=r), f"directory {d.relative_to(final) or '.'} never fsynced before the rename"
+        assert rec.fsyncs(tmp / d.relative_to(final),
+                          before=r), f"directory {d.relative_to(final) or '.'} never fsynced before the rename"
     # ... the manifest last of all files, and the directory after it (its entry is durable)
     manifest_sync = max(rec.fsyncs(tmp / MANIFEST, before=r))
     for p in files:
@@ -102,7 +105,8 @@ def test_every_step_of_the_checkpoint_protocol_is_fsynced_in_order(tmp_path: Pat
     assert rec.fsyncs(directory.parent, before=r), "state/ not fsynced after checkpoints/ was created"
 
 
-def test_atomic_write_and_durable_rename_fsync_file_then_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_atomic_write_and_durable_rename_fsync_file_then_directory(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     rec = Recorder(monkeypatch)
     target = tmp_path / "status.json"
     atomic_write_bytes(target, b"{}")
@@ -115,10 +119,12 @@ def test_atomic_write_and_durable_rename_fsync_file_then_directory(tmp_path: Pat
     (tmp_path / "a" / "f").write_bytes(b"x")
     durable_rename(tmp_path / "a" / "f", tmp_path / "b" / "f")
     r = rec.rename_index(lambda src: src.endswith("/a/f"), tmp_path / "b" / "f")
-    assert rec.fsyncs(tmp_path / "b", after=r) and rec.fsyncs(tmp_path / "a", after=r), "both directories must be fsynced"
+    assert rec.fsyncs(tmp_path / "b", after=r) and rec.fsyncs(tmp_path / "a", after=r), \
+        "both directories must be fsynced"
 
 
-def test_partial_results_are_fsynced_before_a_checkpoint_records_their_length(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_partial_results_are_fsynced_before_a_checkpoint_records_their_length(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     outbox = Outbox(tmp_path)
     outbox.begin(3, "in.jsonl", 0)
     outbox.append({"seq": 3, "record": 0})

@@ -25,21 +25,26 @@ from fumd.errors import InputError, InputFileError
 from fumd.io.readers import SUPPORTED_EXTENSIONS, InputItem, RecordProblem, read_input_file
 from fumd.records import MAX_ABS_X, parse_record
 
-FUZZ = settings(max_examples=int(os.environ.get("FUMD_FUZZ_EXAMPLES", "60")), deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=int(os.environ.get("FUMD_FUZZ_EXAMPLES", "60")), deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow])
 INPUT_SIZE = 4
 MAX_RECORDS = 1000
 
 # text that stresses line handling: every character str.splitlines() treats as a line break
 _BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
-texts = st.text(alphabet=st.one_of(st.characters(codec="utf-8", exclude_characters="\x00"), st.sampled_from(_BREAKS)), max_size=30)
+texts = st.text(alphabet=st.one_of(st.characters(codec="utf-8", exclude_characters="\x00"), st.sampled_from(_BREAKS)),
+                max_size=30)
 finite = st.floats(allow_nan=False, allow_infinity=False, min_value=-MAX_ABS_X, max_value=MAX_ABS_X)
-json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(10**20), 10**20), st.floats(allow_nan=False, allow_infinity=False), texts)
-json_values = st.recursive(json_scalars, lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(texts, inner, max_size=5)), max_leaves=20)
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(10**20), 10**20),
+                         st.floats(allow_nan=False, allow_infinity=False), texts)
+json_values = st.recursive(json_scalars,
+                           lambda inner: st.one_of(st.lists(inner, max_size=5),
+                                                   st.dictionaries(texts, inner, max_size=5)), max_leaves=20)
 
 good_records = st.fixed_dictionaries(
     {},
-    optional={"id": st.one_of(texts, st.integers(-(10**9), 10**9)), "label": st.one_of(texts.filter(str.strip), st.integers(0, 99)),
-              "reward": st.floats(-1.0, 1.0)},
+    optional={"id": st.one_of(texts, st.integers(-(10**9), 10**9)),
+              "label": st.one_of(texts.filter(str.strip), st.integers(0, 99)), "reward": st.floats(-1.0, 1.0)},
 ).flatmap(lambda extra: st.one_of(
     st.lists(finite, min_size=INPUT_SIZE, max_size=INPUT_SIZE).map(lambda x: {**extra, "x": x}),
     texts.filter(str.strip).map(lambda t: {**extra, "text": t}),
@@ -86,7 +91,8 @@ def test_arbitrary_json_raises_only_typed_errors(value: Any, ext: str) -> None:
 
 @FUZZ
 @given(data=st.dictionaries(st.sampled_from(["id", "x", "text", "label", "reward", "extra"]), json_values, max_size=5)
-       | st.dictionaries(st.sampled_from(["x"]), st.lists(st.one_of(st.floats(), st.integers(-(2**70), 2**70), st.booleans()), max_size=6)))
+       | st.dictionaries(st.sampled_from(["x"]),
+                         st.lists(st.one_of(st.floats(), st.integers(-(2**70), 2**70), st.booleans()), max_size=6)))
 def test_parse_record_raises_only_input_errors(data: dict[str, Any]) -> None:
     _check_items([InputItem("record 0", data)])
 
@@ -112,17 +118,19 @@ jsonl_lines = st.one_of(
 
 @FUZZ
 @given(lines=st.lists(jsonl_lines, min_size=1, max_size=12), crlf=st.booleans(), final_newline=st.booleans())
-def test_jsonl_one_item_per_line_at_the_right_line(lines: list[tuple[str, Any]], crlf: bool, final_newline: bool) -> None:
+def test_jsonl_one_item_per_line_at_the_right_line(lines: list[tuple[str, Any]], crlf: bool,
+                                                   final_newline: bool) -> None:
     texts_ = [json.dumps(v, ensure_ascii=False) if kind == "record" else v for kind, v in lines]
     end = "\r\n" if crlf else "\n"
     data = (end.join(texts_) + (end if final_newline else "")).encode()
     items = _read(data, "gen.jsonl")
-    expected = [(n, text) for n, ((kind, _), text) in enumerate(zip(lines, texts_), start=1) if kind != "blank"]
+    expected = [(n, text) for n, ((kind, _), text) in enumerate(zip(lines, texts_, strict=True), start=1)
+                if kind != "blank"]
     if items is None:  # the whole file failed: only a file of nothing but whitespace may
         assert not data.decode().strip()
         return
     assert [i.where for i in items] == [f"line {n}" for n, _ in expected]
-    for item, (n, text), in zip(items, expected):
+    for item, (n, text), in zip(items, expected, strict=True):
         kind, value = lines[n - 1]
         if kind == "record":
             assert item.record == value
@@ -155,7 +163,7 @@ def test_npy_rows_or_a_typed_error(array: np.ndarray, cut: int | None) -> None:
     assert array.dtype.kind in "biuf" and array.ndim in (1, 2)
     rows = array if array.ndim == 2 else array[None, :]
     assert [i.where for i in items] == [f"row {n}" for n in range(rows.shape[0])]
-    for item, row in zip(items, rows):
+    for item, row in zip(items, rows, strict=True):
         assert np.array_equal(np.asarray(item.record["x"], dtype=np.float64), row.astype(np.float64), equal_nan=True)
 
 
@@ -163,13 +171,15 @@ csv_labels = texts.filter(lambda s: s.strip() == s and s != "")
 
 
 @FUZZ
-@given(rows=st.lists(st.tuples(st.lists(st.floats(allow_nan=False), min_size=1, max_size=3), csv_labels), min_size=1, max_size=8),
-       header=st.booleans(), crlf=st.booleans())
-def test_csv_one_item_per_row_at_its_first_physical_line(rows: list[tuple[list[float], str]], header: bool, crlf: bool) -> None:
+@given(rows=st.lists(st.tuples(st.lists(st.floats(allow_nan=False), min_size=1, max_size=3), csv_labels), min_size=1,
+                     max_size=8), header=st.booleans(), crlf=st.booleans())
+def test_csv_one_item_per_row_at_its_first_physical_line(rows: list[tuple[list[float], str]], header: bool,
+                                                         crlf: bool) -> None:
     out = io.StringIO()
     # with a bare \n terminator the csv module leaves a \r unquoted (a row of its own for
     # readers that split there, an error for ours: see test_readers): quote every cell then
-    writer = csv.writer(out, lineterminator="\r\n" if crlf else "\n", quoting=csv.QUOTE_MINIMAL if crlf else csv.QUOTE_ALL)
+    writer = csv.writer(out, lineterminator="\r\n" if crlf else "\n", quoting=csv.QUOTE_MINIMAL if crlf
+                        else csv.QUOTE_ALL)
     width = len(rows[0][0])
     rows = [(x[:width] + [0.0] * (width - len(x)), label) for x, label in rows]
     line, starts = 1, []
@@ -183,8 +193,9 @@ def test_csv_one_item_per_row_at_its_first_physical_line(rows: list[tuple[list[f
     items = _read(out.getvalue().encode(), "gen.csv")
     assert items is not None and line <= starts[0]
     assert [i.where for i in items] == [f"line {n}" for n in starts]
-    for item, (x, label) in zip(items, rows):
-        assert item.record["x"] == x or all(math.isclose(a, b) or a == b for a, b in zip(item.record["x"], x))
+    for item, (x, label) in zip(items, rows, strict=True):
+        assert item.record["x"] == x or all(math.isclose(a, b) or a == b for a,
+                                            b in zip(item.record["x"], x, strict=False))
         if header:
             assert item.record["label"] == label
 

@@ -47,7 +47,8 @@ def test_admission_moves_files_in_arrival_order_and_survives_a_crash_between_lin
     os.link(inbox.inbox / "c.txt", inbox.queue / "0000000002-c.txt")
     events: list[tuple[str, dict]] = []
     # settle_seconds: the remnant is recognised at the first scan even though its link just changed its ctime
-    restarted = Inbox(tmp_path, max_file_bytes=1000, settle_seconds=30, on_problem=lambda e, **kw: events.append((e, kw)))
+    restarted = Inbox(tmp_path, max_file_bytes=1000, settle_seconds=30,
+                      on_problem=lambda e, **kw: events.append((e, kw)))
     assert restarted.next_seq == 3
     admitted, rejected = restarted.admit()
     assert admitted == [] and rejected == [] and not (restarted.inbox / "c.txt").exists()
@@ -172,7 +173,8 @@ def test_a_file_removed_from_queue_by_hand_fails_without_a_crash(tmp_path: Path)
     inbox.requeue(qf)
 
 
-def test_a_file_that_cannot_be_hard_linked_is_renamed_into_the_queue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_file_that_cannot_be_hard_linked_is_renamed_into_the_queue(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 10 item 1 without root: os.link refused (EPERM, as under fs.protected_hardlinks for
     another user's file) -> the file is renamed into queue/ instead."""
     inbox = Inbox(tmp_path, max_file_bytes=1000, settle_seconds=0)
@@ -225,7 +227,8 @@ def test_root_owned_files_are_admitted_by_a_non_root_daemon(nobody_state: Path) 
     def daemon_side() -> dict[str, Any]:
         inbox = Inbox(state, max_file_bytes=1000, settle_seconds=0)
         admitted, rejected = inbox.admit()
-        out: dict[str, Any] = {"admitted": sorted(q.name for q in admitted), "rejected": [r.reason for r in rejected], "read": {}}
+        out: dict[str, Any] = {"admitted": sorted(q.name for q in admitted), "rejected": [r.reason for r in rejected],
+                               "read": {}}
         for qf in inbox.queued():
             try:
                 out["read"][qf.name] = inbox.read(qf).decode()
@@ -240,9 +243,11 @@ def test_root_owned_files_are_admitted_by_a_non_root_daemon(nobody_state: Path) 
 
     got = as_nobody(daemon_side)
     assert got["admitted"] == ["fed.jsonl", "root-private.jsonl", "root-readable.jsonl"] and got["rejected"] == []
-    assert got["read"] == {"root-readable.jsonl": GOOD.decode(), "root-private.jsonl": "PermissionError", "fed.jsonl": GOOD.decode()}
+    assert got["read"] == {"root-readable.jsonl": GOOD.decode(), "root-private.jsonl": "PermissionError",
+                           "fed.jsonl": GOOD.decode()}
     assert got["inbox"] == [] and len(got["done"]) == 2
-    assert [f for f in got["failed"] if f.endswith(".error.json")] == [f for f in got["failed"] if "root-private" in f and f.endswith(".json")]
+    assert [f for f in got["failed"]
+            if f.endswith(".error.json")] == [f for f in got["failed"] if "root-private" in f and f.endswith(".json")]
 
 
 def test_feed_as_the_inbox_owner_keeps_the_file_private_and_renames_it_in(tmp_path: Path) -> None:
@@ -317,7 +322,8 @@ def test_without_events_a_file_is_admitted_once_it_has_settled(tmp_path: Path) -
     assert time.monotonic() - started >= 0.5 and qf.path.read_bytes() == b"".join(lines)
 
 
-def test_a_file_that_cannot_be_moved_at_all_stays_and_is_reported_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_file_that_cannot_be_moved_at_all_stays_and_is_reported_once(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A sticky inbox with another user's file: neither link+unlink nor rename can move it. It
     stays in the inbox, is reported once, no longer counts as pending, and nothing raises."""
     events: list[tuple[str, dict]] = []

@@ -90,7 +90,7 @@ def test_sie_remap_follows_the_documented_rule():
     new = engine.state.cluster.numpy()
     k_new = engine.state.n_clusters
     m = np.zeros((k_old, k_new))
-    for a, b in zip(old, new):
+    for a, b in zip(old, new, strict=True):
         m[a, b] += 1
     for b in range(k_new):
         assert sie.values[b].item() == pytest.approx((m[:, b] * v_old.numpy()).sum() / m[:, b].sum(), abs=1e-12)
@@ -205,7 +205,8 @@ class StationaryNet:
         self.state = SimpleNamespace(n=n, activity=torch.zeros(n, history, dtype=torch.uint8),
                                      cluster=(torch.arange(n) * k0 // n).long(), n_clusters=k0, grid_xy=xy,
                                      structure_version=0, input_idx=torch.arange(n_in), device=torch.device("cpu"))
-        self.sie = SimpleNamespace(values=torch.zeros(k0, dtype=torch.float64), avg_reward=torch.zeros(k0, dtype=torch.float64),
+        self.sie = SimpleNamespace(values=torch.zeros(k0, dtype=torch.float64),
+                                   avg_reward=torch.zeros(k0, dtype=torch.float64),
                                    reward_history=torch.zeros(k0, 10), reward_count=torch.zeros(k0, dtype=torch.int64),
                                    prev_state=-1)
         self.generator = torch.Generator().manual_seed(seed)

@@ -153,7 +153,8 @@ def test_compute_never_touches_its_snapshot(name, runs):
     engine, jobs = restored(runs[2])
     job = jobs[name]
     snap = job.snapshot(engine)
-    snap_before, engine_before, job_before = fingerprint(snap), copy_state(engine.state_dict()), copy_state(job.state_dict())
+    snap_before = fingerprint(snap)
+    engine_before, job_before = copy_state(engine.state_dict()), copy_state(job.state_dict())
     plan = job.compute(snap)
     assert fingerprint(snap) == snap_before
     assert states_equal(engine.state_dict(), engine_before)

@@ -10,8 +10,16 @@ from scipy.special import zeta
 
 from fumd.errors import ConfigError
 from fumd.jobs.base import run_once
-from fumd.jobs.criticality import (CriticalityConfig, CriticalityJob, avalanches_from_bins, fit_discrete_power_law,
-                                   inhibition_bounds, next_eta, next_inhibition, rate_variance)
+from fumd.jobs.criticality import (
+    CriticalityConfig,
+    CriticalityJob,
+    avalanches_from_bins,
+    fit_discrete_power_law,
+    inhibition_bounds,
+    next_eta,
+    next_inhibition,
+    rate_variance,
+)
 from tests.job_fakes import FakeEngine, sie_weights
 
 
@@ -253,7 +261,8 @@ def test_inhibition_bounds_and_next_inhibition_unit():
 
 
 def test_anomalies_are_detected_and_counted():
-    job, engine = CriticalityJob(CriticalityConfig(variance_window=20, reward_window=10, variance_measure="cv2")), fake_engine(100, n_clusters=5)
+    job, engine = CriticalityJob(CriticalityConfig(variance_window=20, reward_window=10,
+                                                   variance_measure="cv2")), fake_engine(100, n_clusters=5)
     engine.state.activity[engine.state.cluster == 2] = 0  # cluster 2 silent over the activity window
     engine.state.cluster[engine.state.cluster == 4] = 3  # cluster 4 empty: not "silent"
     for i in range(20):

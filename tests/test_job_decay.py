@@ -1,15 +1,23 @@
-import math
 """Decay job (SPEC §8): exactly the right synapses times exactly the right factor, persistent ones
 untouched, |w| < 0.01 pruned with the CSR kept aligned."""
+import math
+
 import pytest
 import torch
 
 from fumd.engine import Engine
 from fumd.errors import ConfigError
 from fumd.jobs.base import run_once
-from fumd.jobs.decay import (DecayConfig, DecayJob, decay_classes, low_reward_clusters, neuron_rates_hz,
-                             readout_synapses, window_reward_stats)
-from tests.conftest import small_config, set_rewards
+from fumd.jobs.decay import (
+    DecayConfig,
+    DecayJob,
+    decay_classes,
+    low_reward_clusters,
+    neuron_rates_hz,
+    readout_synapses,
+    window_reward_stats,
+)
+from tests.conftest import set_rewards, small_config
 
 K = 8
 
@@ -61,10 +69,11 @@ def test_decay_multiplies_exactly_the_right_synapses_and_prunes_aligned():
     factor = torch.tensor([EXPECTED_FACTOR[c] for c in range(K)], dtype=torch.float64)[col0.long() % K]
     w_dec = torch.where(p0, w0, (w0.double() * factor).float())
     keep = p0 | (w_dec.abs() >= 0.01)
-    ref = list(zip(pre0[keep].tolist(), col0[keep].tolist(), w_dec[keep], e0[keep], p0[keep].tolist()))
+    ref = list(zip(pre0[keep].tolist(), col0[keep].tolist(), w_dec[keep], e0[keep], p0[keep].tolist(), strict=True))
     n_pruned_expected = st.nnz - len(ref)
     assert n_pruned_expected > 0
-    job = DecayJob(DecayConfig(low_reward_threshold=0.5, prune_floor=0.0, **SEEDLIKE))  # the seed: threshold 0.5, no floor
+    # the seed: threshold 0.5, no floor
+    job = DecayJob(DecayConfig(low_reward_threshold=0.5, prune_floor=0.0, **SEEDLIKE))
     out = run_once(job, engine)
     assert out["pruned"] == n_pruned_expected and out["decayed"] == int((~p0).sum())
     assert out["low_activity_clusters"] == 1 and out["low_reward_clusters"] == 2
@@ -87,7 +96,8 @@ def test_decay_outputs_counts_by_class():
     st = engine.state
     post_c = st.cluster[st.col.long()]
     movable = ~st.persistent
-    job = DecayJob(DecayConfig(low_reward_threshold=0.5, prune_floor=0.0, **SEEDLIKE))  # the seed: threshold 0.5, no floor
+    # the seed: threshold 0.5, no floor
+    job = DecayJob(DecayConfig(low_reward_threshold=0.5, prune_floor=0.0, **SEEDLIKE))
     out = run_once(job, engine)
     assert out["slow"] == int((movable & (post_c == 1)).sum())
     assert out["fast"] == int((movable & ((post_c == 2) | (post_c == 3))).sum())
@@ -96,7 +106,8 @@ def test_decay_outputs_counts_by_class():
 def test_reclustering_between_snapshot_and_apply_uses_the_new_partition():
     engine = setup_engine()
     st = engine.state
-    job = DecayJob(DecayConfig(low_reward_threshold=0.5, prune_floor=0.0, **SEEDLIKE))  # the seed: threshold 0.5, no floor
+    # the seed: threshold 0.5, no floor
+    job = DecayJob(DecayConfig(low_reward_threshold=0.5, prune_floor=0.0, **SEEDLIKE))
     plan = job.compute(job.snapshot(engine))
     st.cluster = torch.zeros(st.n, dtype=torch.int64)  # everything in cluster 0 (normal: 0.99)
     st.persistent.zero_()
@@ -178,7 +189,8 @@ def test_readout_synapses_are_neither_decayed_nor_pruned():
     st2 = engine2.state
     st2.persistent.zero_()
     st2.w[readout & (torch.arange(st2.nnz) % 2 == 0)] = 0.005
-    job2 = DecayJob(DecayConfig(low_reward_threshold=0.5, prune_floor=0.0, low_reward_margin=0.0, protect_readout=False))
+    job2 = DecayJob(DecayConfig(low_reward_threshold=0.5, prune_floor=0.0, low_reward_margin=0.0,
+                                protect_readout=False))
     run_once(job2, engine2)
     assert int(readout_synapses(st2).sum()) < int(readout.sum())
 

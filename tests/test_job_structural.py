@@ -59,7 +59,7 @@ def persistent_table(engine: Engine) -> dict:
     st = engine.state
     p = st.persistent.nonzero().squeeze(1)
     pre, post = cells(st, st.pre_index()[p]), cells(st, st.col[p])
-    return dict(zip(zip(pre, post), st.w[p].tolist()))
+    return dict(zip(zip(pre, post, strict=True), st.w[p].tolist(), strict=True))
 
 
 def test_growth_respects_caps_targets_low_reward_clusters_and_keeps_ei_ratio():
@@ -182,7 +182,8 @@ def _readout_table(engine: Engine) -> dict:
     """(pre cell, post cell) -> weight of every synapse onto an output neuron."""
     st = engine.state
     onto = torch.isin(st.col.long(), st.output_idx.reshape(-1).long()).nonzero().squeeze(1)
-    return dict(zip(zip(cells(st, st.pre_index()[onto]), cells(st, st.col[onto])), st.w[onto].tolist()))
+    return dict(zip(zip(cells(st, st.pre_index()[onto]), cells(st, st.col[onto]), strict=True), st.w[onto].tolist(),
+                    strict=True))
 
 
 @pytest.mark.parametrize("protect", [True, False])
@@ -202,13 +203,13 @@ def test_readout_is_never_rewired_removed_or_pruned_and_nothing_new_lands_on_des
     st.persistent.zero_()
     before = _readout_table(engine)
     designated_cells = set(cells(st, torch.cat([st.input_idx.reshape(-1), st.output_idx.reshape(-1)])))
-    keys_before = set(zip(cells(st, st.pre_index()), cells(st, st.col)))
+    keys_before = set(zip(cells(st, st.pre_index()), cells(st, st.col), strict=True))
     snap, plan, out = event(job, engine, check=lambda: (_same(_readout_table(engine), before) if protect else None))
     assert out["synapses_rewired"] > 0 and out["synapses_removed"] > 0 and out["neurons_removed"] > 0
     if protect:
         assert out["neurons_added"] > 0
         st = engine.state
-        keys_after = set(zip(cells(st, st.pre_index()), cells(st, st.col)))
+        keys_after = set(zip(cells(st, st.pre_index()), cells(st, st.col), strict=True))
         assert not {post for _pre, post in keys_after - keys_before} & designated_cells
         assert not set(cells(snap, plan.rewire_new)) & designated_cells
     else:
@@ -234,7 +235,8 @@ def test_pruning_spares_neurons_with_readout_synapses_when_the_readout_is_not_is
         designated[torch.cat([st.input_idx.reshape(-1), outputs]).long()] = True
         assert int((feeds & ~designated).sum()) > 0, "the test needs recurrent neurons feeding outputs"
         before = _readout_table(engine)
-        snap, plan, out = event(job, engine, check=lambda: (_same(_readout_table(engine), before) if protect else None))
+        snap, plan, out = event(job, engine, check=lambda engine=engine, before=before, protect=protect: (
+            _same(_readout_table(engine), before) if protect else None))
         assert out["neurons_removed"] > 0
         assert bool(feeds[plan.prune].any()) != protect
 
@@ -251,7 +253,7 @@ def test_rewire_lifetime_cap_per_pair_survives_growth_and_pruning():
         set_rewards(engine, low=[1, 6])
         snap, plan, _out = event(job, engine)
         pre, old, new = cells(snap, plan.rewire_pre), cells(snap, plan.rewire_old), cells(snap, plan.rewire_new)
-        for a, b, c in zip(pre, old, new):
+        for a, b, c in zip(pre, old, new, strict=True):
             for pair in ((a, b), (a, c)):
                 assert ledger.get(pair, 0) < 3, "a pair at its lifetime cap was rewired"
                 ledger[pair] = ledger.get(pair, 0) + 1
@@ -263,7 +265,8 @@ def test_rewire_lifetime_cap_per_pair_survives_growth_and_pruning():
     assert max(ledger.values()) == 3  # the cap was reached, so it was binding
     assert total_pruned > 0 and total_grown > 0  # the counters were renumbered both ways
     st = engine.state
-    ours = dict(zip(zip(cells(st, job.pair_pre), cells(st, job.pair_post)), job.pair_count.tolist()))
+    ours = dict(zip(zip(cells(st, job.pair_pre), cells(st, job.pair_post), strict=True), job.pair_count.tolist(),
+                    strict=True))
     assert ours == ledger
     assert int(job.pair_count.max()) <= 3
 

@@ -10,7 +10,7 @@ from fumd.engine import Engine
 from fumd.errors import ConfigError
 from fumd.jobs.base import run_once
 from fumd.jobs.tagging import TaggingConfig, TaggingJob
-from tests.conftest import small_config, set_rewards
+from tests.conftest import set_rewards, small_config
 
 K = 8
 W_CYCLE = torch.tensor([0.81, 0.79, 0.71, 0.69, 0.95])
@@ -64,7 +64,8 @@ def test_tags_exactly_the_synapses_meeting_the_criteria():
     # low activity: extended window (1,000 of 2,000) mean 0.82 > 0.8 though the last 200 are 0.7
     set_rewards(sie, 7, [0.85] * 800 + [0.7] * 200)
     pre, post = st.pre_index(), st.col.long()
-    thr = torch.tensor([0.8, float("inf"), float("inf"), 0.8, float("inf"), 0.8, float("inf"), 0.7], dtype=torch.float64)
+    thr = torch.tensor([0.8, float("inf"), float("inf"), 0.8, float("inf"), 0.8, float("inf"), 0.7],
+                       dtype=torch.float64)
     expected = (st.w.double() > thr[post % K]) & ((rate[pre] + rate[post]) / 2 > 0.1)
     # the interesting cases exist
     both_silent = silent[pre] & silent[post] & (post % K == 5) & (st.w > 0.8)
@@ -235,7 +236,8 @@ def test_state_dict_round_trip_continues_identically():
     assert not bool((a_engine.state.persistent & (a_engine.state.col.long() % K == 5)).any())
     assert int(b.high_reward_cycle[3]) == a_engine.steps_done
     sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) if torch.is_tensor(sa[k]) else sa[k] == sb[k] for k in sa)
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) if torch.is_tensor(sa[k]) else sa[k] == sb[k]
+                                          for k in sa)
 
 
 def test_config_validation_names_the_key():

@@ -11,8 +11,20 @@ import torch
 
 from fumd.errors import ConfigError
 from fumd.jobs.base import run_once
-from fumd.jobs.tuning import (BASE, REST, TRIAL, WARMUP, EngineTunables, TuningConfig, TuningJob, WindowStats, compare,
-                              propose, revert_out_of_range, task_score)
+from fumd.jobs.tuning import (
+    BASE,
+    REST,
+    TRIAL,
+    WARMUP,
+    EngineTunables,
+    TuningConfig,
+    TuningJob,
+    WindowStats,
+    compare,
+    propose,
+    revert_out_of_range,
+    task_score,
+)
 from tests.job_fakes import FakeEngine, sie_weights
 
 ETA0 = 0.01
@@ -175,7 +187,7 @@ def test_compare_uses_the_standard_error_with_pseudo_observations():
     # near the ceiling: 0 errors in 100 against 4 in 200 is not evidence (P = 0.13 at a 2 % error
     # rate), though the plain Wald test calls it significant
     perfect, base = WindowStats(), WindowStats()
-    for i in range(100):
+    for _ in range(100):
         perfect.add(1.0)
     for i in range(200):
         base.add(-1.0 if i % 50 == 0 else 1.0)  # 4 errors in 200
@@ -239,7 +251,7 @@ def test_state_round_trip_continues_identically():
     eb.eta = ea.eta
     oa = run(a, ea, np.random.default_rng(7), 1500)
     ob = run(b, eb, np.random.default_rng(7), 1500)
-    assert oa == ob or all(str(x) == str(y) for x, y in zip(oa, ob))  # nan == nan in the outputs
+    assert oa == ob or all(str(x) == str(y) for x, y in zip(oa, ob, strict=True))  # nan == nan in the outputs
     assert a.xs == b.xs and a.ys == b.ys and a.incumbent == b.incumbent and ea.eta == eb.eta
     assert len(a.xs) + 6 * a.session > cfg.n_initial_points  # the GP phase was exercised after the restore
 

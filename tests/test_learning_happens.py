@@ -31,13 +31,14 @@ def gaussian_stream(seed: int) -> list[tuple[list[float], str]]:
     centres = rng.normal(0.0, 1.5, (CLASSES, DIM))
     ys = rng.integers(0, CLASSES, N_INPUTS)
     xs = centres[ys] + rng.normal(0.0, 1.0, (N_INPUTS, DIM))
-    return [(x.tolist(), f"class{y}") for x, y in zip(xs, ys)]
+    return [(x.tolist(), f"class{y}") for x, y in zip(xs, ys, strict=True)]
 
 
 def service_config(seed: int, jobs: bool = True, **engine_sections) -> object:
     """Every job at its defaults, except the cadences of clustering and structural plasticity
     (1,000 cycles) shortened to 200 and 300 so that they run inside the 600 inputs."""
-    data: dict = {"jobs": {"clustering": {"every_cycles": 200}, "structural": {"every_cycles": 300}},"network": {"neurons": 400, "synapses_per_neuron": 20, "input_size": DIM, "max_labels": CLASSES,
+    data: dict = {"jobs": {"clustering": {"every_cycles": 200}, "structural": {"every_cycles": 300}},
+                  "network": {"neurons": 400, "synapses_per_neuron": 20, "input_size": DIM, "max_labels": CLASSES,
                               "population_size": 16, "seed": seed}, "deterministic": True}
     for section, values in engine_sections.items():
         data.setdefault(section, {}).update(values)
@@ -61,7 +62,8 @@ def test_daemon_loop_learns_with_every_job_on_and_the_jobs_do_not_hurt():
     loop = DaemonLoop(service_config(0))
     on = prequential(loop, 0)
     runs = loop.job_counts()
-    assert set(runs) == {name for name, _section in loop.config.jobs.items()} and all(r["runs"] > 0 for r in runs.values()), runs
+    assert set(runs) == {name for name,
+                         _section in loop.config.jobs.items()} and all(r["runs"] > 0 for r in runs.values()), runs
     assert all(r["failures"] == 0 for r in runs.values()), runs
     off = prequential(DaemonLoop(service_config(0, jobs=False)), 0)
     assert on >= LEARNS, f"prequential accuracy with every job on: {on:.3f} (chance 0.25)"

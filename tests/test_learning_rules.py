@@ -1,4 +1,5 @@
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -58,7 +59,8 @@ def test_inhibitory_rule_is_symmetric_and_homeostatic():
     assert float(dw[0]) == pytest.approx(expected, rel=1e-5)
     assert float(dw[0]) < 0  # coincident firing strengthens inhibition (more negative)
     # a silent postsynaptic neuron lets the inhibitory synapse weaken (toward 0)
-    silent = event_updates(torch.zeros(50, 3, dtype=torch.bool), post, torch.tensor([20, 20]), torch.ones(2, dtype=torch.bool), kernels)
+    silent = event_updates(torch.zeros(50, 3, dtype=torch.bool), post, torch.tensor([20, 20]),
+                           torch.ones(2, dtype=torch.bool), kernels)
     assert float(silent[0]) == pytest.approx(kernels.inhibitory_offset) and kernels.inhibitory_offset > 0
 
 
@@ -83,7 +85,7 @@ def test_clipping_and_dale_after_many_updates():
     k = 500
     w = torch.cat([torch.rand(k, generator=gen) * 0.3, -torch.rand(500, generator=gen) * 0.3])
     persistent = torch.zeros(1000, dtype=torch.bool)
-    for i in range(300):
+    for _ in range(300):
         e = torch.randn(1000, generator=gen) * 5
         r = float(torch.randn(1, generator=gen)) * 2
         synapse_update(w, e, persistent, k, effective_eta(0.01, r) * r, effective_eta(0.01, r) * r, 0.5, 1.0)
@@ -336,8 +338,9 @@ def test_readout_weight_sum_grows_with_fan_in(backend):
                                               "readout_weight_sum": 3.0}))
         ro, st = engine.readout, engine.state
 
-        def sums() -> torch.Tensor:
-            return torch.zeros(ro.target_sum.numel(), dtype=torch.float64).index_add_(0, ro.post_local, st.w[ro.pos].double())
+        def sums(ro: Any = ro, st: Any = st) -> torch.Tensor:  # bound to this iteration's readout and state
+            return torch.zeros(ro.target_sum.numel(),
+                               dtype=torch.float64).index_add_(0, ro.post_local, st.w[ro.pos].double())
 
         assert sums().mean().item() == pytest.approx(expected, rel=0.1)  # the initial draw: the sum on average
         x = torch.rand(64, generator=torch.Generator().manual_seed(1)).tolist()

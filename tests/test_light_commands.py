@@ -26,7 +26,8 @@ def test_status_and_feed_do_not_import_the_engine_stack(tmp_path: Path, command:
     (state / "inbox").mkdir(parents=True)
     src = tmp_path / "a.jsonl"
     src.write_text('{"text": "hello"}\n')
-    args = ["status", "--state-dir", str(state)] if command == "status" else ["feed", "--state-dir", str(state), str(src)]
+    args = ["status", "--state-dir",
+            str(state)] if command == "status" else ["feed", "--state-dir", str(state), str(src)]
     out = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
@@ -62,7 +63,8 @@ import json, sys
 from fumd.cli import main
 code = main(sys.argv[1:])
 print(json.dumps({"code": code, "loaded": sorted(m for m in %r if m in sys.modules)}))
-""" % (("scipy.optimize", "scipy.special", "scipy.linalg", "skopt", "sklearn", "matplotlib", "norse", "networkx", "h5py"),)
+""" % (("scipy.optimize", "scipy.special", "scipy.linalg", "skopt", "sklearn", "matplotlib", "norse", "networkx",
+        "h5py"),)
 
 
 def test_daemon_start_imports_only_what_the_loop_needs(tmp_path: Path) -> None:
@@ -75,8 +77,8 @@ def test_daemon_start_imports_only_what_the_loop_needs(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "fumd.toml")
     state = tmp_path / "state"
     for _ in range(2):  # the first start builds a network, the second restores its checkpoint
-        out = subprocess.run([sys.executable, "-c", DAEMON_PROBE, "run", "--state-dir", str(state), "--config", str(cfg),
-                              "--exit-when-idle"], capture_output=True, text=True, timeout=120)
+        out = subprocess.run([sys.executable, "-c", DAEMON_PROBE, "run", "--state-dir", str(state), "--config",
+                              str(cfg), "--exit-when-idle"], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr[-3000:]
         report = json.loads(out.stdout.strip().splitlines()[-1])
         assert report == {"code": 0, "loaded": []}

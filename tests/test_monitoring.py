@@ -54,8 +54,12 @@ OPERATIONS = ROOT / "docs" / "operations.md"
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package 'prometheus'; setup.sh installs it where apt is available)")
-needs_prometheus = pytest.mark.skipif(PROMETHEUS is None, reason="prometheus not installed (Debian package 'prometheus'; setup.sh installs it where apt is available)")
+needs_promtool = pytest.mark.skipif(PROMTOOL is None,
+                                    reason="promtool not installed (Debian package 'prometheus'; setup.sh installs it "
+                                           "where apt is available)")
+needs_prometheus = pytest.mark.skipif(PROMETHEUS is None,
+                                      reason="prometheus not installed (Debian package 'prometheus'; setup.sh installs "
+                                             "it where apt is available)")
 
 # Series Prometheus makes itself (not in the daemon's /metrics).
 SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
@@ -77,7 +81,8 @@ _TOKEN = re.compile(r"""
   | (?P<ident>[a-zA-Z_:][a-zA-Z0-9_:]*)
   | (?P<op>==|!=|>=|<=|=~|!~|[-+*/%^<>=,:@(){}\[\]])
 """, re.VERBOSE)
-AGGREGATIONS = {"sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk", "topk", "quantile"}
+AGGREGATIONS = {"sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk", "topk",
+                "quantile"}
 GROUPING = {"by", "without", "on", "ignoring", "group_left", "group_right"}
 KEYWORDS = AGGREGATIONS | GROUPING | {"bool", "offset", "and", "or", "unless", "atan2", "inf", "nan"}
 COMPARISONS = {"==", "!=", ">", "<", ">=", "<="}
@@ -281,7 +286,8 @@ def test_dashboard_follows_grafana_json_model() -> None:
                 assert (x, y) not in cells, f"{where} overlaps panel {cells[(x, y)]}"
                 cells[(x, y)] = p["id"]
         if p["type"] == "row":
-            assert g["w"] == 24 and g["h"] == 1 and isinstance(p.get("collapsed"), bool) and isinstance(p.get("panels"), list), where
+            assert g["w"] == 24 and g["h"] == 1, where
+            assert isinstance(p.get("collapsed"), bool) and isinstance(p.get("panels"), list), where
             assert "targets" not in p, where
             continue
         assert p["datasource"] == {"type": "prometheus", "uid": ds_uid}, where
@@ -353,7 +359,8 @@ def test_alert_rules_are_complete_and_documented() -> None:
         assert rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]
         assert {"summary", "description", "runbook"} <= set(rule["annotations"]), rule["alert"]
         doc, _, anchor = rule["annotations"]["runbook"].partition("#")
-        assert doc == "docs/operations.md" and anchor in anchors, f"{rule['alert']}: runbook anchor #{anchor} not in docs/operations.md"
+        assert doc == "docs/operations.md" and anchor in anchors, \
+            f"{rule['alert']}: runbook anchor #{anchor} not in docs/operations.md"
         for name in metric_names(rule["expr"]):
             assert name == "up" or name.startswith(("fumd_", "process_")), (rule["alert"], name)
 
@@ -394,7 +401,7 @@ def test_promtool_test_rules() -> None:
 # ---------------------------------------------------------------------------------------------
 # the live daemon and a real Prometheus
 def _jobs_toml() -> str:
-    cadence = dict(zip(JOBS, (40, 25, 30, 20, 35, 15)))
+    cadence = dict(zip(JOBS, (40, 25, 30, 20, 35, 15), strict=True))
     extra = {"criticality": "min_avalanches = 100\n"}  # a fitted index within ~40 cycles
     return "".join(f"\n[jobs.{name}]\nenabled = true\nevery_cycles = {every}\n{extra.get(name, '')}"
                    for name, every in cadence.items())
@@ -472,7 +479,8 @@ def _start_prometheus(tmp: Path, target: str, log: Any) -> tuple[subprocess.Pope
     job.update(scrape_interval="1s", scrape_timeout="1s", static_configs=[{"targets": [target]}])
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(conf))
     port = _free_port()
-    proc = subprocess.Popen([PROMETHEUS, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
+    proc = subprocess.Popen([PROMETHEUS, f"--config.file={tmp / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={tmp / 'data'}",
                              f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
                             stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
     base = f"http://127.0.0.1:{port}"
@@ -497,7 +505,8 @@ def daemon(live: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def prometheus(live: dict[str, Any]) -> str:
     if live["prometheus"] is None:
-        pytest.skip("prometheus not installed (Debian package 'prometheus'; setup.sh installs it where apt is available)")
+        pytest.skip("prometheus not installed (Debian package 'prometheus'; setup.sh installs it where apt is "
+                    "available)")
     return live["prometheus"]
 
 
@@ -600,12 +609,14 @@ def _rules(base: str) -> list[dict[str, Any]]:
 @needs_prometheus
 def test_down_alert_input_and_stall_inputs_follow_the_daemon(prometheus: str, daemon: dict[str, Any]) -> None:
     """The live values behind FumdDown / FumdStalled / FumdInputsFailing are the expected ones."""
-    assert _value(prometheus, 'max_over_time(up{job="fumd"}[30s])') == 1.0  # (one 1 s scrape may time out on a busy machine)
+    # (one 1 s scrape may time out on a busy machine)
+    assert _value(prometheus, 'max_over_time(up{job="fumd"}[30s])') == 1.0
     assert _value(prometheus, 'fumd_queue_depth{job="fumd"}') == 0.0
     assert _value(prometheus, 'sum(fumd_input_files_total{job="fumd", status="failed"})') == 1.0
     assert _value(prometheus, 'sum(fumd_records_total{job="fumd", outcome="failed"})') == 1.0
     assert _value(prometheus, 'fumd_input_files_failed_total{job="fumd", reason="unsupported_extension"}') == 1.0
     assert _value(prometheus, 'sum by (job) (fumd_job_runs_total{job="fumd"}) > 0') is not None
-    assert {r["metric"]["exported_job"] for r in query(prometheus, 'fumd_job_runs_total{job="fumd"}')["data"]["result"]} == set(JOBS)
+    assert {r["metric"]["exported_job"]
+            for r in query(prometheus, 'fumd_job_runs_total{job="fumd"}')["data"]["result"]} == set(JOBS)
     index = _value(prometheus, 'fumd_job_output{job="fumd", exported_job="criticality", key="criticality_index"}')
     assert index is not None and index >= 0  # fitted (not NaN) within the run

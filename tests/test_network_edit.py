@@ -30,7 +30,8 @@ def cell_id(state: NetworkState, idx: torch.Tensor) -> torch.Tensor:
 
 def synapse_table(state: NetworkState) -> dict[tuple[int, int], tuple[float, float, bool]]:
     pre, post = cell_id(state, state.pre_index()), cell_id(state, state.col.long())
-    rows = zip(pre.tolist(), post.tolist(), state.w.tolist(), state.e.float().tolist(), state.persistent.tolist())
+    rows = zip(pre.tolist(), post.tolist(), state.w.tolist(), state.e.float().tolist(), state.persistent.tolist(),
+               strict=True)
     return {(a, b): (w, e, p) for a, b, w, e, p in rows}
 
 
@@ -61,7 +62,8 @@ def test_add_neurons_inserts_excitatory_before_inhibitory_and_keeps_everything_a
     edit.check_invariants(st)
     assert st.n == n0 + 10 and st.n_exc == e0 + 8 and st.structure_version == v0 + 1
     assert grown.new_index.tolist() == list(range(e0, e0 + 8)) + [n0 + 8, n0 + 9]
-    assert grown.old_to_new[:e0].tolist() == list(range(e0)) and grown.old_to_new[e0:].tolist() == list(range(e0 + 8, n0 + 8))
+    assert grown.old_to_new[:e0].tolist() == list(range(e0))
+    assert grown.old_to_new[e0:].tolist() == list(range(e0 + 8, n0 + 8))
     assert torch.equal(st.tau_mem[e0 + 8 : n0 + 8], old_inh_params)  # the inhibitory block moved up intact
     # designated neurons renumbered to the same neurons
     assert torch.equal(cell_id(st, torch.cat([st.input_idx, st.output_idx.reshape(-1)])), des_cells)
@@ -71,7 +73,8 @@ def test_add_neurons_inserts_excitatory_before_inhibitory_and_keeps_everything_a
     assert len(after) == len(before) + grown.synapses_added and grown.synapses_added > 0
     new = grown.new_index
     assert bool((st.v[new] == engine.config.lif.v_reset).all()) and bool((st.cluster[new] == 3).all())
-    assert int(st.activity[new].sum()) == 0 and float(st.rate_ema[new].abs().sum()) == 0.0 and not bool(st.last_spikes[new].any())
+    assert int(st.activity[new].sum()) == 0 and float(st.rate_ema[new].abs().sum()) == 0.0
+    assert not bool(st.last_spikes[new].any())
     assert bool((st.tau_mem[new] >= 10.0).all()) and bool((st.tau_mem[new] <= 30.0).all())
     # new synapses: both directions, weights from U(0, 0.3) with the presynaptic sign, fresh trace
     pre, post = st.pre_index(), st.col.long()
@@ -95,8 +98,8 @@ def test_add_neurons_per_neuron_clusters_and_full_grid_grows_the_grid():
     st = engine.state
     side = int(st.grid_xy.max()) + 1  # 400 neurons on 20 x 20: full
     clusters = torch.tensor([0, 1, 2, 0, 5])
-    grown = edit.add_neurons(st, 4, 1, cluster=clusters, init=edit.NeuronInit(), generator=torch.Generator().manual_seed(0),
-                             fan_out=5, fan_in=7)
+    grown = edit.add_neurons(st, 4, 1, cluster=clusters, init=edit.NeuronInit(),
+                             generator=torch.Generator().manual_seed(0), fan_out=5, fan_in=7)
     edit.check_invariants(st)
     assert int(st.grid_xy.max()) + 1 == side + 1
     assert st.cluster[grown.new_index].tolist() == clusters.tolist()
@@ -186,12 +189,12 @@ def test_add_synapses_to_state_skips_duplicates_and_applies_dale():
     post = torch.tensor([existing_post, 3, 200, 5, 200])
     nnz = st.nnz
     taken = set((st.pre_index() * st.n + st.col.long()).tolist())
-    fresh = [(int(a), int(b)) for a, b in zip(pre, post) if a != b and int(a) * st.n + int(b) not in taken]
+    fresh = [(int(a), int(b)) for a, b in zip(pre, post, strict=True) if a != b and int(a) * st.n + int(b) not in taken]
     added = edit.add_synapses_to_state(st, pre, post, torch.full((5,), -0.2))  # sign comes from the presynaptic type
     edit.check_invariants(st)
     assert added == len(fresh) and st.nnz == nnz + added
     w = st.w[edit.find_synapses(st, torch.tensor([a for a, _ in fresh]), torch.tensor([b for _, b in fresh]))]
-    for (a, _b), value in zip(fresh, w.tolist()):
+    for (a, _b), value in zip(fresh, w.tolist(), strict=True):
         assert value == pytest.approx(-0.2 if a >= st.n_exc else 0.2)
     assert_round_trip(engine)
 
@@ -206,14 +209,16 @@ def test_sample_near_is_distance_biased_and_respects_exclusions(monkeypatch, den
     centers_idx = torch.tensor([0, 820, 1599] * 20)
     cand = torch.ones(side * side, dtype=torch.bool)
     cand[::2] = False
-    out = edit.sample_near(xy, xy[centers_idx], 10, 5.0, torch.Generator().manual_seed(0), candidates=cand, exclude=centers_idx)
+    out = edit.sample_near(xy, xy[centers_idx], 10, 5.0, torch.Generator().manual_seed(0), candidates=cand,
+                           exclude=centers_idx)
     assert out.shape == (60, 10) and bool((out >= 0).all())
     assert bool(cand[out].all()) and not bool((out == centers_idx[:, None]).any())
     assert all(torch.unique(row).numel() == 10 for row in out)
     d = (xy[out].double() - xy[centers_idx][:, None].double()).norm(dim=2)
     assert 3.0 < float(d.mean()) < 13.0  # exp(-d/5): ~2 sigma, far below a uniform draw (~20)
     # independent proposals (the structural job's rejection sampler): same bias, same exclusions
-    prop = edit.propose_near(xy, xy[centers_idx], 50, 5.0, torch.Generator().manual_seed(1), candidates=cand, exclude=centers_idx)
+    prop = edit.propose_near(xy, xy[centers_idx], 50, 5.0, torch.Generator().manual_seed(1), candidates=cand,
+                             exclude=centers_idx)
     usable = prop >= 0
     assert float(usable.float().mean()) > 0.15 and bool(cand[prop[usable]].all())  # corners lose 3/4 of the offsets
     assert not bool((prop == centers_idx[:, None]).any())

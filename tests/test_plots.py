@@ -19,7 +19,7 @@ FIGURES = ("raster.png", "weights.png", "cluster_rates.png", "reward.png", "clus
 def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("plots")
     extra = "".join(f"\n[jobs.{name}]\nenabled = true\nevery_cycles = {every}\n"
-                    for name, every in zip(JOBS, (40, 25, 30, 20, 35, 15)))
+                    for name, every in zip(JOBS, (40, 25, 30, 20, 35, 15), strict=True))
     cfg = write_config(tmp / "fumd.toml", every_cycles=100, extra=extra)
     state = tmp / "state"
     drop(labelled_files(tmp / "src", 4, 50, seed=4), state / "inbox")
@@ -53,7 +53,8 @@ def test_make_plots_renders_every_figure_from_a_real_state_dir(state_dir: Path, 
     assert summed.shape == (k, k) and sizes.sum() == state["network.cluster"].numel()
     assert np.isclose(summed.sum(), float(state["network.w"].double().sum()))
     sizes_ring = avalanche_sizes(state)
-    assert sizes_ring.size == min(int(state["jobs.criticality.sizes.count"]), state["jobs.criticality.sizes.buf"].numel())
+    assert sizes_ring.size == min(int(state["jobs.criticality.sizes.count"]),
+                                  state["jobs.criticality.sizes.buf"].numel())
     assert sizes_ring.min() >= 1
 
 
@@ -77,5 +78,6 @@ def test_missing_history_skips_figures_and_no_checkpoint_is_an_error(state_dir: 
     (bare / "checkpoints").symlink_to(state_dir / "checkpoints")  # checkpoint, no history
     names = [p.name for p in make_plots(bare, tmp_path / "some")]
     assert names == ["weights.png", "cluster_graph.png", "avalanches.png"]
-    out = subprocess.run(fumd_cmd("plot", "--state-dir", str(tmp_path / "nothing")), capture_output=True, text=True, timeout=120)
+    out = subprocess.run(fumd_cmd("plot", "--state-dir", str(tmp_path / "nothing")), capture_output=True, text=True,
+                         timeout=120)
     assert out.returncode == 2 and "no checkpoint" in out.stderr

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from fumd.analysis.probe import (
-    CONVERGENCE_BINS, POPULATIONS, drive_shares, input_convergence, participation_ratio, population_masks, probe,
+    CONVERGENCE_BINS,
+    POPULATIONS,
+    drive_shares,
+    input_convergence,
+    participation_ratio,
+    population_masks,
+    probe,
     repeatability,
 )
 from fumd.cli import main
@@ -37,7 +43,8 @@ def blobs(n: int, seed: int = 0) -> list[tuple[list[float], str]]:
 # -- pure functions ----------------------------------------------------------------------------
 def test_participation_ratio_of_rank_one_and_isotropic_counts() -> None:
     rng = np.random.default_rng(0)
-    assert participation_ratio(rng.normal(size=(500, 1)) @ rng.normal(size=(1, 40)) + 7.0) == pytest.approx(1.0, abs=1e-9)
+    assert participation_ratio(rng.normal(size=(500,
+                                                1)) @ rng.normal(size=(1, 40)) + 7.0) == pytest.approx(1.0, abs=1e-9)
     assert participation_ratio(rng.normal(size=(20000, 20))) == pytest.approx(20.0, rel=0.03)
     for shape in ((30, 80), (80, 30)):  # both Gram matrices agree with the eigenvalues
         x = rng.normal(size=shape) * rng.uniform(0.1, 3.0, size=shape[1])
@@ -139,10 +146,12 @@ def test_command_probes_a_checkpoint_without_touching_it(tmp_path: Path, capsys:
     for features, label in blobs(10, seed=7):
         engine.cycle({"x": features, "label": label})
     state = tmp_path / "state"
-    write_checkpoint(state / "checkpoints", engine.state_dict(), {"config": engine.config.to_dict()}, step=engine.steps_done)
+    write_checkpoint(state / "checkpoints", engine.state_dict(), {"config": engine.config.to_dict()},
+                     step=engine.steps_done)
     digest = inspect_checkpoint(state)["state_sha256"]
     records = tmp_path / "blobs.jsonl"
-    records.write_text("".join(json.dumps({"id": str(i), "x": x, "label": y}) + "\n" for i, (x, y) in enumerate(blobs(400, seed=8))))
+    records.write_text("".join(json.dumps({"id": str(i), "x": x, "label": y}) + "\n" for i,
+                               (x, y) in enumerate(blobs(400, seed=8))))
     out = tmp_path / "probe.json"
     code = main(["probe", "--state-dir", str(state), "--records", str(records), "--inputs", "250", "--warmup", "30",
                  "--repeats", "60", "--quiet", "--out", str(out)])
@@ -163,8 +172,8 @@ def test_command_probes_a_checkpoint_without_touching_it(tmp_path: Path, capsys:
     (["--stream", "nope", "--neurons", "500"], "unknown stream 'nope'"),
     (["--state-dir", "{tmp}/missing", "--stream", "rbf"], "no such state directory"),
     (["--state-dir", "{tmp}", "--stream", "rbf"], "no checkpoint"),
-    (["--state-dir", "{tmp}", "--stream", "rbf", "--neurons", "500"], "--config and --neurons configure a fresh network"),
-])
+    (["--state-dir", "{tmp}", "--stream", "rbf", "--neurons", "500"],
+     "--config and --neurons configure a fresh network"), ])
 def test_bad_requests_fail_with_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                     args: list[str], message: str) -> None:
     code = main(["probe", *[a.format(tmp=tmp_path) for a in args]])

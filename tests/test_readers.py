@@ -33,7 +33,8 @@ def test_a_depth_bomb_fails_only_its_own_line() -> None:
 def test_unicode_line_separators_inside_json_strings_do_not_cut_records(separator: str) -> None:
     """Item 7: valid JSON written with ensure_ascii=False; JSON Lines are split on \\n only."""
     records = [{"id": f"r{i}", "text": f"before{separator}after {i}"} for i in range(3)]
-    data = "\n".join(json.dumps(r, ensure_ascii=False) for r in records[:2]) + "\n\n" + json.dumps(records[2], ensure_ascii=False) + "\r\n"
+    data = "\n".join(json.dumps(r, ensure_ascii=False)
+                     for r in records[:2]) + "\n\n" + json.dumps(records[2], ensure_ascii=False) + "\r\n"
     items = read_input_file(data.encode(), "u.jsonl", 100)
     assert [i.where for i in items] == ["line 1", "line 2", "line 4"]
     assert [i.record for i in items] == records

@@ -6,7 +6,7 @@ import signal
 from pathlib import Path
 
 from fumd.daemon.config import RELOADABLE_SECTIONS, ServiceConfig, changed_keys, config_from_mapping, reloadable_changes
-from tests.daemon_harness import log_events, drop, kill, labelled_files, running, start, wait_for, write_config
+from tests.daemon_harness import drop, kill, labelled_files, log_events, running, start, wait_for, write_config
 
 
 def test_every_changed_key_is_applied_or_named() -> None:
@@ -22,7 +22,8 @@ def test_every_changed_key_is_applied_or_named() -> None:
 
 
 def test_sighup_disables_a_job_and_names_what_needs_a_restart(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path / "fumd.toml", every_cycles=1000, extra="\n[jobs.decay]\nevery_cycles = 3\n[jobs.tuning]\nevery_cycles = 2\n")
+    cfg = write_config(tmp_path / "fumd.toml", every_cycles=1000,
+                       extra="\n[jobs.decay]\nevery_cycles = 3\n[jobs.tuning]\nevery_cycles = 2\n")
     state = tmp_path / "state"
     log = tmp_path / "state.log"
     files = labelled_files(tmp_path / "src", 2, 12)
@@ -35,7 +36,8 @@ def test_sighup_disables_a_job_and_names_what_needs_a_restart(tmp_path: Path) ->
         text = cfg.read_text().replace("[jobs.tuning]\nevery_cycles = 2\n", "[jobs.tuning]\nenabled = false\n")
         cfg.write_text(text.replace("port = 0", "port = 1").replace("neurons = 400", "neurons = 500"))
         proc.send_signal(signal.SIGHUP)
-        reloaded = wait_for(lambda: next((e for e in log_events(log) if e["event"] == "config_reloaded"), None), what="reload")
+        reloaded = wait_for(lambda: next((e for e in log_events(log) if e["event"] == "config_reloaded"), None),
+                            what="reload")
         assert reloaded["applied"] == ["jobs.tuning.enabled", "jobs.tuning.every_cycles"]
         assert reloaded["needs_restart"] == ["network.neurons", "metrics.port"]
         mark = len(log_events(log))

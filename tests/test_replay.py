@@ -106,4 +106,5 @@ def test_replay_keeps_absent_classes_after_a_class_incremental_shift():
 
     with_replay, without = retention(2.0), retention(0.0)
     assert with_replay >= 0.7, f"retention with replay {with_replay:.2f} (measured 0.87)"
-    assert without <= 0.5, f"retention without replay {without:.2f} (measured 0.31): the test no longer shows forgetting"
+    assert without <= 0.5, \
+        f"retention without replay {without:.2f} (measured 0.31): the test no longer shows forgetting"

@@ -6,7 +6,18 @@ import urllib.request
 from pathlib import Path
 
 from fumd.daemon.restarts import RestartTracker
-from tests.daemon_harness import log_events, drop, kill, labelled_files, run_to_idle, running, start, status, wait_for, write_config
+from tests.daemon_harness import (
+    drop,
+    kill,
+    labelled_files,
+    log_events,
+    run_to_idle,
+    running,
+    start,
+    status,
+    wait_for,
+    write_config,
+)
 
 
 def _gauge(state: Path, name: str) -> float:
@@ -28,7 +39,7 @@ def test_leftover_of_an_interrupted_write_is_cleaned_quietly_and_a_crash_loop_is
     for expected in (0, 1):  # two starts killed before they could checkpoint: a crash loop
         proc = start(state, cfg)
         try:
-            wait_for(lambda: running(state, proc), what="daemon start")
+            wait_for(lambda proc=proc: running(state, proc), what="daemon start")
             assert _gauge(state, "fumd_restarts_without_progress") == expected
             assert _gauge(state, 'fumd_errors_total{kind="checkpoint_unusable"}') == 0
         finally:

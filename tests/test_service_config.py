@@ -58,7 +58,8 @@ def test_sighup_applies_only_reloadable_sections() -> None:
 
 # -- issue 10: config and machine errors are one line naming the key or path --------------------
 
-def test_a_config_path_that_is_a_directory_or_unreadable_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_config_path_that_is_a_directory_or_unreadable_is_a_config_error(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="is a directory, not a config file"):
         load_config(tmp_path)
     cfg = tmp_path / "fumd.toml"
@@ -124,8 +125,10 @@ def test_a_state_dir_the_daemon_cannot_write_is_refused() -> None:
                 return str(exc)
             return "accepted"
 
-        assert as_nobody(lambda: check("missing")) == f"state directory {base / 'missing'}: cannot create it: Permission denied (--state-dir)"
-        assert as_nobody(lambda: check("full")) == f"state directory {base / 'full'}: not writable: Permission denied (--state-dir)"
+        assert as_nobody(lambda: check("missing")) == \
+            f"state directory {base / 'missing'}: cannot create it: Permission denied (--state-dir)"
+        assert as_nobody(lambda: check("full")) == \
+            f"state directory {base / 'full'}: not writable: Permission denied (--state-dir)"
     finally:
         shutil.rmtree(base)
 

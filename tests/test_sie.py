@@ -40,7 +40,7 @@ def test_habituation_rises_on_repeats_and_decays():
     for _ in range(5):
         h, levels = habituation_update(levels, 1, 0.2, 0.99)
         seen.append(h)
-    assert all(b > a for a, b in zip(seen, seen[1:])) and seen[-1] < 1
+    assert all(b > a for a, b in zip(seen, seen[1:], strict=False)) and seen[-1] < 1
     h0, levels2 = habituation_update(levels, -1, 0.2, 0.99)
     assert h0 == 0.0 and float(levels2[1]) == pytest.approx(float(levels[1]) * 0.99)
 

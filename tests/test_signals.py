@@ -9,7 +9,17 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.daemon_harness import log_events, drop, inspect, labelled_files, run_to_idle, running, start, wait_for, write_config
+from tests.daemon_harness import (
+    drop,
+    inspect,
+    labelled_files,
+    log_events,
+    run_to_idle,
+    running,
+    start,
+    wait_for,
+    write_config,
+)
 
 
 def _catches(pid: int, sig: int) -> bool:
@@ -41,7 +51,8 @@ def test_sighup_every_100_ms_through_start_up_and_shutdown_never_kills(tmp_path:
         wait_for(lambda: _catches(proc.pid, signal.SIGHUP) or proc.poll() is not None, timeout=30, what="handlers")
         window = time.monotonic() - handled_after
         assert window < 1.0, f"signal handlers installed only after {window:.2f} s"
-        sent = _storm(proc, signal.SIGHUP, lambda: running(state, proc) and len(list((state / "outbox").glob("*.results.jsonl"))) == 2)
+        sent = _storm(proc, signal.SIGHUP, lambda: running(state, proc)
+                      and len(list((state / "outbox").glob("*.results.jsonl"))) == 2)
         assert proc.poll() is None and sent >= 5
         proc.send_signal(signal.SIGTERM)
         sent += _storm(proc, signal.SIGHUP, lambda: False, limit=60)  # until it has exited
@@ -67,7 +78,8 @@ def test_sigterm_at_any_moment_of_start_up_is_a_clean_stop(tmp_path: Path) -> No
         proc = start(state, cfg)
         try:
             spawned = time.monotonic()
-            wait_for(lambda: _catches(proc.pid, signal.SIGTERM) or proc.poll() is not None, timeout=30, what="handlers")
+            wait_for(lambda proc=proc: _catches(proc.pid, signal.SIGTERM) or proc.poll() is not None, timeout=30,
+                     what="handlers")
             assert time.monotonic() - spawned < 1.0, "SIGTERM handled only after the heavy imports"
             time.sleep(delay)
             _storm(proc, signal.SIGTERM, lambda: False, limit=60)  # every 100 ms until it exits

@@ -18,7 +18,8 @@ from fumd.persistence.checkpoint import state_digest
 from tests.conftest import small_config
 
 HISTORY = 8
-COUNTS = ("synapses_rewired", "inhibitory_added", "synapses_added", "synapses_removed", "neurons_removed", "neurons_added")
+COUNTS = ("synapses_rewired", "inhibitory_added", "synapses_added", "synapses_removed", "neurons_removed",
+          "neurons_added")
 
 
 def tensor_digest(*tensors: torch.Tensor) -> str:
@@ -59,15 +60,18 @@ def provoked_engine(too_dense: bool) -> Engine:
 
 # (dense, too_dense): per event (plan digest, counts), then the final engine state's digest
 GOLDEN_EVENTS = {
-    (True, True): [('286a6ba41e56150a', dict(zip(COUNTS, (294.0, 58.0, 324.0, 789.0, 12.0, 12.0)))),
-                   ('503b9ab8d133c533', dict(zip(COUNTS, (274.0, 54.0, 314.0, 726.0, 12.0, 12.0)))), 'de0c60fbca632c50'],
-    (False, True): [('024272438854dc0c', dict(zip(COUNTS, (294.0, 58.0, 321.0, 789.0, 12.0, 12.0)))),
-                    ('c63e90a0766c6dca', dict(zip(COUNTS, (274.0, 49.0, 314.0, 726.0, 12.0, 12.0)))), 'b0745d8d9559553f'],
-    (True, False): [('ef27a1e850154b3f', dict(zip(COUNTS, (235.0, 47.0, 704.0, 336.0, 12.0, 12.0)))),
-                    ('e680206111241ae5', dict(zip(COUNTS, (250.0, 50.0, 718.0, 363.0, 12.0, 12.0)))), '75fe23ac79a4aa4f'],
-    (False, False): [('01310dbcb68f324e', dict(zip(COUNTS, (235.0, 45.0, 698.0, 336.0, 12.0, 12.0)))),
-                     ('667530f29a95f53d', dict(zip(COUNTS, (250.0, 50.0, 721.0, 365.0, 12.0, 12.0)))), 'b396be0e1ac998d9'],
-}
+    (True, True): [('286a6ba41e56150a', dict(zip(COUNTS, (294.0, 58.0, 324.0, 789.0, 12.0, 12.0), strict=True))),
+                   ('503b9ab8d133c533', dict(zip(COUNTS, (274.0, 54.0, 314.0, 726.0, 12.0, 12.0), strict=True))),
+                   'de0c60fbca632c50'],
+    (False, True): [('024272438854dc0c', dict(zip(COUNTS, (294.0, 58.0, 321.0, 789.0, 12.0, 12.0), strict=True))),
+                    ('c63e90a0766c6dca', dict(zip(COUNTS, (274.0, 49.0, 314.0, 726.0, 12.0, 12.0), strict=True))),
+                    'b0745d8d9559553f'],
+    (True, False): [('ef27a1e850154b3f', dict(zip(COUNTS, (235.0, 47.0, 704.0, 336.0, 12.0, 12.0), strict=True))),
+                    ('e680206111241ae5', dict(zip(COUNTS, (250.0, 50.0, 718.0, 363.0, 12.0, 12.0), strict=True))),
+                    '75fe23ac79a4aa4f'],
+    (False, False): [('01310dbcb68f324e', dict(zip(COUNTS, (235.0, 45.0, 698.0, 336.0, 12.0, 12.0), strict=True))),
+                     ('667530f29a95f53d', dict(zip(COUNTS, (250.0, 50.0, 721.0, 365.0, 12.0, 12.0), strict=True))),
+                     'b396be0e1ac998d9'], }
 
 
 @pytest.mark.parametrize("dense", [True, False])

@@ -142,7 +142,8 @@ class AvalancheDetector:
         out: dict[str, Any] = {}
         out.update(self.sizes.state_dict("sizes"))
         out.update(self.per_cycle.state_dict("per_cycle"))
-        out["electrode_idx"] = self.electrode_idx.clone() if self.electrode_idx is not None else torch.zeros(0, dtype=torch.int64)
+        out["electrode_idx"] = (self.electrode_idx.clone() if self.electrode_idx is not None
+                                else torch.zeros(0, dtype=torch.int64))
         out["electrode_version"] = int(self.electrode_version)
         out["electrode_n"] = int(self.electrode_n)
         out["carry"] = torch.from_numpy(self.carry.copy())

@@ -357,7 +357,8 @@ def run_probe(*, state_dir: Path | None = None, config: Path | None = None, neur
     cfg = engine.config
     width = cfg.network.input_size
     if source.n_features is not None and source.n_features != width:
-        raise ProbeError(f"{source.name}: {source.n_features} features per input, but the network's input_size is {width}"
+        raise ProbeError(f"{source.name}: {source.n_features} features per input, but the network's input_size is "
+                         f"{width}"
                          + (" (probe it with --records of that width)" if state_dir is not None else ""))
     if raw_records is None:
         samples = source.take(inputs, seed)
@@ -393,16 +394,19 @@ def format_table(summary: Mapping[str, Any]) -> str:
     """A short human reading of a probe summary."""
     s = summary["settings"]
     source = s["stream"] or s["records"]
-    where = f"checkpoint {s['checkpoint']} (step {s['step']})" if s["network"] == "checkpoint" else f"fresh network (seed {s['network_seed']})"
+    where = (f"checkpoint {s['checkpoint']} (step {s['step']})" if s["network"] == "checkpoint"
+             else f"fresh network (seed {s['network_seed']})")
     lines = [f"fumd probe: {source}, {summary['inputs']} inputs; {where}, {s['neurons']} neurons, "
              f"{s['steps_per_input']} steps per input",
              f"{'population':<12}{'neurons':>8}{'rate Hz':>9}{'active':>8}{'cv acc':>8}{'PR':>8}{'repeat':>8}"]
     for name, p in summary["populations"].items():
         acc = p["cv_accuracy"]["mean"] if p["cv_accuracy"] else None
-        lines.append(f"{name:<12}{p['neurons']:>8}{_num(p['mean_rate_hz'], '{:.1f}'):>9}{_num(p['active_fraction'], '{:.2f}'):>8}"
-                     f"{_num(acc):>8}{_num(p['participation_ratio'], '{:.1f}'):>8}{_num(p['repeatability'], '{:.2f}'):>8}")
+        lines.append(f"{name:<12}{p['neurons']:>8}{_num(p['mean_rate_hz'], '{:.1f}'):>9}"
+                     f"{_num(p['active_fraction'], '{:.2f}'):>8}{_num(acc):>8}"
+                     f"{_num(p['participation_ratio'], '{:.1f}'):>8}{_num(p['repeatability'], '{:.2f}'):>8}")
     raw = summary["raw_features"]
-    lines.append(f"{'raw inputs':<12}{raw['features']:>8}{'':>17}{_num(raw['cv_accuracy']['mean'] if raw['cv_accuracy'] else None):>8}")
+    raw_acc = raw['cv_accuracy']['mean'] if raw['cv_accuracy'] else None
+    lines.append(f"{'raw inputs':<12}{raw['features']:>8}{'':>17}{_num(raw_acc):>8}")
     lines.append(f"chance {_num(summary['chance'])}, majority {_num(summary['majority'])}")
     d = summary["drive"]
     lines.append(f"drive onto hidden: {_num(d['input_share'])} of the excitation from input neurons, "

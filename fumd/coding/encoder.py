@@ -75,7 +75,6 @@ def poisson_refractory(
     rates_hz: torch.Tensor, since_spike: torch.Tensor, dt_ms: float, refractory_ms: float, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Spikes [T, n] (bool) and the updated steps-since-last-spike counter."""
-    steps = rates_hz.shape[0]
     lam = rates_hz * (dt_ms / 1000.0)  # spikes per step
     ref_steps = refractory_ms / dt_ms
     p = (lam / (1.0 - lam * max(ref_steps - 1.0, 0.0)).clamp(min=1e-6)).clamp(max=1.0)
@@ -86,7 +85,8 @@ def poisson_refractory(
     return refractory_torch(candidates, since_spike, ref_steps)
 
 
-def refractory_torch(candidates: torch.Tensor, since_spike: torch.Tensor, ref_steps: float) -> tuple[torch.Tensor, torch.Tensor]:
+def refractory_torch(candidates: torch.Tensor, since_spike: torch.Tensor,
+                     ref_steps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep the candidate spikes [T, n] that come ``ref_steps`` or more after the previous spike."""
     spikes = torch.zeros(candidates.shape, dtype=torch.bool, device=candidates.device)
     since = since_spike.clone()
@@ -98,7 +98,8 @@ def refractory_torch(candidates: torch.Tensor, since_spike: torch.Tensor, ref_st
     return spikes, since
 
 
-def refractory_numpy(candidates: torch.Tensor, since_spike: torch.Tensor, ref_steps: float) -> tuple[torch.Tensor, torch.Tensor]:
+def refractory_numpy(candidates: torch.Tensor, since_spike: torch.Tensor,
+                     ref_steps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``refractory_torch`` for CPU tensors, in NumPy."""
     spikes = candidates.numpy().copy()
     since = since_spike.numpy().copy()

@@ -159,7 +159,8 @@ class Checkpointer:
             loaded = load_latest(self.directory, progress=lambda: notifier.extend_timeout(60))
         except CheckpointError as exc:
             # checkpoints exist but none is usable: refuse, rather than silently start from scratch
-            raise CheckpointError(f"{exc}\nNo usable checkpoint in {self.directory}; to start a fresh network, move that directory aside.") from None
+            raise CheckpointError(f"{exc}\nNo usable checkpoint in {self.directory}; to start a fresh network, move "
+                                  "that directory aside.") from None
         if loaded is not None:
             for path, reason in loaded.skipped:
                 self.log.error("checkpoint_unusable", path=str(path), reason=reason)
@@ -179,7 +180,8 @@ def with_saved_network(engine_config: EngineConfig, loaded: LoadedCheckpoint | N
         return engine_config
     saved = loaded.meta.get("config", {})
     if "network" in saved and saved["network"] != engine_config.to_dict()["network"]:
-        log.warning("network_config_from_checkpoint", config=engine_config.to_dict()["network"], checkpoint=saved["network"])
+        log.warning("network_config_from_checkpoint", config=engine_config.to_dict()["network"],
+                    checkpoint=saved["network"])
         engine_config = engine_config.replace(network=saved["network"])
     return engine_config
 

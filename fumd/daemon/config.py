@@ -280,7 +280,8 @@ def check_state_dir(state_dir: Path) -> None:
         except FileExistsError:
             raise ConfigError(f"state directory {path}: exists and is not a directory (--state-dir)") from None
         except OSError as exc:
-            raise ConfigError(f"state directory {path}: cannot create it: {exc.strerror or exc} (--state-dir)") from None
+            raise ConfigError(f"state directory {path}: cannot create it: {exc.strerror or exc} (--state-dir)") \
+                from None
         if not path.is_dir():
             raise ConfigError(f"state directory {path}: not a directory (--state-dir)")
         probe = path / f".fumd-write-test-{os.getpid()}"

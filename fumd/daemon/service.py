@@ -32,10 +32,10 @@ from .. import __version__
 from ..engine import Engine
 from ..errors import ConfigError, InputError, InputFileError
 from ..io.inbox import Inbox, QueuedFile
-from ..jobs.registry import build_jobs, job_cadences
-from ..jobs.runner import JobRunner
 from ..io.outbox import Outbox
 from ..io.readers import InputItem, RecordProblem, read_input_file
+from ..jobs.registry import build_jobs, job_cadences
+from ..jobs.runner import JobRunner
 from ..ops.history import History
 from ..ops.logging import configure_logging, get_logger
 from ..ops.metrics import Metrics
@@ -44,9 +44,9 @@ from ..ops.status import write_status
 from ..persistence.encoding import snapshot
 from .checkpointing import Checkpointer, fault_pause, planned_engine_config, with_saved_network
 from .config import ServiceConfig, changed_keys, check_memory, check_state_dir, load_config, reloadable_changes
+from .diskspace import DiskGuard, is_disk_full
 from .ledger import Ledger, oldest_ledger_seq
 from .restarts import RestartTracker
-from .diskspace import DiskGuard, is_disk_full
 from .retention import RetentionPass
 from .signals import SignalLatch
 
@@ -185,13 +185,15 @@ class Daemon:
             self.jobs.wait_idle(self.engine)
             self.jobs.shutdown()
             self._wait_checkpoint()
-            if self.engine is not None and (self.checkpoints.cycles_since > 0 or self.checkpoints.last is None or self.completed):
+            if self.engine is not None and (self.checkpoints.cycles_since > 0 or self.checkpoints.last is None
+                                            or self.completed):
                 self._checkpoint(background=False)
             saved = self.checkpoints.cycles_since == 0 and not self.completed
             if saved:
                 self.restarts.stopped_cleanly()
             else:
-                self.log.error("final_checkpoint_failed", hint="inputs since the last checkpoint are replayed at the next start")
+                self.log.error("final_checkpoint_failed",
+                               hint="inputs since the last checkpoint are replayed at the next start")
         finally:
             self.outbox.close()
             self.inbox.close()
@@ -211,12 +213,16 @@ class Daemon:
             raise ConfigError(f"metrics.host = {host!r}: cannot resolve it: {exc.strerror or exc}") from None
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise ConfigError(f"metrics.port = {port}: already in use on {host} (another fumd? set metrics.port, 0 = any free port)") from None
+                raise ConfigError(f"metrics.port = {port}: already in use on {host} (another fumd? set metrics.port, 0 "
+                                  "= any free port)") from None
             if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
-                raise ConfigError(f"metrics.host = {host!r}: not an address of this machine: {exc.strerror or exc}") from None
+                raise ConfigError(f"metrics.host = {host!r}: not an address of this machine: "
+                                  f"{exc.strerror or exc}") from None
             if exc.errno == errno.EACCES:
-                raise ConfigError(f"metrics.port = {port}: permission denied on {host} (ports below 1024 need privileges)") from None
-            raise ConfigError(f"metrics.host = {host!r}, metrics.port = {port}: cannot listen: {exc.strerror or exc}") from None
+                raise ConfigError(f"metrics.port = {port}: permission denied on {host} (ports below 1024 need "
+                                  "privileges)") from None
+            raise ConfigError(f"metrics.host = {host!r}, metrics.port = {port}: cannot listen: "
+                              f"{exc.strerror or exc}") from None
 
     def _inbox_problem(self, event: str, **fields: Any) -> None:
         if event == "input_stuck":
@@ -243,16 +249,18 @@ class Daemon:
         stuck = self.restarts.started(loaded.path.name if loaded is not None else None)
         self.metrics.restarts_without_progress.set(stuck)
         if stuck:
-            self.log.warning("restart_without_progress", restarts=stuck, checkpoint=str(loaded.path) if loaded else None,
-                             hint="the previous start died before writing a newer checkpoint (crash loop?)")
+            self.log.warning("restart_without_progress", restarts=stuck, checkpoint=str(loaded.path) if loaded
+                             else None, hint="the previous start died before writing a newer checkpoint (crash loop?)")
         if loaded is None:
-            self.log.info("fresh_network", neurons=self.engine.state.n, synapses=self.engine.state.nnz, seed=engine_config.network.seed)
+            self.log.info("fresh_network", neurons=self.engine.state.n, synapses=self.engine.state.nnz,
+                          seed=engine_config.network.seed)
             return
         self.engine.load_state_dict(loaded.state)
         self.jobs.load_state_dict(loaded.state)
         self.ledger = Ledger.from_dict(loaded.meta["ledger"])
         self.checkpoints.restored(loaded, self.engine.steps_done)
-        self.log.info("restored", checkpoint=str(loaded.path), step=self.engine.steps_done, ledger=self.ledger.to_dict())
+        self.log.info("restored", checkpoint=str(loaded.path), step=self.engine.steps_done,
+                      ledger=self.ledger.to_dict())
 
     def _recover_queue(self) -> None:
         """After a restart: files the restored state has fully learned go to done/; files in done/
@@ -260,7 +268,8 @@ class Daemon:
         self.inbox.finish_many([qf for qf in self.inbox.queued() if self.ledger.covers_file(qf.seq)])
         for qf in self.inbox.done_files():
             if not self.ledger.covers_file(qf.seq):
-                self.log.warning("input_replayed", file=qf.name, seq=qf.seq, reason="not covered by the restored checkpoint")
+                self.log.warning("input_replayed", file=qf.name, seq=qf.seq,
+                                 reason="not covered by the restored checkpoint")
                 self.inbox.requeue(qf)
         self.outbox.drop_partials_below(self.ledger.seq)
         for path in self.outbox.recover():
@@ -320,7 +329,8 @@ class Daemon:
                 self.outbox.discard_partial(qf.seq)
                 continue
             except Exception as exc:  # noqa: BLE001 - OSError, or a reader bug: the file fails, the daemon lives
-                detail = f"{exc.strerror} ({type(exc).__name__})" if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+                detail = (f"{exc.strerror} ({type(exc).__name__})" if isinstance(exc, OSError) and exc.strerror
+                          else f"{type(exc).__name__}: {exc}")
                 err = InputFileError("unreadable", f"{qf.name}: cannot read: {detail}")
                 if not isinstance(exc, OSError):
                     self.metrics.errors.labels("reader").inc()
@@ -334,7 +344,8 @@ class Daemon:
             fresh = self.outbox.begin(qf.seq, qf.name, self.ledger.partial_bytes if resume else 0)
             self.ledger = Ledger(qf.seq, start, 0, self.inbox.next_seq)
             self.log.info("input_started", file=qf.name, seq=qf.seq, records=len(items), resume_at=start,
-                          **({} if fresh else {"results": "already published (re-learned only; the published file stands)"}))
+                          **({} if fresh
+                             else {"results": "already published (re-learned only; the published file stands)"}))
             return _OpenFile(qf, items, start)
         return None
 
@@ -376,7 +387,8 @@ class Daemon:
         except Exception as exc:  # noqa: BLE001 - a bug must not take the service down; it is counted and logged
             self.metrics.errors.labels("cycle").inc()
             self.log.exception("cycle_error", file=cur.queued.name, where=item.where)
-            self._record_failed(base, item.record.get("id"), "internal_error", f"{item.where}: {type(exc).__name__}: {exc}")
+            self._record_failed(base, item.record.get("id"), "internal_error",
+                                f"{item.where}: {type(exc).__name__}: {exc}")
             return
         seconds = time.perf_counter() - started
         self.checkpoints.cycles_since += 1
@@ -396,7 +408,8 @@ class Daemon:
         self.metrics.records.labels("failed").inc()
         self.metrics.records_failed.labels(reason).inc()
         self.log.warning("record_rejected", file=base["file"], where=base["where"], reason=reason, message=message)
-        self.outbox.append({**base, "id": rid if isinstance(rid, (str, int)) else None, "error": {"reason": reason, "message": message}})
+        self.outbox.append({**base, "id": rid if isinstance(rid, (str, int)) else None,
+                            "error": {"reason": reason, "message": message}})
 
     def _count_failed_file(self, name: str, reason: str, message: str) -> None:
         self.metrics.files.labels("failed").inc()
@@ -452,7 +465,8 @@ class Daemon:
         self._prune_publication_records()
         self.restarts.progressed(info.path.name)
         self.metrics.restarts_without_progress.set(0)
-        self.log.info("checkpoint_written", path=str(info.path), step=info.step, bytes=info.bytes, seconds=round(info.seconds, 3))
+        self.log.info("checkpoint_written", path=str(info.path), step=info.step, bytes=info.bytes,
+                      seconds=round(info.seconds, 3))
         self._write_status(force=True)
 
     def _wait_checkpoint(self) -> None:
@@ -475,7 +489,8 @@ class Daemon:
     def _reload_config(self) -> None:
         self.notifier.reloading()
         try:
-            new = load_config(self.config_path, seed=self.config.engine.network.seed) if self.config_path else self.config
+            new = load_config(self.config_path,
+                              seed=self.config.engine.network.seed) if self.config_path else self.config
         except Exception as exc:  # noqa: BLE001 - a bad file (or a bug) never takes the daemon down: it keeps its config
             self.metrics.errors.labels("config_reload").inc()
             if isinstance(exc, ConfigError):
@@ -495,7 +510,8 @@ class Daemon:
         self.config = applied
         self.inbox.max_file_bytes = self.config.inbox.max_file_bytes
         self.inbox.settle_seconds = self.config.inbox.settle_seconds
-        self.history.every_cycles, self.history.max_bytes = self.config.history.every_cycles, self.config.history.max_bytes
+        self.history.every_cycles = self.config.history.every_cycles
+        self.history.max_bytes = self.config.history.max_bytes
         configure_logging(self.config.log.level, self.config.log.format)
         self.log.info("config_reloaded", applied=changed, needs_restart=needs_restart)
         self.notifier.ready(status="config reloaded")
@@ -523,7 +539,8 @@ class Daemon:
         new.on_run = old.on_run
         self.jobs = new
         new.start()
-        self.log.info("jobs_rescheduled", jobs=sorted(new.jobs), cadences={k: list(v) for k, v in new.cadences.items() if k in new.jobs})
+        self.log.info("jobs_rescheduled", jobs=sorted(new.jobs),
+                      cadences={k: list(v) for k, v in new.cadences.items() if k in new.jobs})
         return True
 
     # -- disk -------------------------------------------------------------------------------
@@ -568,8 +585,8 @@ class Daemon:
             "queue_depth": queue_depth, "current_file": self.current.queued.name if self.current else None,
             "ledger": self.ledger.to_dict(), "last_checkpoint": self.checkpoints.last,
             "cycles_per_s": len(self._rate_window) / 10.0,
-            "metrics_url": f"http://{self.config.metrics.host}:{self.metrics_port}/metrics" if self.metrics_port else None,
-        }
+            "metrics_url": f"http://{self.config.metrics.host}:{self.metrics_port}/metrics" if self.metrics_port
+            else None, }
         try:
             write_status(self.state_dir, status)
         except OSError as exc:  # status is a view, not state: a full disk must not stop the loop

@@ -52,10 +52,12 @@ def run_evaluation(stream_names: str | None, seeds: list[int], opts: Any, shift:
                 run.summary.update(write_run_files(run, stream, out, opts.window))
             if progress:
                 s = run.summary
-                line = (f"retention fumd {format_score(s['fumd']['retention'])}, logistic {format_score(s['baselines']['logistic_regression']['retention'])}"
+                line = (f"retention fumd {format_score(s['fumd']['retention'])}, logistic "
+                        f"{format_score(s['baselines']['logistic_regression']['retention'])}"
                         if shift else f"last third fumd {format_score(s['fumd']['accuracy_last_third'])}, logistic "
                                       f"{format_score(s['baselines']['logistic_regression']['accuracy_last_third'])}")
-                print(f"fumd evaluate: {stream.name} seed {seed}: {line} ({run.loop.seconds:.1f} s)", file=sys.stderr, flush=True)
+                print(f"fumd evaluate: {stream.name} seed {seed}: {line} ({run.loop.seconds:.1f} s)", file=sys.stderr,
+                      flush=True)
             example = example or run
             runs.append(run)
         blocks[stream.name] = stream_block(stream, runs)

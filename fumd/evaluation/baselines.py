@@ -33,9 +33,10 @@ def make_baselines(kind: str) -> dict[str, Any]:
     models = {
         "logistic_regression": front() | multiclass.OneVsRestClassifier(linear_model.LogisticRegression()),
         "perceptron": front() | multiclass.OneVsRestClassifier(linear_model.Perceptron()),
-        "naive_bayes": (feature_extraction.BagOfWords(on="text") | naive_bayes.MultinomialNB()) if kind == "text" else naive_bayes.GaussianNB(),
-        "hoeffding_tree": (feature_extraction.BagOfWords(on="text") | tree.HoeffdingTreeClassifier()) if kind == "text" else tree.HoeffdingTreeClassifier(),
-    }
+        "naive_bayes": (feature_extraction.BagOfWords(on="text") | naive_bayes.MultinomialNB()) if kind == "text"
+        else naive_bayes.GaussianNB(),
+        "hoeffding_tree": (feature_extraction.BagOfWords(on="text") | tree.HoeffdingTreeClassifier()) if kind == "text"
+        else tree.HoeffdingTreeClassifier(), }
     assert tuple(models) == BASELINES
     return models
 

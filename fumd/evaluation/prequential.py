@@ -27,8 +27,6 @@ from ..errors import ConfigError
 from .baselines import BASELINES, Baselines
 from .streams import Sample, Stream, engine_record, river_x
 
-
-
 # Buckets of the hashed text encoder for text streams (coding/text.py): at the daemon's default
 # input_size of 64, an offline logistic regression on the encoder's own vectors reaches only 0.75 on
 # `topics` (0.86 at 256), so 64 would measure hash collisions rather than learning.
@@ -133,7 +131,8 @@ class DaemonLoop:
         cycle_seconds = time.perf_counter() - started
         counts = self.engine.last_cycle_spikes.counts if self.engine.last_cycle_spikes is not None else None
         lif = self.engine.config.lif
-        variance = float((counts.float() * (1000.0 / (lif.steps * lif.dt_ms))).var()) if counts is not None and counts.numel() > 1 else 0.0
+        variance = (float((counts.float() * (1000.0 / (lif.steps * lif.dt_ms))).var())
+                    if counts is not None and counts.numel() > 1 else 0.0)
         self.metrics.observe_cycle(result, cycle_seconds, variance)
         self.jobs.after_cycle(self.engine, result)
         self.jobs.run_due(self.engine)
@@ -193,7 +192,8 @@ class RunResult:
 def _log_entry(i: int, phase: str, result: Any, predictions: Mapping[str, str]) -> dict[str, Any]:
     return {"i": i, "phase": phase, "label": result.label, "action": result.action, "correct": bool(result.correct),
             "total_reward": float(result.total_reward), "components": dict(result.components),
-            "rate_hz": float(result.rate_hz), "learned": getattr(result, "learned", None), "baselines": dict(predictions)}
+            "rate_hz": float(result.rate_hz), "learned": getattr(result, "learned", None),
+            "baselines": dict(predictions)}
 
 
 def _feed(loop: DaemonLoop, baselines: Baselines, stream: Stream, samples: Iterable[Sample], phase: str, start: int,
@@ -255,12 +255,14 @@ def run_prequential(stream: Stream, seed: int, opts: Options, log: Any = None) -
     scores = {name: Score(n, opts.window) for name in ("fumd", *BASELINES)}
     entries: list[dict[str, Any]] = []
     try:
-        _feed(loop, baselines, stream, itertools.islice(stream.samples(seed, n), n), "prequential", 0, scores, entries, learn=True)
+        _feed(loop, baselines, stream, itertools.islice(stream.samples(seed, n), n), "prequential", 0, scores, entries,
+              learn=True)
     finally:
         loop.close()
     labels = [e["label"] for e in entries]
     fumd = scores["fumd"].summary()
-    base = {name: {**scores[name].summary(), "seconds_per_input": baselines.seconds[name] / max(1, n)} for name in BASELINES}
+    base = {name: {**scores[name].summary(), "seconds_per_input": baselines.seconds[name] / max(1, n)}
+            for name in BASELINES}
     lr_last = base["logistic_regression"]["accuracy_last_third"]
     summary = {
         "fumd": {
@@ -308,7 +310,8 @@ def run_shift(stream: Stream, seed: int, opts: Options, log: Any = None) -> RunR
     test_a = list(itertools.islice(a_stream, n_test))
     train_b = list(itertools.islice(stream.samples(seed, total, b), n_train))
     names = ("fumd", *BASELINES)
-    plan = [("train_A", train_a, True), ("test_A_before", test_a, False), ("train_B", train_b, True), ("test_A_after", test_a, False)]
+    plan = [("train_A", train_a, True), ("test_A_before", test_a, False), ("train_B", train_b, True),
+            ("test_A_after", test_a, False)]
     scores: dict[str, dict[str, Score]] = {}
     curves: dict[str, list[float]] = {name: [] for name in names}
     phases: list[tuple[str, int, int]] = []

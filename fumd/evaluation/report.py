@@ -46,7 +46,8 @@ def stream_block(stream: Stream, runs: list[RunResult]) -> dict[str, Any]:
     if runs and runs[0].protocol == "shift":
         block["mean"] = {
             "fumd_retention": _mean(r.summary["fumd"]["retention"] for r in runs),
-            "logistic_regression_retention": _mean(r.summary["baselines"]["logistic_regression"]["retention"] for r in runs),
+            "logistic_regression_retention": _mean(r.summary["baselines"]["logistic_regression"]["retention"]
+                                                   for r in runs),
             "fumd_test_A_before": _mean(r.summary["fumd"]["test_A_before_accuracy"] for r in runs),
             "fumd_test_A_after": _mean(r.summary["fumd"]["test_A_after_accuracy"] for r in runs),
         }
@@ -58,7 +59,8 @@ def stream_block(stream: Stream, runs: list[RunResult]) -> dict[str, Any]:
                for name in BASELINES},
             "ratio_last_third": _mean(r.summary["ratio_last_third"] for r in runs),
             "collapsed": any(r.summary["fumd"]["collapse"]["collapsed"] for r in runs),
-            "max_action_share": max((r.summary["fumd"]["collapse"].get("max_action_share", 0.0) for r in runs), default=None),
+            "max_action_share": max((r.summary["fumd"]["collapse"].get("max_action_share", 0.0) for r in runs),
+                                    default=None),
             "seconds_per_input": _mean(r.summary["fumd"]["seconds_per_input"] for r in runs),
         }
     return block
@@ -80,13 +82,15 @@ def suite_block(streams: dict[str, dict[str, Any]], protocol: str) -> dict[str, 
         "streams_below_0.9": sorted(name for name, r in ratios.items() if r is not None and r < 0.9),
         "collapsed_streams": sorted(name for name, m in means.items() if m["collapsed"]),
         "mean_fumd_accuracy_last_third": _mean(m["fumd_accuracy_last_third"] for m in means.values()),
-        "mean_logistic_regression_accuracy_last_third": _mean(m["logistic_regression_accuracy_last_third"] for m in means.values()),
+        "mean_logistic_regression_accuracy_last_third":
+            _mean(m["logistic_regression_accuracy_last_third"] for m in means.values()),
         "seconds_per_input": _mean(m["seconds_per_input"] for m in means.values()),
         "streams": len(means),
     }
 
 
-def settings_block(opts: Options, seeds: list[int], protocol: str, config_path: Path | None, example: RunResult | None) -> dict[str, Any]:
+def settings_block(opts: Options, seeds: list[int], protocol: str, config_path: Path | None,
+                   example: RunResult | None) -> dict[str, Any]:
     import river
 
     from .. import __version__
@@ -165,16 +169,18 @@ def learning_curves(run: RunResult, stream: Stream, window: int) -> Any:
     if run.protocol == "shift":
         s = run.summary
         title = (f"{run.stream}, seed {run.seed}, shift A={s['domains']['A']} -> B: retention fumd "
-                 f"{format_score(s['fumd']['retention'])}, logistic {format_score(s['baselines']['logistic_regression']['retention'])}")
+                 f"{format_score(s['fumd']['retention'])}, logistic "
+                 f"{format_score(s['baselines']['logistic_regression']['retention'])}")
     else:
         s = run.summary
-        title = (f"{run.stream}, seed {run.seed}: last third fumd {format_score(s['fumd']['accuracy_last_third'])}, logistic "
-                 f"{format_score(s['baselines']['logistic_regression']['accuracy_last_third'])} (ratio {format_score(s['ratio_last_third'])})")
+        title = (f"{run.stream}, seed {run.seed}: last third fumd {format_score(s['fumd']['accuracy_last_third'])}, "
+                 f"logistic {format_score(s['baselines']['logistic_regression']['accuracy_last_third'])} (ratio "
+                 f"{format_score(s['ratio_last_third'])})")
     fig.suptitle(title, fontsize=10)
 
     # 1. rolling accuracy
     ax_acc.plot(x, run.curves["fumd"], color="black", lw=2.0, label="fumd")
-    for name, colour in zip(BASELINES, ("tab:blue", "tab:orange", "tab:green", "tab:red")):
+    for name, colour in zip(BASELINES, ("tab:blue", "tab:orange", "tab:green", "tab:red"), strict=True):
         ax_acc.plot(x, run.curves[name], color=colour, lw=1.0, alpha=0.8, label=name)
     ax_acc.axhline(1.0 / len(stream.classes), color="grey", ls=":", lw=1.0, label="chance")
     ax_acc.set_ylim(-0.02, 1.02)
@@ -198,7 +204,8 @@ def learning_curves(run: RunResult, stream: Stream, window: int) -> Any:
     ax_act.legend(**_OUTSIDE, ncol=1 if len(stream.classes) <= 6 else 2, title="dashed:\nclass share", title_fontsize=7)
 
     # 3. reward components
-    ax_rew.plot(x, rolling_mean([e["total_reward"] for e in run.log], window), color="black", lw=1.8, label="total_reward")
+    ax_rew.plot(x, rolling_mean([e["total_reward"] for e in run.log], window), color="black", lw=1.8,
+                label="total_reward")
     for name in COMPONENTS:
         ax_rew.plot(x, rolling_mean([e["components"].get(name) for e in run.log], window), lw=1.0, label=name)
     ax_rew.axhline(0.0, color="grey", lw=0.6)

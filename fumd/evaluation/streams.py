@@ -26,7 +26,8 @@ topics        synthetic text: short sentences from four topic vocabularies (belo
 Drift (``sea``, ``agrawal``) uses River's ``ConceptDriftStream`` centred on the middle of the
 requested stream length (``position = length // 2``, ``width = length // 20``), so the drift falls
 inside every run whatever ``--inputs`` is. Finite data sets (``phishing``, ``bananas``, ``wine``,
-``iris``, ``digits``, ``cancer``) are shuffled with the seed and repeated, reshuffled each pass, as long as the run needs;
+``iris``, ``digits``, ``cancer``) are shuffled with the seed and repeated, reshuffled each pass, as
+long as the run needs;
 ``wine`` and ``iris`` are so small that a 1,500-input run is 8-10 passes, which is what
 makes them a learning-speed test rather than a generalisation test (documented in
 docs/evaluation.md). Nothing is downloaded at run time: River's two data sets ship inside its wheel
@@ -78,7 +79,8 @@ class Stream:
             else:
                 yield [float(x.get(name, 0.0)) for name in self.feature_names], label
 
-    def take(self, n: int, seed: int, length: int | None = None, classes: Collection[str] | None = None) -> list[Sample]:
+    def take(self, n: int, seed: int, length: int | None = None,
+             classes: Collection[str] | None = None) -> list[Sample]:
         return list(itertools.islice(self.samples(seed, length or n, classes), n))
 
 
@@ -94,7 +96,7 @@ def river_x(stream: Stream, sample: Sample) -> dict[str, Any]:
     features, _label_ = sample
     if stream.kind == "text":
         return {"text": features}
-    return dict(zip(stream.feature_names, features))
+    return dict(zip(stream.feature_names, features, strict=False))
 
 
 def _label(y: Any) -> str:
@@ -127,7 +129,8 @@ def _sea(seed: int, length: int) -> Iterator[tuple[Any, Any]]:
 
     position, width = _drift(length)
     return iter(synth.ConceptDriftStream(
-        stream=synth.SEA(variant=0, noise=0.1, seed=seed), drift_stream=synth.SEA(variant=2, noise=0.1, seed=seed + 10_000),
+        stream=synth.SEA(variant=0, noise=0.1, seed=seed),
+        drift_stream=synth.SEA(variant=2, noise=0.1, seed=seed + 10_000),
         position=position, width=width, seed=seed + 20_000))
 
 
@@ -144,7 +147,8 @@ def _agrawal(seed: int, length: int) -> Iterator[tuple[Any, Any]]:
 def _hyperplane(seed: int, length: int) -> Iterator[tuple[Any, Any]]:
     from river.datasets import synth
 
-    return iter(synth.Hyperplane(seed=seed, n_features=10, n_drift_features=2, mag_change=0.001, noise_percentage=0.05, sigma=0.1))
+    return iter(synth.Hyperplane(seed=seed, n_features=10, n_drift_features=2, mag_change=0.001, noise_percentage=0.05,
+                                 sigma=0.1))
 
 
 # -- finite data sets: shuffled with the seed, repeated, reshuffled each pass ------------------
@@ -179,7 +183,8 @@ def _sklearn_rows(loader: str) -> Callable[[], list[tuple[Any, Any]]]:
 
         bunch = getattr(sklearn.datasets, loader)()
         names = [str(n) for n in bunch.feature_names]
-        return [(dict(zip(names, map(float, row))), str(bunch.target_names[t])) for row, t in zip(bunch.data, bunch.target)]
+        return [(dict(zip(names, map(float, row), strict=True)), str(bunch.target_names[t]))
+                for row, t in zip(bunch.data, bunch.target, strict=True)]
 
     return load
 
@@ -256,13 +261,15 @@ def _build() -> dict[str, Stream]:
         Stream("sea", "numeric", tuple(range(3)), ("False", "True"),  # type: ignore[arg-type]
                "River synth.SEA(noise=0.1), ConceptDriftStream variant 0 -> 2 at the middle of the run", _sea),
         Stream("agrawal", "numeric", agrawal_features, ("0", "1"),
-               "River synth.Agrawal, ConceptDriftStream classification function 0 -> 2 at the middle of the run", _agrawal),
-        Stream("hyperplane", "numeric", tuple(range(10)), ("0", "1"),  # type: ignore[arg-type]
+               "River synth.Agrawal, ConceptDriftStream classification function 0 -> 2 at the middle of the run",
+               _agrawal), Stream("hyperplane", "numeric", tuple(range(10)), ("0", "1"),  # type: ignore[arg-type]
                "River synth.Hyperplane(n_features=10, n_drift_features=2, mag_change=0.001, noise 0.05)", _hyperplane),
         Stream("phishing", "numeric", phishing_features, ("False", "True"),
-               "River datasets.Phishing (1,250 web pages), shuffled with the seed, repeated", _finite("phishing", _river_rows("Phishing"))),
+               "River datasets.Phishing (1,250 web pages), shuffled with the seed, repeated",
+               _finite("phishing", _river_rows("Phishing"))),
         Stream("bananas", "numeric", ("1", "2"), ("False", "True"),
-               "River datasets.Bananas (5,300 points), shuffled with the seed, repeated", _finite("bananas", _river_rows("Bananas"))),
+               "River datasets.Bananas (5,300 points), shuffled with the seed, repeated",
+               _finite("bananas", _river_rows("Bananas"))),
         Stream("wine", "numeric", wine_features, ("class_0", "class_1", "class_2"),
                "scikit-learn load_wine (178 samples), shuffled with the seed, repeated (reshuffled each pass)",
                _finite("wine", _sklearn_rows("load_wine"))),
@@ -277,8 +284,8 @@ def _build() -> dict[str, Stream]:
                "scikit-learn load_breast_cancer (569 tumours, 30 features), shuffled with the seed, repeated",
                _finite("cancer", _sklearn_rows("load_breast_cancer"))),
         Stream("topics", "text", ("text",), tuple(TOPICS),
-               "synthetic text: 6-14 words from four topic vocabularies, a shared pool and 15 % other-topic noise", _topics),
-    ]
+               "synthetic text: 6-14 words from four topic vocabularies, a shared pool and 15 % other-topic noise",
+               _topics), ]
     return {s.name: s for s in specs}
 
 

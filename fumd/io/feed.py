@@ -37,7 +37,8 @@ def feed_files(files: list[Path], inbox: Path) -> list[Path]:
         if show_progress:
             width = 30
             done = width * i // len(files)
-            print(f"\r[{'#' * done}{'.' * (width - done)}] {i}/{len(files)} {src.name[:40]:<40}", end="", file=sys.stderr, flush=True)
+            print(f"\r[{'#' * done}{'.' * (width - done)}] {i}/{len(files)} {src.name[:40]:<40}", end="",
+                  file=sys.stderr, flush=True)
     if show_progress:
         print(file=sys.stderr)
     return placed

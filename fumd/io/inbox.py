@@ -270,7 +270,8 @@ class Inbox:
             pass
         fsync_dir(self.inbox)
         if self.on_problem is not None:
-            self.on_problem("admission_completed", file=name, hint="the daemon stopped between queueing the file and removing it from the inbox")
+            self.on_problem("admission_completed", file=name,
+                            hint="the daemon stopped between queueing the file and removing it from the inbox")
         return True
 
     def _stuck_file(self, name: str, st: os.stat_result, why: str) -> None:
@@ -282,19 +283,25 @@ class Inbox:
 
     def _check(self, name: str, st: os.stat_result) -> InputFileError | None:
         if not _safe_name(name):
-            return InputFileError("bad_name", f"{_printable(name)!r}: file names must be printable UTF-8 without '\\' or control characters, at most {_MAX_NAME_BYTES} bytes")
+            return InputFileError("bad_name",
+                                  f"{_printable(name)!r}: file names must be printable UTF-8 without '\\' or control "
+                                  f"characters, at most {_MAX_NAME_BYTES} bytes")
         if stat.S_ISLNK(st.st_mode):
-            return InputFileError("symlink", f"{name}: symbolic links are never followed; move the file itself into the inbox")
+            return InputFileError("symlink",
+                                  f"{name}: symbolic links are never followed; move the file itself into the inbox")
         if stat.S_ISDIR(st.st_mode):
             return InputFileError("directory", f"{name}: is a directory; put files, not directories, in the inbox")
         if not stat.S_ISREG(st.st_mode):
             return InputFileError("not_regular_file", f"{name}: not a regular file")
         if extension_of(name) not in SUPPORTED_EXTENSIONS:
-            return InputFileError("unsupported_extension", f"{name}: unsupported extension {extension_of(name) or '(none)'}; allowed: {', '.join(SUPPORTED_EXTENSIONS)}")
+            return InputFileError("unsupported_extension",
+                                  f"{name}: unsupported extension {extension_of(name) or '(none)'}; allowed: "
+                                  f"{', '.join(SUPPORTED_EXTENSIONS)}")
         if st.st_size == 0:
             return InputFileError("empty", f"{name}: the file is empty")
         if st.st_size > self.max_file_bytes:
-            return InputFileError("oversized", f"{name}: {st.st_size} bytes exceeds inbox.max_file_bytes = {self.max_file_bytes}")
+            return InputFileError("oversized",
+                                  f"{name}: {st.st_size} bytes exceeds inbox.max_file_bytes = {self.max_file_bytes}")
         return None
 
     # -- the queue ------------------------------------------------------------------------
@@ -362,13 +369,16 @@ class Inbox:
             if not stat.S_ISREG(st.st_mode):
                 raise InputFileError("not_regular_file", f"{qf.name}: not a regular file")
             if st.st_size > self.max_file_bytes:
-                raise InputFileError("oversized", f"{qf.name}: {st.st_size} bytes exceeds inbox.max_file_bytes = {self.max_file_bytes}")
+                raise InputFileError("oversized",
+                                     f"{qf.name}: {st.st_size} bytes exceeds inbox.max_file_bytes = "
+                                     f"{self.max_file_bytes}")
             with os.fdopen(fd, "rb", closefd=False) as fh:
                 data = fh.read(self.max_file_bytes + 1)
         finally:
             os.close(fd)
         if len(data) > self.max_file_bytes:  # grew since the check (written to after admission)
-            raise InputFileError("oversized", f"{qf.name}: more than inbox.max_file_bytes = {self.max_file_bytes} bytes")
+            raise InputFileError("oversized",
+                                 f"{qf.name}: more than inbox.max_file_bytes = {self.max_file_bytes} bytes")
         return data
 
     def finish(self, qf: QueuedFile) -> None:
@@ -411,7 +421,8 @@ class Inbox:
             if st is not None:  # still in the inbox: leave no trace of a rejection that did not happen
                 report_path.unlink(missing_ok=True)
                 if not isinstance(exc, FileNotFoundError):
-                    self._stuck_file(name, st, f"rejected ({error.reason}) but cannot be moved to failed/: {exc.strerror or exc}")
+                    self._stuck_file(name, st,
+                                     f"rejected ({error.reason}) but cannot be moved to failed/: {exc.strerror or exc}")
                 return None
             if not isinstance(exc, FileNotFoundError):
                 raise

@@ -78,7 +78,8 @@ def read_input_file(data: bytes, name: str, max_records: int) -> list[InputItem]
     else:
         if ext not in SUPPORTED_EXTENSIONS:
             raise InputFileError("unsupported_extension",
-                                 f"{name}: unsupported extension {ext or '(none)'}; allowed: {', '.join(SUPPORTED_EXTENSIONS)}")
+                                 f"{name}: unsupported extension {ext or '(none)'}; allowed: "
+                                 f"{', '.join(SUPPORTED_EXTENSIONS)}")
         text = _decode_utf8(data, name)
         if not text.strip():
             raise InputFileError("empty", f"{name}: the file contains only whitespace")
@@ -93,7 +94,8 @@ def read_input_file(data: bytes, name: str, max_records: int) -> list[InputItem]
     if not items:
         raise InputFileError("empty", f"{name}: no records")
     if len(items) > max_records:
-        raise InputFileError("too_many_records", f"{name}: {len(items)} records exceeds inbox.max_records_per_file = {max_records}")
+        raise InputFileError("too_many_records",
+                             f"{name}: {len(items)} records exceeds inbox.max_records_per_file = {max_records}")
     return items
 
 
@@ -144,7 +146,9 @@ def _read_jsonl(text: str, name: str, max_records: int) -> list[InputItem]:
             items.append(InputItem(where, RecordProblem("malformed_json", f"{where}: malformed JSON ({exc})")))
             continue
         if not isinstance(obj, dict):
-            items.append(InputItem(where, RecordProblem("bad_format", f"{where}: expected a JSON object, got {type(obj).__name__}")))
+            items.append(InputItem(where,
+                                   RecordProblem("bad_format",
+                                                 f"{where}: expected a JSON object, got {type(obj).__name__}")))
             continue
         items.append(InputItem(where, obj))
     return items
@@ -161,7 +165,8 @@ def _read_json(text: str, name: str) -> list[InputItem]:
         return [InputItem("record 0", obj)]
     if isinstance(obj, list):
         return [
-            InputItem(f"record {i}", o if isinstance(o, dict) else RecordProblem("bad_format", f"record {i}: expected a JSON object, got {type(o).__name__}"))
+            InputItem(f"record {i}", o if isinstance(o, dict)
+                      else RecordProblem("bad_format", f"record {i}: expected a JSON object, got {type(o).__name__}"))
             for i, o in enumerate(obj)
         ]
     raise InputFileError("bad_format", f"{name}: expected a JSON object or a list of objects, got {type(obj).__name__}")
@@ -174,7 +179,8 @@ def _read_npy(data: bytes, name: str, max_records: int) -> list[InputItem]:
     if len(shape) not in (1, 2):
         raise InputFileError("wrong_dimension", f"{name}: expected a 1-D or 2-D array, got shape {shape}")
     if len(shape) == 2 and shape[0] > max_records:
-        raise InputFileError("too_many_records", f"{name}: {shape[0]} records exceeds inbox.max_records_per_file = {max_records}")
+        raise InputFileError("too_many_records",
+                             f"{name}: {shape[0]} records exceeds inbox.max_records_per_file = {max_records}")
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any parser failure is the file's fault
@@ -200,7 +206,8 @@ def _npy_header(data: bytes, name: str) -> tuple[tuple[int, ...], np.dtype]:
         else:
             raise ValueError(f"format version {version[0]}.{version[1]} (only 1.0 and 2.0 hold plain numeric arrays)")
     except Exception as exc:  # noqa: BLE001 - a malformed header is the file's fault
-        raise InputFileError("bad_npy", f"{name}: not a plain numeric .npy array ({type(exc).__name__}: {exc})") from exc
+        raise InputFileError("bad_npy",
+                             f"{name}: not a plain numeric .npy array ({type(exc).__name__}: {exc})") from exc
     if dtype.hasobject:
         raise InputFileError("bad_npy", f"{name}: object arrays are never unpickled; expected a numeric array")
     expected = math.prod(shape) * dtype.itemsize
@@ -236,7 +243,8 @@ def _read_csv(text: str, name: str, max_records: int) -> list[InputItem]:
             if pos == len(lines) and pos - start >= 1 and "".join(lines[start - 1:pos]).count('"') % 2:
                 # a quote that never closes swallowed every later line into one cell: only the
                 # row where it opens fails, and reading resumes at the line after it
-                rows.append((start, RecordProblem("bad_csv", f"line {start}: a quote (\") opened in this row never closes")))
+                rows.append((start,
+                             RecordProblem("bad_csv", f"line {start}: a quote (\") opened in this row never closes")))
                 pos = start
                 break
             if isinstance(row, RecordProblem) or any(c.strip() for c in row):
@@ -247,7 +255,8 @@ def _read_csv(text: str, name: str, max_records: int) -> list[InputItem]:
         raise InputFileError("empty", f"{name}: no rows")
     header = None
     first_line, first = rows[0]
-    if not isinstance(first, RecordProblem) and not any(_is_number(c) for c in first):  # a header names columns; a row with any number is data
+    # a header names columns; a row with any number is data
+    if not isinstance(first, RecordProblem) and not any(_is_number(c) for c in first):
         for sep in (";", "\t", "|"):
             if any(len(parts := c.split(sep)) > 1 and sum(_is_number(p) for p in parts) >= 2 for c in first):
                 # numbers joined by another separator: taken as a header, this row would vanish
@@ -267,7 +276,9 @@ def _read_csv(text: str, name: str, max_records: int) -> list[InputItem]:
             items.append(InputItem(where, row))
             continue
         if header is not None and len(row) != len(header):
-            items.append(InputItem(where, RecordProblem("bad_format", f"{where}: {len(row)} cells, the header has {len(header)}")))
+            items.append(InputItem(where,
+                                   RecordProblem("bad_format",
+                                                 f"{where}: {len(row)} cells, the header has {len(header)}")))
             continue
         record: dict[str, Any] = {"id": f"{stem}:{line}"}
         values: list[float] = []

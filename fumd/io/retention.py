@@ -117,7 +117,8 @@ def prune_outbox(directory: Path, limits: Limits, now: float | None = None) -> t
     return _prune(_outbox_entries(directory), limits, time.time() if now is None else now)
 
 
-def prune_by_seq(directory: Path, limits: Limits, below: int | None = None, now: float | None = None) -> tuple[int, int]:
+def prune_by_seq(directory: Path, limits: Limits, below: int | None = None,
+                 now: float | None = None) -> tuple[int, int]:
     """done/ or failed/: delete the lowest sequence numbers beyond the limits (and only below
     ``below`` when given); (entries removed, bytes freed)."""
     return _prune(_seq_entries(directory, below), limits, time.time() if now is None else now)

@@ -234,7 +234,7 @@ def relabel_mapping(old: np.ndarray, new: np.ndarray, k_old: int, k_new: int) ->
     np.add.at(m, (old, new), 1)
     rows, cols = linear_sum_assignment(-m)
     mapping = np.full(k_new, -1, dtype=np.int64)
-    for a, b in zip(rows, cols):
+    for a, b in zip(rows, cols, strict=True):
         if a < k_new:
             mapping[b] = a
     free = iter(sorted(set(range(k_new)) - set(mapping[mapping >= 0].tolist())))
@@ -290,7 +290,8 @@ def remap_sie(sie: SelfImprovementEngine, overlap: torch.Tensor) -> None:
         pad = k_old - sie.values.shape[0]
         sie.values = torch.cat([sie.values, sie.values.new_zeros(pad)])
         sie.avg_reward = torch.cat([sie.avg_reward, sie.avg_reward.new_zeros(pad)])
-        sie.reward_history = torch.cat([sie.reward_history, sie.reward_history.new_zeros(pad, sie.reward_history.shape[1])])
+        sie.reward_history = torch.cat([sie.reward_history,
+                                        sie.reward_history.new_zeros(pad, sie.reward_history.shape[1])])
         sie.reward_count = torch.cat([sie.reward_count, sie.reward_count.new_zeros(pad)])
     elif sie.values.shape[0] > k_old:
         m = torch.cat([m, m.new_zeros(sie.values.shape[0] - k_old, m.shape[1])])
@@ -346,8 +347,8 @@ class ClusteringJob(PersistentJob):
     STATE = (
         Persist("proj_seed", Scalar(int)), Persist("runs", Scalar(int)), Persist("stream", Stream(), key="rng"),
         *(Persist(attr, TensorOf(dtype), when=_has_fields) for attr, dtype in (
-            ("fields", torch.float32), ("field_spikes", torch.float32), ("input_mean", torch.float32), ("keys", torch.int64))),
-        Persist("version", Scalar(int), when=_has_fields),
+            ("fields", torch.float32), ("field_spikes", torch.float32), ("input_mean", torch.float32),
+            ("keys", torch.int64))), Persist("version", Scalar(int), when=_has_fields),
     )
 
     def __init__(self, config: ClusteringConfig | None = None, seed: int = 0):
@@ -416,7 +417,8 @@ class ClusteringJob(PersistentJob):
         if self._proj is None or self._proj.shape[0] != u.numel():
             self._proj = input_projection(u.numel(), self.config.profile_dims, self.proj_seed)
         d = u.numel() if self._proj is None else self._proj.shape[1]
-        if self.fields is None or self.fields.shape[1] != d or self.input_mean is None or self.input_mean.numel() != u.numel():
+        if (self.fields is None or self.fields.shape[1] != d
+                or self.input_mean is None or self.input_mean.numel() != u.numel()):
             self.fields = torch.zeros(st.n, d, dtype=torch.float32)
             self.field_spikes = torch.zeros(st.n, dtype=torch.float32)
             self.input_mean = u.clone()
@@ -441,8 +443,8 @@ class ClusteringJob(PersistentJob):
             # block EMA: evidence gathered before this run weighs profile_decay at the next
             self.fields.mul_(self.config.profile_decay)
             self.field_spikes.mul_(self.config.profile_decay)
-        return ClusteringSnapshot(st.activity.clone().cpu(), st.cluster, st.n_clusters, st.grid_xy.cpu(), seed, fields, spikes,
-                                  warm=self.runs > 0)
+        return ClusteringSnapshot(st.activity.clone().cpu(), st.cluster, st.n_clusters, st.grid_xy.cpu(), seed, fields,
+                                  spikes, warm=self.runs > 0)
 
     def compute(self, snap: ClusteringSnapshot) -> ClusteringPlan:
         from threadpoolctl import threadpool_limits

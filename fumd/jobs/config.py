@@ -151,7 +151,8 @@ class TuningConfig:
     enabled: bool = setting(True)
     every_seconds: float = setting(
         5.0, "wall-clock polling; a window only switches once it is full", low=0.0, high=1e7)
-    every_cycles: int = setting(20, "polling in cycles: the run that finds a full window switches it", low=1, high=10**9)
+    every_cycles: int = setting(20, "polling in cycles: the run that finds a full window switches it", low=1,
+                                high=10**9)
     # windows
     window_task_cycles: int = setting(
         100, "scored cycles (with a label or reward) per window (SD of accuracy ~0.05)", low=2, high=10**7)
@@ -343,4 +344,5 @@ class JobsConfig:
     def items(self) -> list[tuple[str, object]]:
         """(job name, section) of every job: the names the runner, metrics and checkpoints use
         (a section's own name, except ``tagging``, whose job is named ``persistence``)."""
-        return [(TAGGING_JOB if f.name == "tagging" else f.name, getattr(self, f.name)) for f in dataclasses.fields(self)]
+        return [(TAGGING_JOB if f.name == "tagging" else f.name, getattr(self, f.name))
+                for f in dataclasses.fields(self)]

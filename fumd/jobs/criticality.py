@@ -286,7 +286,8 @@ class CriticalityJob(PersistentJob):
         rewards = snap.rewards
         mean_reward = float(rewards.mean()) if rewards.size >= c.reward_window else None
         return CriticalityPlan(
-            fit=fit, index=index, sustained_large=bool(sustained), variance=rate_variance(snap.rates, c.variance_measure, c.variance_block),
+            fit=fit, index=index, sustained_large=bool(sustained),
+            variance=rate_variance(snap.rates, c.variance_measure, c.variance_block),
             mean_reward=mean_reward, silent=silent_clusters(snap.activity, snap.cluster, snap.n_clusters),
             n_avalanches=int(snap.sizes.size), recent_rate=snap.recent_rate,
         )

@@ -108,7 +108,8 @@ def window_reward_stats(
     return mean, var, n
 
 
-def low_reward_clusters(mean: torch.Tensor, n: torch.Tensor, min_n: int, threshold: float, margin: float) -> torch.Tensor:
+def low_reward_clusters(mean: torch.Tensor, n: torch.Tensor, min_n: int, threshold: float,
+                        margin: float) -> torch.Tensor:
     """Bool [C]: clusters with evidence (``n >= min_n``) whose window mean is below ``threshold``
     and below the evidence-weighted network mean ``sum n_c mean_c / sum n_c`` by more than
     ``margin`` (shared by decay, persistence and structural growth; module docstring)."""
@@ -135,7 +136,8 @@ def decay_classes(
     activity (rate below ``low_activity_hz``), else 0. Low reward wins (seed 002 §5.E.4)."""
     cls = torch.zeros(cluster_rate.shape[0], dtype=torch.int64, device=cluster_rate.device)
     cls[cluster_rate < cfg.low_activity_hz] = 1
-    low = low_reward_clusters(reward_mean, reward_n, cfg.min_window_rewards, cfg.low_reward_threshold, cfg.low_reward_margin)
+    low = low_reward_clusters(reward_mean, reward_n, cfg.min_window_rewards, cfg.low_reward_threshold,
+                              cfg.low_reward_margin)
     cls[low.to(cls.device)] = 2
     return cls
 
@@ -152,7 +154,8 @@ def decay_weights(w: torch.Tensor, persistent: torch.Tensor, synapse_factor: tor
     return torch.where(persistent, w, (w.to(torch.float64) * synapse_factor).to(w.dtype))
 
 
-def prune_keep(w: torch.Tensor, persistent: torch.Tensor, threshold: float, max_pruned: int | None = None) -> torch.Tensor:
+def prune_keep(w: torch.Tensor, persistent: torch.Tensor, threshold: float,
+               max_pruned: int | None = None) -> torch.Tensor:
     """Synapses to keep: persistent ones and those with ``|w| >= threshold``; if more than
     ``max_pruned`` qualify, only the ``max_pruned`` weakest go (ties: lower position first)."""
     keep = persistent | (w.abs() >= threshold)
@@ -201,7 +204,8 @@ class DecayJob(PersistentJob):
     def snapshot(self, engine: Engine) -> DecaySnapshot:
         st, lif = engine.state, engine.config.lif
         rates = neuron_rates_hz(st.activity, engine.steps_done, lif.steps * lif.dt_ms)
-        return DecaySnapshot(st.cluster, st.n_clusters, rates, engine.sie.reward_history.clone(), engine.sie.reward_count.clone())
+        return DecaySnapshot(st.cluster, st.n_clusters, rates, engine.sie.reward_history.clone(),
+                             engine.sie.reward_count.clone())
 
     def compute(self, snap: DecaySnapshot) -> DecayPlan:
         cfg = self.config

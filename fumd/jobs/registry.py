@@ -24,7 +24,8 @@ def build_jobs(config: JobsConfig, seed: int = 0) -> list[Job[Any, Any]]:
         (config.decay, DecayJob(config.decay)),
         (config.tagging, TaggingJob(config.tagging)),
         (config.tuning, TuningJob(config.tuning, eta_scale_source=lambda: criticality.eta_scale, seed=seed)),
-        (config.structural, StructuralJob(config.structural, slow_source=lambda: criticality.slow_structural, seed=seed)),
+        (config.structural,
+         StructuralJob(config.structural, slow_source=lambda: criticality.slow_structural, seed=seed)),
         (config.criticality, criticality),
     ]
     return [job for cfg, job in candidates if cfg.enabled]

@@ -64,7 +64,8 @@ class JobRunner:
 
     # -- clocks ---------------------------------------------------------------------------
     def start(self) -> None:
-        timed = {name: s for name, (_c, s) in self.cadences.items() if s > 0 and not self.deterministic and name in self.jobs}
+        timed = {name: s for name, (_c, s) in self.cadences.items() if s > 0 and not self.deterministic
+                 and name in self.jobs}
         if not timed:
             return
         scheduler = BackgroundScheduler(daemon=True)
@@ -126,7 +127,8 @@ class JobRunner:
                 except Exception:  # noqa: BLE001
                     self._failed(name, "run")
             else:
-                self._running[name] = _Running(self._executor.submit(job.compute, snap), engine.state.structure_version, started)
+                self._running[name] = _Running(self._executor.submit(job.compute, snap), engine.state.structure_version,
+                                               started)
 
     def _finish(self, engine: Engine, name: str, running: _Running) -> None:
         try:
@@ -154,7 +156,8 @@ class JobRunner:
         self.last_outputs[name] = dict(outputs or {})
         if self.on_run is not None:
             self.on_run(name, self.last_outputs[name])
-        self.log.info("job_ran", job=name, seconds=round(seconds, 4), **{k: _loggable(v) for k, v in (outputs or {}).items()})
+        self.log.info("job_ran", job=name, seconds=round(seconds, 4),
+                      **{k: _loggable(v) for k, v in (outputs or {}).items()})
 
     def _failed(self, name: str, phase: str) -> None:
         self.metrics.jobs_failures.labels(name).inc()

@@ -55,8 +55,8 @@ from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import torch
 
-from ..network.build import initial_density
 from ..network import edit
+from ..network.build import initial_density
 from ..network.state import NetworkState
 from .base import Applied, PrivateStream
 from .config import StructuralConfig  # noqa: F401 - the [jobs.structural] section, defined in config.py (light to import)
@@ -210,7 +210,8 @@ class StructuralJob(PersistentJob):
         return StructuralPlan(
             structure_version=snap.structure_version, seed=snap.seed, prune=pruning.prune, v_th_shift=pruning.shift,
             rewire_pos=pos, rewire_pre=ev.pre[pos], rewire_old=ev.post[pos], rewire_new=rewiring.new,
-            add_pre=torch.cat([rewiring.inh_pre, sparsity.add_pre]), add_post=torch.cat([rewiring.inh_post, sparsity.add_post]),
+            add_pre=torch.cat([rewiring.inh_pre, sparsity.add_pre]),
+            add_post=torch.cat([rewiring.inh_post, sparsity.add_post]),
             add_w=torch.cat([rewiring.inh_w, sparsity.add_w]), inhibitory_added=int(rewiring.inh_pre.numel()),
             remove_pre=sparsity.remove_pre, remove_post=sparsity.remove_post, grow_exc=growth.exc, grow_inh=growth.inh,
             grow_cluster=growth.cluster, grow_fan=growth.fan, stats=stats,
@@ -265,7 +266,9 @@ class StructuralJob(PersistentJob):
             if self.config.protect_readout:  # the new neurons' out-synapses onto input/output neurons go
                 grown.synapses_added -= self._drop_onto_designated(st, grown.new_index)
             self.young_idx = torch.cat([self.young_idx, grown.new_index.cpu()])
-            self.young_born = torch.cat([self.young_born, torch.full((grown.new_index.numel(),), int(engine.steps_done), dtype=torch.int64)])
+            self.young_born = torch.cat([self.young_born,
+                                         torch.full((grown.new_index.numel(),), int(engine.steps_done),
+                                                    dtype=torch.int64)])
             out["neurons_added"] = float(grown.new_index.numel())
             out["neurons_added_exc"], out["neurons_added_inh"] = float(plan.grow_exc), float(plan.grow_inh)
             out["synapses_added"] += grown.synapses_added
@@ -344,7 +347,8 @@ def _floor(x: float) -> int:
     return int(math.floor(x + 1e-9))
 
 
-def _balanced_split(n: int, n_exc: int, cand_e: int, cand_i: int, cap: int, target: float, tol: float) -> tuple[int, int]:
+def _balanced_split(n: int, n_exc: int, cand_e: int, cand_i: int, cap: int, target: float,
+                    tol: float) -> tuple[int, int]:
     """(e, i) neurons to remove: the most removals (<= cap) that keep the excitatory fraction
     within ``tol`` of ``target``, or no further from it than it is now; ties: closest to target."""
     allowed = max(tol, abs(n_exc / n - target)) + 1e-12
@@ -352,7 +356,8 @@ def _balanced_split(n: int, n_exc: int, cand_e: int, cand_i: int, cap: int, targ
     e = torch.arange(0, min(cand_e, cap) + 1, dtype=torch.float64)
     rest_e = n_exc - e
     # (n_exc - e) / (n - e - i) grows with i: it stays <= hi while i <= n - e - rest_e / hi ...
-    i_max = torch.minimum(torch.minimum(torch.full_like(e, float(cand_i)), cap - e), torch.floor(n - e - rest_e / hi + 1e-9))
+    i_max = torch.minimum(torch.minimum(torch.full_like(e, float(cand_i)), cap - e),
+                          torch.floor(n - e - rest_e / hi + 1e-9))
     # ... and >= lo while i >= n - e - rest_e / lo
     i_min = torch.ceil(n - e - rest_e / lo - 1e-9).clamp(min=0) if lo > 0 else torch.zeros_like(e)
     i_max = torch.minimum(i_max, n - e - 1)
@@ -549,7 +554,8 @@ def _pair_counts(pk_keys: torch.Tensor, pair_count: torch.Tensor, query: torch.T
     return torch.where(pk_keys[pos] == query, pair_count.long()[pos], torch.zeros_like(query))
 
 
-def _choose_rewires(ev: _Event, removed: torch.Tensor, halted: torch.Tensor, cap: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _choose_rewires(ev: _Event, removed: torch.Tensor, halted: torch.Tensor,
+                    cap: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Up to ``cap`` (synapse position, new postsynaptic neuron), positions ascending. Candidates:
     non-persistent excitatory synapses with ``|w| < rewire_weak_threshold``, not of a pruned
     neuron, not onto an input or output neuron (``protect_readout``), outside halted clusters, of
@@ -638,7 +644,8 @@ def _plan_sparsity(ev: _Event, pruning: _Pruning, rewiring: _Rewiring) -> _Spars
     return _Sparsity(none, none, none, none, torch.zeros(0, device=ev.dev))
 
 
-def _density_additions(ev: _Event, count: int, removed: torch.Tensor, taken: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _density_additions(ev: _Event, count: int, removed: torch.Tensor,
+                       taken: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` new distance-biased synapses, 100 E : ``rewire_inh_per_100`` I."""
     c, snap = ev.c, ev.snap
     n = ev.n
@@ -652,8 +659,8 @@ def _density_additions(ev: _Event, count: int, removed: torch.Tensor, taken: tor
         if k <= 0 or pool.numel() == 0:
             continue
         pres = pool[torch.randint(0, pool.numel(), (2 * k,), generator=ev.gen, device=ev.dev)]
-        a, b = _new_pairs(ev, pres, k, targets, torch.cat([taken] + [x * n + y for x, y in zip(out_p, out_q)]),
-                          sources=False)
+        a, b = _new_pairs(ev, pres, k, targets,
+                          torch.cat([taken] + [x * n + y for x, y in zip(out_p, out_q, strict=True)]), sources=False)
         out_p.append(a)
         out_q.append(b)
     if not out_p:

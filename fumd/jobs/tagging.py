@@ -177,7 +177,8 @@ class TaggingPlan:
 
 class TaggingJob(PersistentJob):
     name = NAME
-    STATE = (*(Persist(key, TensorOf(torch.int64)) for key in ("low_since", "streak", "detag_cycle", "high_reward_cycle")),
+    STATE = (*(Persist(key, TensorOf(torch.int64))
+               for key in ("low_since", "streak", "detag_cycle", "high_reward_cycle")),
              Persist("streak_detagged", Scalar(int)))
 
     def __init__(self, config: TaggingConfig | None = None):
@@ -250,7 +251,8 @@ class TaggingJob(PersistentJob):
         if bool(recent.any()):
             hr_neuron[st.output_idx[recent.to(st.device)].reshape(-1)] = True
         return TaggingSnapshot(st.cluster, st.n_clusters, now, rates, engine.sie.reward_history.clone(),
-                               engine.sie.reward_count.clone(), self.low_since.clone(), self.detag_cycle.clone(), hr_neuron)
+                               engine.sie.reward_count.clone(), self.low_since.clone(), self.detag_cycle.clone(),
+                               hr_neuron)
 
     def compute(self, snap: TaggingSnapshot) -> TaggingPlan:
         cfg = self.config

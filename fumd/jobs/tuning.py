@@ -130,7 +130,8 @@ class EngineTunables:
     def defaults(self, cfg: EngineConfig) -> dict[str, float]:
         out = {}
         for name in self.names:
-            out[name] = float(getattr(cfg.learning, name)) if name in ("eta", "gamma") else float(getattr(cfg.sie, name))
+            out[name] = float(getattr(cfg.learning,
+                                      name)) if name in ("eta", "gamma") else float(getattr(cfg.sie, name))
         return out
 
 
@@ -240,9 +241,10 @@ def propose(bounds: Sequence[Bound], xs: Sequence[Sequence[float]], ys: Sequence
                         random_state=int(seed))
         opt.rng = np.random.RandomState((int(seed) * 1_000_003 + len(xs)) % (2**32 - 1))
         if len(xs):
-            opt.tell([[min(max(float(v), b[1]), b[2]) for v, b in zip(x, bounds)] for x in xs], [float(y) for y in ys])
+            opt.tell([[min(max(float(v), b[1]), b[2]) for v, b in zip(x, bounds, strict=False)] for x in xs],
+                     [float(y) for y in ys])
         x = opt.ask()
-    return [min(max(float(v), b[1]), b[2]) for v, b in zip(x, bounds)]
+    return [min(max(float(v), b[1]), b[2]) for v, b in zip(x, bounds, strict=False)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,7 +295,7 @@ def _bounds_loaded(job: TuningJob, stored: Any) -> list[Bound]:
     """The saved ranges with the tuned names and the configured priors ([] if none were saved)."""
     priors = [b[3] for b in job.config.bounds(1.0, job.tunables.names)]
     ranges = torch.as_tensor(stored).to(torch.float64).cpu().tolist()
-    return [(n, float(lo), float(hi), p) for n, (lo, hi), p in zip(job.tunables.names, ranges, priors)]
+    return [(n, float(lo), float(hi), p) for n, (lo, hi), p in zip(job.tunables.names, ranges, priors, strict=False)]
 
 
 WINDOW = Custom(lambda job, w: torch.tensor(w.as_list(), dtype=torch.float64),
@@ -375,7 +377,8 @@ class TuningJob(PersistentJob):
             session=self.session, bounds=list(self.bounds),
         )
 
-    def _propose(self, snap: TuningSnapshot, incumbent: list[float], xs: list[list[float]], ys: list[float]) -> list[float]:
+    def _propose(self, snap: TuningSnapshot, incumbent: list[float], xs: list[list[float]],
+                 ys: list[float]) -> list[float]:
         """The session's next candidate: the GP is told the incumbent at ``y = 0`` first (the
         anchor every ``d`` is measured against), then the candidates so far."""
         c = self.config
@@ -385,7 +388,7 @@ class TuningJob(PersistentJob):
     def compute(self, snap: TuningSnapshot) -> TuningPlan:
         c = self.config
         names = [b[0] for b in snap.bounds]
-        incumbent_d = dict(zip(names, snap.incumbent)) if snap.incumbent else dict(snap.defaults)
+        incumbent_d = dict(zip(names, snap.incumbent, strict=False)) if snap.incumbent else dict(snap.defaults)
         plan = TuningPlan(revert=revert_out_of_range(snap.live, snap.bounds, incumbent_d))
         full = snap.window.n >= c.window_task_cycles
         if snap.phase == WARMUP:
@@ -470,7 +473,7 @@ class TuningJob(PersistentJob):
             if plan.pending_stats is not None:
                 self.pending_stats = WindowStats(**vars(plan.pending_stats))
             if plan.set_point is not None:
-                knobs = self.tunables.set(knobs, dict(zip(names, plan.set_point)))
+                knobs = self.tunables.set(knobs, dict(zip(names, plan.set_point, strict=False)))
             if plan.next_phase is not None:
                 self.phase = plan.next_phase
                 self.window = WindowStats()
@@ -485,7 +488,7 @@ class TuningJob(PersistentJob):
         }
         out.update({f"param_{k}": v for k, v in self.tunables.get(knobs).items()})
         if self.incumbent:
-            out.update({f"incumbent_{k}": float(v) for k, v in zip(names, self.incumbent)})
+            out.update({f"incumbent_{k}": float(v) for k, v in zip(names, self.incumbent, strict=False)})
         return Applied(out, knobs)
 
     def reset_state(self) -> None:

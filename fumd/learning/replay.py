@@ -117,8 +117,8 @@ class ReplayBuffer:
             return None
         u = float(torch.rand((), generator=generator, device=generator.device, dtype=torch.float64))
         cumulative = torch.cumsum(weights, 0)
-        label = min(int(torch.searchsorted(cumulative, torch.tensor(u * float(cumulative[-1]), dtype=torch.float64), right=True)),
-                    weights.numel() - 1)
+        label = min(int(torch.searchsorted(cumulative, torch.tensor(u * float(cumulative[-1]), dtype=torch.float64),
+                                           right=True)), weights.numel() - 1)
         while float(weights[label]) <= 0.0:  # u * total landed on a boundary: step back to a weighted label
             label -= 1
         slot = _randint(int(self.filled[label]), generator)

@@ -106,7 +106,8 @@ def event_updates(
     active = raster.any(0).nonzero().squeeze(1)
     # [A, T] spike trains of active neurons, correlated with both kernels -> [A, 2, T]
     trains = raster[:, active].T.double()
-    pairing = (trains @ _correlation_matrix((kernels.excitatory, kernels.inhibitory), kernels.window, steps)).view(-1, 2, steps).float()
+    pairing = (trains @ _correlation_matrix((kernels.excitatory, kernels.inhibitory), kernels.window,
+                                            steps)).view(-1, 2, steps).float()
     if causal_post is not None and kernels.causal is not None:
         rows = causal_post[active].nonzero().squeeze(1)
         if rows.numel():  # few (output neurons): their excitatory channel uses the causal kernel
@@ -150,5 +151,6 @@ def pair_sum_reference(pre_times: list[int], post_times: list[int], cfg: STDPCon
             dt = tq - tp
             if dt == 0 or abs(dt) > cfg.window_steps:
                 continue
-            total += cfg.a_plus * math.exp(-dt / cfg.tau_plus_ms) if dt > 0 else -cfg.a_minus * math.exp(dt / cfg.tau_minus_ms)
+            total += (cfg.a_plus * math.exp(-dt / cfg.tau_plus_ms) if dt > 0
+                      else -cfg.a_minus * math.exp(dt / cfg.tau_minus_ms))
     return total

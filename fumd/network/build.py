@@ -64,7 +64,8 @@ class LocalGrid:
     weight: torch.Tensor  # float64 [K]: exp(-d / sigma) of each offset
 
     @classmethod
-    def build(cls, grid_xy: torch.Tensor, side: int, sigma: float, radius: float, with_center: bool = False) -> LocalGrid:
+    def build(cls, grid_xy: torch.Tensor, side: int, sigma: float, radius: float,
+              with_center: bool = False) -> LocalGrid:
         """``with_center``: offset (0, 0), weight 1, comes first (a center that is not a neuron's own
         cell, such as a free cell for a new neuron, may hold a candidate)."""
         device = grid_xy.device
@@ -91,7 +92,8 @@ class LocalGrid:
 
     def masked_weight(self, usable: torch.Tensor) -> torch.Tensor:
         """The offsets' weights where ``usable`` ([M, K] bool), 0 elsewhere: the rows to draw from."""
-        return torch.where(usable, self.weight[None, :], torch.zeros((), dtype=self.weight.dtype, device=self.weight.device))
+        return torch.where(usable, self.weight[None, :],
+                           torch.zeros((), dtype=self.weight.dtype, device=self.weight.device))
 
 
 def distance_weights(
@@ -133,7 +135,8 @@ def sample_connectivity(
     return indptr, col
 
 
-def _sample_dense(grid_xy: torch.Tensor, fan_out: int, sigma: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _sample_dense(grid_xy: torch.Tensor, fan_out: int, sigma: float,
+                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact O(N^2) sampler for small networks whose grid cannot offer fan_out local candidates."""
     n = grid_xy.shape[0]
     p = distance_weights(grid_xy, grid_xy, sigma, exclude=torch.arange(n, device=grid_xy.device))  # no autapse
@@ -143,7 +146,8 @@ def _sample_dense(grid_xy: torch.Tensor, fan_out: int, sigma: float, gen: torch.
     return indptr, col
 
 
-def add_synapses(indptr: torch.Tensor, col: torch.Tensor, pre: torch.Tensor, post: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def add_synapses(indptr: torch.Tensor, col: torch.Tensor, pre: torch.Tensor, post: torch.Tensor,
+                 n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge extra (pre, post) synapses into a CSR structure; duplicates are kept once, rows sorted."""
     counts = indptr[1:] - indptr[:-1]
     old_pre = torch.repeat_interleave(torch.arange(n, device=col.device), counts)
@@ -185,7 +189,8 @@ def readout_fan_in(cfg: EngineConfig) -> int:
     return n_in if cfg.network.readout_fan_in < 0 else min(cfg.network.readout_fan_in, n_in)
 
 
-def drop_synapses_onto(indptr: torch.Tensor, col: torch.Tensor, targets: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def drop_synapses_onto(indptr: torch.Tensor, col: torch.Tensor, targets: torch.Tensor,
+                       n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The CSR structure without the synapses whose postsynaptic neuron is in ``targets``."""
     is_target = torch.zeros(n, dtype=torch.bool, device=col.device)
     is_target[targets] = True

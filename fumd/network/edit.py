@@ -275,7 +275,8 @@ def add_synapses_to_state(state: NetworkState, pre: torch.Tensor, post: torch.Te
     return k
 
 
-def rewire_synapses(state: NetworkState, idx: torch.Tensor, new_post: torch.Tensor, new_w: torch.Tensor | None = None) -> None:
+def rewire_synapses(state: NetworkState, idx: torch.Tensor, new_post: torch.Tensor,
+                    new_w: torch.Tensor | None = None) -> None:
     """Move the synapses at positions ``idx`` to the postsynaptic neurons ``new_post``: same
     presynaptic neuron, weight kept (or ``new_w``) with the sign of the presynaptic type, trace
     reset to 0. Rows are re-sorted, so positions change afterwards. Raises ValueError for a
@@ -301,7 +302,8 @@ def rewire_synapses(state: NetworkState, idx: torch.Tensor, new_post: torch.Tens
     w[idx] = dale_sign(state, pre, w[idx] if new_w is None else new_w).to(w.dtype)
     arrays["e"][idx] = 0
     order = torch.argsort(key, stable=True)  # pre unchanged: rows keep their place, only re-sorted inside
-    _write_synapses(state, pre_all[order], col[order], {k: v[order] for k, v in arrays.items()}, state.n, presorted=True)
+    _write_synapses(state, pre_all[order], col[order], {k: v[order] for k, v in arrays.items()}, state.n,
+                    presorted=True)
     state.structure_version += 1
 
 
@@ -492,8 +494,10 @@ def add_neurons(
     fan_out, fan_in = min(int(fan_out), n1 - 1), min(int(fan_in), n1 - 1)
 
     xy_new = free_cells_near(state.grid_xy, state.cluster, wanted, init.sigma, generator)
-    tau = (init.tau_mean + init.tau_std * torch.randn(k, generator=generator, device=device)).clamp(init.tau_min, init.tau_max)
-    v_th = (init.v_th_mean + init.v_th_std * torch.randn(k, generator=generator, device=device)).clamp(min=init.v_rest + 1.0)
+    tau = (init.tau_mean + init.tau_std * torch.randn(k, generator=generator,
+                                                      device=device)).clamp(init.tau_min, init.tau_max)
+    v_th = (init.v_th_mean + init.v_th_std * torch.randn(k, generator=generator,
+                                                         device=device)).clamp(min=init.v_rest + 1.0)
     values = {
         "v": torch.full((k,), init.v_reset, device=device),
         "tau_mem": tau.float(),

@@ -51,7 +51,8 @@ def lif_parameters(tau_mem_ms: torch.Tensor, v_th: torch.Tensor, v_rest: float, 
     )
 
 
-def lif_step(current: torch.Tensor, v: torch.Tensor, params: LIFParameters, dt_ms: float) -> tuple[torch.Tensor, torch.Tensor]:
+def lif_step(current: torch.Tensor, v: torch.Tensor, params: LIFParameters,
+             dt_ms: float) -> tuple[torch.Tensor, torch.Tensor]:
     """One Euler step through Norse (the reference); returns (spikes as bool, new V)."""
     from norse.torch.functional.lif_box import LIFBoxFeedForwardState, LIFBoxParameters, lif_box_feed_forward_step
 

@@ -40,7 +40,8 @@ class History:
             return
         st = engine.state
         window_ms = engine.config.lif.steps * engine.config.lif.dt_ms
-        counts = engine.last_cycle_spikes.counts.double() if engine.last_cycle_spikes is not None else torch.zeros(st.n, dtype=torch.float64)
+        counts = (engine.last_cycle_spikes.counts.double() if engine.last_cycle_spikes is not None
+                  else torch.zeros(st.n, dtype=torch.float64))
         rates = counts * (1000.0 / window_ms)
         per_cluster = torch.bincount(st.cluster, weights=rates, minlength=st.n_clusters)
         sizes = torch.bincount(st.cluster, minlength=st.n_clusters).clamp(min=1)
@@ -63,7 +64,8 @@ class History:
         tmp = self.dir / ".raster.npz.tmp"
         try:
             with open(tmp, "wb") as fh:
-                np.savez(fh, bits=np.packbits(raster, axis=1), shape=np.array(raster.shape), step=np.array(engine.steps_done))
+                np.savez(fh, bits=np.packbits(raster, axis=1), shape=np.array(raster.shape),
+                         step=np.array(engine.steps_done))
             os.replace(tmp, self.dir / "raster.npz")
         except OSError:
             tmp.unlink(missing_ok=True)

@@ -33,18 +33,26 @@ class Metrics:
             "fumd_cycle_duration_seconds", "Wall time of one cycle (encode, simulate, decode, SIE, learn)", registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
         )
-        self.files = Counter("fumd_input_files_total", "Input files finished, by status (done|failed)", ["status"], registry=r)
-        self.files_failed = Counter("fumd_input_files_failed_total", "Input files rejected, by reason", ["reason"], registry=r)
-        self.records_failed = Counter("fumd_records_failed_total", "Records rejected inside good files, by reason", ["reason"], registry=r)
-        self.queue_depth = Gauge("fumd_queue_depth", "Input files waiting (inbox + admitted, not yet processed)", registry=r)
-        self.replays = Gauge("fumd_replays", "Stored labelled inputs replayed between live ones since the network was created "
+        self.files = Counter("fumd_input_files_total", "Input files finished, by status (done|failed)", ["status"],
+                             registry=r)
+        self.files_failed = Counter("fumd_input_files_failed_total", "Input files rejected, by reason", ["reason"],
+                                    registry=r)
+        self.records_failed = Counter("fumd_records_failed_total", "Records rejected inside good files, by reason",
+                                      ["reason"], registry=r)
+        self.queue_depth = Gauge("fumd_queue_depth", "Input files waiting (inbox + admitted, not yet processed)",
+                                 registry=r)
+        self.replays = Gauge("fumd_replays",
+                             "Stored labelled inputs replayed between live ones since the network was created "
                              "(learning/replay.py; checkpointed, so it does not reset at a restart)", registry=r)
         self.rate = Gauge("fumd_firing_rate_hz", "Mean firing rate over all neurons in the last cycle", registry=r)
-        self.rate_variance = Gauge("fumd_firing_rate_variance_hz2", "Variance across neurons of the firing rate in the last cycle", registry=r)
+        self.rate_variance = Gauge("fumd_firing_rate_variance_hz2",
+                                   "Variance across neurons of the firing rate in the last cycle", registry=r)
         self.reward = Gauge("fumd_reward", "total_reward of the last cycle", registry=r)
-        self.reward_component = Gauge("fumd_reward_component", "Reward components of the last cycle", ["component"], registry=r)
+        self.reward_component = Gauge("fumd_reward_component", "Reward components of the last cycle", ["component"],
+                                      registry=r)
         self.novelty = Gauge("fumd_novelty", "Novelty of the last input", registry=r)
-        self.correct = Counter("fumd_correct_total", "Labelled records whose decoded action matched the label", registry=r)
+        self.correct = Counter("fumd_correct_total", "Labelled records whose decoded action matched the label",
+                               registry=r)
         self.labelled = Counter("fumd_labelled_total", "Labelled records", registry=r)
         self.step = Gauge("fumd_step", "Cycles the network has learned from (its age)", registry=r)
         self.neurons = Gauge("fumd_neurons", "Neurons in the network", registry=r)
@@ -56,20 +64,32 @@ class Metrics:
             "fumd_checkpoint_duration_seconds", "Wall time to write one checkpoint (in the background)", registry=r,
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
         )
-        self.checkpoint_stall = Gauge("fumd_checkpoint_stall_seconds", "Time the loop stopped for the last checkpoint snapshot", registry=r)
+        self.checkpoint_stall = Gauge("fumd_checkpoint_stall_seconds",
+                                      "Time the loop stopped for the last checkpoint snapshot", registry=r)
         self.checkpoint_bytes = Gauge("fumd_checkpoint_bytes", "Size of the newest checkpoint", registry=r)
-        self.checkpoint_timestamp = Gauge("fumd_checkpoint_last_success_timestamp_seconds", "Unix time of the newest checkpoint", registry=r)
-        self.checkpoint_age = Gauge("fumd_checkpoint_age_seconds", "Seconds since the newest checkpoint (since start if none)", registry=r)
+        self.checkpoint_timestamp = Gauge("fumd_checkpoint_last_success_timestamp_seconds",
+                                          "Unix time of the newest checkpoint", registry=r)
+        self.checkpoint_age = Gauge("fumd_checkpoint_age_seconds",
+                                    "Seconds since the newest checkpoint (since start if none)", registry=r)
         self.errors = Counter("fumd_errors_total", "Internal errors the daemon survived, by kind", ["kind"], registry=r)
         self.restarts_without_progress = Gauge(
-            "fumd_restarts_without_progress", "Starts in a row that restored the same checkpoint after an unclean stop (crash loop)", registry=r)
-        self.disk_full = Gauge("fumd_disk_full", "1 while admission and learning are paused because the disk is full", registry=r)
-        self.disk_full_events = Counter("fumd_disk_full_events_total", "Disk-full episodes, by the write that hit it first", ["where"], registry=r)
-        self.state_dir_bytes = Gauge("fumd_state_dir_bytes", "Bytes in each subdirectory of the state directory (at the last retention pass)", ["dir"], registry=r)
-        self.retention_removed = Counter("fumd_retention_removed_total", "Entries deleted by retention, by directory", ["dir"], registry=r)
-        self.fs_avail = Gauge("fumd_filesystem_avail_bytes", "Bytes available to the daemon on the state directory's filesystem", registry=r)
+            "fumd_restarts_without_progress",
+            "Starts in a row that restored the same checkpoint after an unclean stop (crash loop)", registry=r)
+        self.disk_full = Gauge("fumd_disk_full", "1 while admission and learning are paused because the disk is full",
+                               registry=r)
+        self.disk_full_events = Counter("fumd_disk_full_events_total",
+                                        "Disk-full episodes, by the write that hit it first", ["where"], registry=r)
+        self.state_dir_bytes = Gauge("fumd_state_dir_bytes",
+                                     "Bytes in each subdirectory of the state directory (at the last retention pass)",
+                                     ["dir"], registry=r)
+        self.retention_removed = Counter("fumd_retention_removed_total", "Entries deleted by retention, by directory",
+                                         ["dir"], registry=r)
+        self.fs_avail = Gauge("fumd_filesystem_avail_bytes",
+                              "Bytes available to the daemon on the state directory's filesystem", registry=r)
         self.fs_size = Gauge("fumd_filesystem_size_bytes", "Size of the state directory's filesystem", registry=r)
-        self.queue_oldest_age = Gauge("fumd_queue_oldest_age_seconds", "Age of the oldest input waiting to be learned, in the inbox or admitted (0: none)", registry=r)
+        self.queue_oldest_age = Gauge("fumd_queue_oldest_age_seconds",
+                                      "Age of the oldest input waiting to be learned, in the inbox or admitted (0: "
+                                      "none)", registry=r)
         self.up_since = Gauge("fumd_start_time_seconds", "Unix time the daemon started", registry=r)
         self._started = time.time()
         self._last_checkpoint: float | None = None
@@ -77,9 +97,11 @@ class Metrics:
         self.checkpoint_age.set_function(self._checkpoint_age)
         self.jobs_runs = Counter("fumd_job_runs_total", "Scheduled job runs", ["job"], registry=r)
         self.jobs_failures = Counter("fumd_job_failures_total", "Scheduled job runs that raised", ["job"], registry=r)
-        self.jobs_duration = Histogram("fumd_job_duration_seconds", "Scheduled job duration (snapshot to apply)", ["job"], registry=r,
-                                       buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300))
-        self.jobs_misfires = Counter("fumd_job_misfires_total", "Scheduled job runs missed (the loop was busy past the grace time)", ["job"], registry=r)
+        self.jobs_duration = Histogram("fumd_job_duration_seconds", "Scheduled job duration (snapshot to apply)",
+                                       ["job"], registry=r, buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300))
+        self.jobs_misfires = Counter("fumd_job_misfires_total",
+                                     "Scheduled job runs missed (the loop was busy past the grace time)", ["job"],
+                                     registry=r)
         self.jobs_output = Gauge("fumd_job_output", "Key outputs of each job's last run", ["job", "key"], registry=r)
         for outcome in ("ok", "failed"):
             self.records.labels(outcome)

@@ -113,8 +113,10 @@ def _raster(path: Path, state: dict[str, Any]):
     fig = _figure(10, 7)
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
     exc = neurons < n_exc
-    top.scatter(steps[exc], neurons[exc], s=30, marker="|", linewidths=1.5, color="tab:blue", label=f"excitatory ({n_exc})")
-    top.scatter(steps[~exc], neurons[~exc], s=30, marker="|", linewidths=1.5, color="tab:red", label=f"inhibitory ({n - n_exc})")
+    top.scatter(steps[exc], neurons[exc], s=30, marker="|", linewidths=1.5, color="tab:blue",
+                label=f"excitatory ({n_exc})")
+    top.scatter(steps[~exc], neurons[~exc], s=30, marker="|", linewidths=1.5, color="tab:red",
+                label=f"inhibitory ({n - n_exc})")
     top.axhline(n_exc - 0.5, color="0.6", lw=0.5)
     top.set_ylim(-0.5, n - 0.5)
     top.set_ylabel("neuron")
@@ -133,7 +135,8 @@ def _weights(state: dict[str, Any], step: int):
     persistent = _np(state.get("network.persistent", np.zeros(w.size, bool))).astype(bool)
     fig = _figure(10, 5)
     axes = fig.subplots(1, 2)
-    for ax, (label, mask, colour) in zip(axes, (("excitatory", w > 0, "tab:blue"), ("inhibitory", w < 0, "tab:red"))):
+    for ax, (label, mask, colour) in zip(axes, (("excitatory", w > 0, "tab:blue"), ("inhibitory", w < 0, "tab:red")),
+                                         strict=True):
         values = w[mask]
         pers = w[mask & persistent]
         if values.size:
@@ -171,7 +174,8 @@ def _cluster_rates(cycles: list[dict[str, Any]]):
     fig.colorbar(mesh, ax=top, label="mean firing rate (Hz)")
     top.set_ylabel("cluster id")
     top.set_title("Firing rate per cluster over time (ids as assigned at each step)")
-    bottom.plot(steps, [c.get("rate_hz") if c.get("rate_hz") is not None else np.nan for c in rows], color="black", lw=1)
+    bottom.plot(steps, [c.get("rate_hz") if c.get("rate_hz") is not None else np.nan for c in rows], color="black",
+                lw=1)
     bottom.set_ylabel("population (Hz)")
     bottom.set_xlabel("step (cycles learned)")
     return fig

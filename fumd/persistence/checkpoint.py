@@ -46,6 +46,6 @@ from .write import CheckpointInfo, write_checkpoint
 
 __all__ = [
     "FORMATS", "CheckpointError", "CheckpointInfo", "LoadedCheckpoint", "snapshot", "write_checkpoint",
-    "load_checkpoint", "load_latest", "list_checkpoints", "state_digest", "inspect_checkpoint", "clean_interrupted_writes",
-    "LATEST", "MANIFEST",
+    "load_checkpoint", "load_latest", "list_checkpoints", "state_digest", "inspect_checkpoint",
+    "clean_interrupted_writes", "LATEST", "MANIFEST",
 ]

@@ -147,7 +147,8 @@ def latest_candidates(directory: Path) -> tuple[list[Path], list[tuple[Path, str
         return [], []
     for e in entries:
         if e.name.startswith(TMP_PREFIX) and e.is_dir(follow_symlinks=False):
-            skipped.append((Path(e.path), "incomplete checkpoint: interrupted write (temporary directory never renamed into place)"))
+            skipped.append((Path(e.path),
+                            "incomplete checkpoint: interrupted write (temporary directory never renamed into place)"))
     candidates = list_checkpoints(directory)
     try:
         latest = read_latest(directory)

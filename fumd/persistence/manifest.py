@@ -66,7 +66,8 @@ def build_manifest(*, fmt: str, step: int, seq: int, name: str, files: dict[str,
 
 def write_manifest(directory: Path, manifest: Mapping[str, Any]) -> None:
     """Write ``manifest.json`` into ``directory`` and fsync it (not the directory)."""
-    write_file_durably(directory / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True, allow_nan=True).encode(), FILE_MODE)
+    write_file_durably(directory / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True, allow_nan=True).encode(),
+                       FILE_MODE)
 
 
 def read_manifest(path: Path) -> dict[str, Any]:

@@ -52,7 +52,8 @@ def write_arrays(fmt: str, root: Path, arrays: Arrays, progress: Progress) -> No
     _WRITERS[fmt](root, arrays, progress)
 
 
-def read_arrays(fmt: str, root: Path, spec: Mapping[str, Mapping[str, Any]], progress: Progress) -> dict[str, torch.Tensor]:
+def read_arrays(fmt: str, root: Path, spec: Mapping[str, Mapping[str, Any]],
+                progress: Progress) -> dict[str, torch.Tensor]:
     """Read the arrays the manifest's ``spec`` lists (key -> node, dtype, shape, stored dtype)
     back from the store of format ``fmt`` inside directory ``root``."""
     return _READERS[fmt](root, spec, progress)
@@ -164,7 +165,7 @@ def _read_zarr(root: Path, spec: Mapping[str, Mapping[str, Any]], progress: Prog
             raise CheckpointError(f"cannot open zarr group: {type(exc).__name__}: {exc}") from exc
         keys = list(spec)
         values = await asyncio.gather(*(one(group, k, spec[k]) for k in keys))
-        return dict(zip(keys, values))
+        return dict(zip(keys, values, strict=True))
 
     return _run(main)
 

@@ -102,7 +102,8 @@ def _split_state(state: Mapping[str, Any]) -> tuple[Arrays, dict[str, Any]]:
         value = state[key]
         if torch.is_tensor(value):
             if value.layout != torch.strided:
-                raise CheckpointError(f"state entry {key!r}: {value.layout} tensors are not supported (store CSR arrays)")
+                raise CheckpointError(f"state entry {key!r}: {value.layout} tensors are not supported (store CSR "
+                                      "arrays)")
             node = node_name(key)
             if node in nodes:
                 node = hashed_node_name(key)

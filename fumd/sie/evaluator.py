@@ -83,7 +83,8 @@ class SelfImprovementEngine:
         sims = cosine_to_history(pattern, self.history, self.history_count)
         nov, best = novelty(sims)
         match = best if best >= 0 and float(sims[best]) >= cfg.match_threshold else -1
-        hab, self.habituation = habituation_update(self.habituation, match, cfg.habituation_increment, cfg.habituation_decay)
+        hab, self.habituation = habituation_update(self.habituation, match, cfg.habituation_increment,
+                                                   cfg.habituation_decay)
         if match < 0:
             self._remember(pattern)
 
@@ -138,4 +139,5 @@ class SelfImprovementEngine:
     def load_state_dict(self, data: dict) -> None:
         for key, value in data.items():
             current = getattr(self, key)
-            setattr(self, key, value.to(current.device, current.dtype) if torch.is_tensor(current) else type(current)(value))
+            setattr(self, key, value.to(current.device, current.dtype) if torch.is_tensor(current)
+                    else type(current)(value))

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 
 
-def td_update(values: torch.Tensor, current: int, nxt: int, reward: float, gamma: float, alpha: float) -> tuple[float, torch.Tensor]:
+def td_update(values: torch.Tensor, current: int, nxt: int, reward: float, gamma: float,
+              alpha: float) -> tuple[float, torch.Tensor]:
     """Return (TD error, updated copy of ``values``)."""
     td = reward + gamma * float(values[nxt]) - float(values[current])
     out = values.clone()
@@ -19,7 +20,8 @@ def td_update(values: torch.Tensor, current: int, nxt: int, reward: float, gamma
     return td, out
 
 
-def dominant_cluster(counts: torch.Tensor, cluster: torch.Tensor, n_clusters: int, fallback: int) -> tuple[int, torch.Tensor]:
+def dominant_cluster(counts: torch.Tensor, cluster: torch.Tensor, n_clusters: int,
+                     fallback: int) -> tuple[int, torch.Tensor]:
     """Cluster with the highest mean spike count per neuron (``fallback`` if nothing spiked);
     also returns spikes per cluster."""
     per_cluster = torch.bincount(cluster, weights=counts.double(), minlength=n_clusters)

@@ -27,7 +27,15 @@ from ...network.lif import LIFStepper, lif_parameters
 from ...network.spikes import CycleSpikes
 from ...network.state import NetworkState
 from .arrays import (
-    Currents, LIFNeurons, ReadoutUpdate, SpikeList, STDPWindow, WeightUpdate, post_factors, synapses, traces,
+    Currents,
+    LIFNeurons,
+    ReadoutUpdate,
+    SpikeList,
+    STDPWindow,
+    WeightUpdate,
+    post_factors,
+    synapses,
+    traces,
 )
 from .plasticity import readout_update, spike_trains, stdp_sums, stdp_table, update_synapses
 from .propagation import simulate_steps
