@@ -38,6 +38,14 @@ class NetworkConfig:
         high=1_000_000)
     readout_isolated: bool = setting(True,
                                      "input and output neurons receive no recurrent synapses (docs/mechanisms.md)")
+    feature_neurons: int = setting(
+        0, "excitatory neurons made feature detectors (-1: every one neither input nor output; 0: none; docs)",
+        low=-1, high=50_000_000)
+    feature_fan_in: int = setting(4, "distinct input neurons converging on each feature neuron", low=1, high=10_000)
+    feature_weight: float = fraction(0.35, "mean input->feature weight (each feature's weights sum to fan-in x this)")
+    feature_recurrent: bool = setting(False, "feature neurons also receive the recurrent network's synapses")
+    readout_from: Literal["input", "features", "both"] = setting(
+        "input", "input | features | both: the presynaptic neurons of the readout pathway")
     seed: int = setting(0, low=0, high=2**63 - 1)
     initial_clusters: int = setting(8, "k_min before the first clustering job", low=1, high=100_000)
     activity_history: int = setting(32, "cycles of per-neuron spike counts kept (clustering, pruning)", low=1,
@@ -67,11 +75,15 @@ class LIFConfig:
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """Poisson rate encoder with refractoriness and low-pass, SPEC §2 (seed 002 §5.A.2, §5.E.5)."""
+    """Rate encoder with low-pass, SPEC §2 (seed 002 §5.A.2, §5.E.5): regular (phase-accumulator)
+    spike trains by default, the seed's Poisson trains with refractoriness as an option (docs)."""
 
     max_rate_hz: float = setting(100.0, low=0.0, high=1000.0)
     refractory_ms: float = setting(5.0, low=0.0, high=100.0)
     lowpass_steps: int = setting(5, low=1, high=1000)
+    spike_train: Literal["poisson", "regular"] = setting(
+        "regular",
+        "regular: a phase accumulator, count error < 1 spike (docs) | poisson (with refractoriness, the seed's)")
     normalize: Literal["standardize", "minmax", "clip01"] = setting(
         "standardize", "standardize (online per feature) | minmax (per record) | clip01")
     channels: Literal["on_off", "single"] = setting(
@@ -130,6 +142,14 @@ class LearningConfig:
     readout_weight_fan_in: float = setting(
         32.0, "readout_weight_sum x max(1, sqrt(fan-in / this)): wide inputs get a larger sum (0: off)",
         low=0.0, high=1e6)
+    readout_eligibility: Literal["causal", "presynaptic"] = setting(
+        "causal",
+        "causal: pre-before-post pairs (STDP) | presynaptic: the presynaptic count (e-prop's readout rule; docs)")
+    readout_presynaptic_scale: float = setting(
+        0.04, "presynaptic eligibility per presynaptic spike (about the causal one at 10 output spikes)",
+        low=0.0, high=100.0)
+    feature_plasticity: Literal["fixed", "stdp"] = setting(
+        "fixed", "fixed: the input->feature synapses keep their random weights | stdp: the generic R-STDP")
     reserve_compete: bool = setting(
         True, "label modulator: populations without a label yet compete (and learn to stay quiet)")
     margin: float = fraction(0.3, "label modulator: also learn from a right decision whose confidence is below this")
@@ -233,6 +253,15 @@ class EngineConfig:
 def input_neurons(config: EngineConfig) -> int:
     """Input neurons of the network: one per feature and encoder channel (ON and OFF: two)."""
     return config.network.input_size * (2 if config.encoder.channels == "on_off" else 1)
+
+
+def feature_neurons(config: EngineConfig) -> int:
+    """Feature neurons of the network (``network.feature_neurons``; -1: every excitatory neuron that
+    is neither an input nor an output neuron)."""
+    net = config.network
+    n_exc = int(round(net.neurons * net.excitatory_fraction))
+    free = max(0, n_exc - input_neurons(config) - net.max_labels * net.population_size)
+    return free if net.feature_neurons < 0 else min(net.feature_neurons, free)
 
 
 def validate(config: EngineConfig) -> None:

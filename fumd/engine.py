@@ -11,6 +11,7 @@ same seed and inputs give a bit-identical state on CPU.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
@@ -31,11 +32,13 @@ from .learning.readout import (
     fan_in_scale,
     normalize_readout,
     population_modulator,
+    presynaptic_eligibility,
+    readout_update,
     update_theta,
     weight_sum_for,
 )
 from .learning.replay import ReplayBuffer, ReplayParams
-from .network.build import build_network
+from .network.build import build_network, readout_fan_in
 from .network.spikes import CycleSpikes
 from .network.state import NetworkState
 from .records import Record, parse_record
@@ -107,8 +110,7 @@ class Engine:
         # reward baseline b[a] per acting population (learning.reward_baseline; readout.py), then
         # the baselines of the internal reward (unlabelled inputs) and of the generic synapses
         self.reward_baseline = torch.zeros(cfg.network.max_labels + 2, dtype=torch.float64)
-        fan_in = min(cfg.network.readout_fan_in,
-                     input_neurons(cfg)) if cfg.network.readout_fan_in > 0 else input_neurons(cfg)
+        fan_in = readout_fan_in(cfg)
         self.readout_weight_sum = weight_sum_for(fan_in, cfg.learning.readout_weight_sum,
                                                  cfg.learning.readout_weight_fan_in)
         self.readout = ReadoutIndex.build(self.state, self.readout_weight_sum)
@@ -200,7 +202,19 @@ class Engine:
             silent = (modulator == 0).nonzero().squeeze(1)
             gate[st.output_idx[silent].reshape(-1)] = 0.0
         causal = ro.is_output if lc.readout_window == "causal" else None
+        # a fixed random expansion (learning.feature_plasticity = fixed): the feature pathway keeps its weights
+        frozen = st.w[ro.feature_pos] if lc.feature_plasticity == "fixed" and coefs.generic else None
+        presynaptic = lc.readout_eligibility == "presynaptic" and coefs.apply_readout
+        if presynaptic:  # the backend does the generic update only; the readout is updated here
+            w_before = st.w[ro.pos]
+            coefs = dataclasses.replace(coefs, apply_readout=False)
         self.backend.learn(st, spikes, EligibilityUpdate(self.gamma, gate, causal), coefs)
+        if presynaptic:
+            readout_update(st.w, presynaptic_eligibility(counts, ro, lc.readout_presynaptic_scale), st.persistent,
+                           ro.pos, w_before, coefs.readout, coefs.persistent_scale, coefs.w_max, aligned=True)
+            coefs = dataclasses.replace(coefs, apply_readout=True)
+        if frozen is not None:
+            st.w[ro.feature_pos] = frozen
         if coefs.apply_readout and lc.readout_normalize:
             normalize_readout(st.w, ro, lc.w_max)
         # output homeostasis (adaptive thresholds) and intrinsic plasticity
@@ -339,6 +353,7 @@ class Engine:
 
     def load_state_dict(self, data: Mapping[str, Any]) -> None:
         net = {k.split(".", 1)[1]: v for k, v in data.items() if k.startswith("network.")}
+        net.setdefault("feature_idx", torch.zeros(0, dtype=torch.int64))  # checkpoints from before #15
         for key, value in net.items():
             current = getattr(self.state, key)
             setattr(self.state, key, value.to(self.device) if torch.is_tensor(value) else type(current)(value))

@@ -101,3 +101,26 @@ def test_online_standardisation_into_on_off_channels():
     other = RateEncoder(EncoderConfig(z_scale=2.0), 2, torch.device("cpu"))
     other.load_state_dict(enc.state_dict())
     assert np.array_equal(other.unit(np.array([11.0, -2.0])), enc.unit(np.array([11.0, -2.0])))
+
+
+def test_regular_spike_train_counts_are_the_expected_count_within_one_spike():
+    """encoder.spike_train = regular (issue #15): a phase accumulator; each channel's count over a
+    cycle is its rate x duration to within one spike (a Poisson train's varies by its square root),
+    and channels start at random phases (seeded: the same generator gives the same spikes)."""
+    from fumd.coding.encoder import regular_spikes
+
+    rates = torch.tensor([0.0, 7.0, 33.0, 50.0, 100.0]).repeat(200, 1)
+    expected = rates[0] * 0.2
+    counts = []
+    for seed in range(20):
+        spikes, since = regular_spikes(rates, torch.zeros(5), 1.0, torch.Generator().manual_seed(seed))
+        counts.append(spikes.sum(0).float())
+        assert bool(((spikes.sum(0) - expected).abs() < 1.0).all())
+    again, _ = regular_spikes(rates, torch.zeros(5), 1.0, torch.Generator().manual_seed(19))
+    assert torch.equal(again, spikes)
+    assert torch.stack(counts).std(0)[3] < 0.6  # Poisson at 50 Hz x 0.2 s: sd ~3
+    poisson = torch.stack([poisson_refractory(rates, torch.zeros(5), 1.0, 5.0, torch.Generator().manual_seed(s))[0]
+                           .sum(0).float() for s in range(20)])
+    assert poisson.std(0)[3] > 1.5
+    first = spikes.float().argmax(0)[2:]  # channels do not start in lockstep
+    assert first.unique().numel() > 1

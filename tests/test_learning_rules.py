@@ -347,3 +347,38 @@ def test_readout_weight_sum_grows_with_fan_in(backend):
         for i in range(3):
             engine.cycle({"x": x, "label": "a" if i % 2 else "b"})
         assert torch.allclose(sums(), torch.full_like(sums(), expected), rtol=1e-3)  # scaled back after learning
+
+
+def test_presynaptic_eligibility_potentiates_a_silent_label_population(backend):
+    """learning.readout_eligibility = presynaptic (e-prop's readout rule): e_ij = scale x n_i, so
+    the label population's readout weights from the neurons that fired grow on a wrong decision
+    even when that population did not spike (the causal eligibility needs its spikes)."""
+
+    from fumd.engine import Engine
+    from fumd.learning.readout import presynaptic_eligibility
+    from tests.conftest import small_config
+
+    engine = Engine(small_config(backend=backend, learning={"readout_eligibility": "presynaptic",
+                                                           "readout_normalize": False, "margin": 0.0}))
+    st, ro = engine.state, engine.readout
+    counts = torch.zeros(st.n, dtype=torch.int64)
+    counts[st.input_idx[:3]] = torch.tensor([4, 0, 2])
+    e = presynaptic_eligibility(counts, ro, 0.5)
+    assert torch.equal(e, counts[ro.pre].float() * 0.5)
+    assert torch.equal(ro.pre, st.pre_index()[ro.pos])
+
+    # a cycle whose label population stays silent: force it with a huge threshold on it
+    engine.cycle({"x": [0.0] * 16, "label": "a"})
+    engine.cycle({"x": [0.0] * 16, "label": "b"})
+    label = engine.vocabulary.add("b")
+    st.theta[st.output_idx[label]] = 1e4
+    w_before = st.w.clone()
+    result = engine.cycle({"x": [3.0] * 8 + [-3.0] * 8, "label": "b"})
+    assert result.action_index != label and not result.correct
+    counts = engine.last_cycle_spikes.counts
+    assert int(counts[st.output_idx[label]].sum()) == 0
+    onto_label = (ro.post_local // st.output_idx.shape[1]) == label
+    active = counts[ro.pre] > 0
+    grew = st.w[ro.pos] > w_before[ro.pos]
+    assert bool(grew[onto_label & active].all()) and bool((onto_label & active).any())
+    assert not bool(grew[onto_label & ~active].any())

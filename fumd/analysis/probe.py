@@ -44,7 +44,7 @@ from ..errors import FumdError, InputError
 if TYPE_CHECKING:
     from ..engine import Engine
 
-POPULATIONS = ("input", "output", "hidden", "all")
+POPULATIONS = ("input", "feature", "output", "hidden", "all")
 CONVERGENCE_BINS = ("0", "1", "2", "3+")
 Sample = tuple[Any, Any]  # (features: numbers or a str, label or None)
 
@@ -164,14 +164,17 @@ def input_convergence(pre: Any, post: Any, input_mask: Any, hidden_mask: Any) ->
     }
 
 
-def population_masks(input_idx: Any, output_idx: Any, n: int) -> dict[str, np.ndarray]:
-    """Boolean masks over the ``n`` neurons: input, output (every readout population), hidden
-    (the rest), all."""
+def population_masks(input_idx: Any, output_idx: Any, n: int, feature_idx: Any = ()) -> dict[str, np.ndarray]:
+    """Boolean masks over the ``n`` neurons: input, feature (the feature neurons, a part of
+    hidden), output (every readout population), hidden (neither input nor output), all."""
     is_input = np.zeros(n, dtype=bool)
     is_input[np.asarray(input_idx, dtype=np.int64).reshape(-1)] = True
     is_output = np.zeros(n, dtype=bool)
     is_output[np.asarray(output_idx, dtype=np.int64).reshape(-1)] = True
-    return {"input": is_input, "output": is_output, "hidden": ~(is_input | is_output), "all": np.ones(n, dtype=bool)}
+    is_feature = np.zeros(n, dtype=bool)
+    is_feature[np.asarray(feature_idx, dtype=np.int64).reshape(-1)] = True
+    return {"input": is_input, "feature": is_feature, "output": is_output, "hidden": ~(is_input | is_output),
+            "all": np.ones(n, dtype=bool)}
 
 
 # -- driving the engine -----------------------------------------------------------------------
@@ -233,12 +236,15 @@ def probe(engine: Engine, samples: Sequence[Sample], *, warmup: int = 200, repea
 
     st, cfg = engine.state, engine.config
     cycle_s = cfg.lif.steps * cfg.lif.dt_ms / 1000.0
-    masks = population_masks(st.input_idx.cpu().numpy(), st.output_idx.cpu().numpy(), st.n)
+    masks = population_masks(st.input_idx.cpu().numpy(), st.output_idx.cpu().numpy(), st.n,
+                             st.feature_idx.cpu().numpy())
     labels = [label for _f, label in samples]
     labels = None if any(label is None for label in labels) else [str(label) for label in labels]
     populations = {}
     for name in POPULATIONS:
         m = masks[name]
+        if name == "feature" and not m.any():  # a network without feature neurons (the default)
+            continue
         x = counts[:, m]
         rep, rep_neurons = repeatability(counts[:repeats][:, m], again[:, m])
         populations[name] = {

@@ -18,11 +18,16 @@
 2. Low-pass: the rate seen at step t is the mean of the target rates of the last 5 steps, where
    steps before the cycle hold the previous input's rates. A change of input therefore ramps in
    over 5 ms instead of jumping (and a one-step glitch would be averaged away).
-3. Poisson spikes with dead time: a neuron that spiked at step s cannot spike before
-   s + refractory; otherwise it spikes with probability ``p`` per step. In discrete time the mean
-   interval is ``(n_ref - 1) + 1/p`` steps, so ``p = lambda / (1 - lambda (n_ref - 1))``
-   (``lambda`` in spikes per step, ``n_ref`` = refractory steps) makes the output rate equal the
-   requested rate. The refractory clock carries over between cycles.
+3. Spike trains (``spike_train``). ``regular`` (default, issue #15): a phase accumulator per
+   channel, starting at a random phase each cycle; the count is the expected count to within one
+   spike (``regular_spikes``). A departure from the seed's Poisson process: Poisson count noise
+   (sd = sqrt(count)) was the largest noise a readout of 200 ms had to average (docs/mechanisms.md
+   "Feature pathway and regular spike trains"). ``poisson``: Poisson spikes with dead time: a
+   neuron that spiked at step s cannot spike before s + refractory; otherwise it spikes with
+   probability ``p`` per step. In discrete time the mean interval is ``(n_ref - 1) + 1/p``
+   steps, so ``p = lambda / (1 - lambda (n_ref - 1))`` (``lambda`` in spikes per step, ``n_ref``
+   = refractory steps) makes the output rate equal the requested rate. The refractory clock
+   carries over between cycles.
 """
 from __future__ import annotations
 
@@ -83,6 +88,25 @@ def poisson_refractory(
     if rates_hz.device.type == "cpu":  # the same loop in NumPy: ~10x less per-step overhead
         return refractory_numpy(candidates, since_spike, ref_steps)
     return refractory_torch(candidates, since_spike, ref_steps)
+
+
+def regular_spikes(rates_hz: torch.Tensor, since_spike: torch.Tensor, dt_ms: float, gen: torch.Generator
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spikes [T, n] (bool) of a phase accumulator (integrate-and-fire encoding): each channel's
+    phase starts at a random ``U(0, 1)`` and advances by ``rate x dt`` per step, and the channel
+    spikes whenever it crosses an integer. A channel's count over the cycle is its expected count
+    rounded up or down (error < 1 spike), where a Poisson train's varies by its square root; the
+    random start keeps the channels from spiking in lockstep. Returns the updated
+    steps-since-last-spike counter too (as ``poisson_refractory``)."""
+    lam = rates_hz * (dt_ms / 1000.0)
+    phase0 = torch.rand(lam.shape[1], generator=gen, device=lam.device, dtype=lam.dtype)
+    level = torch.floor(phase0[None, :] + torch.cumsum(lam, 0))
+    spikes = torch.diff(level, dim=0, prepend=torch.floor(phase0)[None, :]) > 0
+    steps = spikes.shape[0]
+    t = torch.arange(1, steps + 1, device=lam.device)[:, None]
+    last = (spikes * t).amax(0)  # 1-based step of the last spike, 0 for none
+    since = torch.where(last > 0, (steps - last).to(since_spike.dtype), since_spike + steps)
+    return spikes, since
 
 
 def refractory_torch(candidates: torch.Tensor, since_spike: torch.Tensor,
@@ -147,7 +171,10 @@ class RateEncoder:
 
     def encode(self, target_rates: torch.Tensor, steps: int, dt_ms: float, gen: torch.Generator) -> torch.Tensor:
         rates = lowpass_rates(self.prev_rates, target_rates, steps, self.cfg.lowpass_steps)
-        spikes, self.since_spike = poisson_refractory(rates, self.since_spike, dt_ms, self.cfg.refractory_ms, gen)
+        if self.cfg.spike_train == "regular":
+            spikes, self.since_spike = regular_spikes(rates, self.since_spike, dt_ms, gen)
+        else:
+            spikes, self.since_spike = poisson_refractory(rates, self.since_spike, dt_ms, self.cfg.refractory_ms, gen)
         self.prev_rates = target_rates.clone()
         return spikes
 

@@ -144,6 +144,22 @@ def _agrawal(seed: int, length: int) -> Iterator[tuple[Any, Any]]:
         position=position, width=width, seed=seed + 20_000))
 
 
+def _agrawal2(seed: int, length: int) -> Iterator[tuple[Any, Any]]:
+    from river.datasets import synth
+
+    return iter(synth.Agrawal(classification_function=2, seed=seed))
+
+
+def _parity(seed: int, length: int) -> Iterator[tuple[Any, Any]]:
+    """Six random bits; the label is the parity of the first three, flipped with p = 0.05: no
+    linear function of the bits beats chance (issue #15)."""
+    rng = np.random.default_rng(seed)
+    while True:
+        bits = rng.integers(0, 2, 6)
+        y = int(bits[0] ^ bits[1] ^ bits[2]) ^ int(rng.random() < 0.05)
+        yield {f"b{i}": float(b) for i, b in enumerate(bits)}, y
+
+
 def _hyperplane(seed: int, length: int) -> Iterator[tuple[Any, Any]]:
     from river.datasets import synth
 
@@ -262,7 +278,12 @@ def _build() -> dict[str, Stream]:
                "River synth.SEA(noise=0.1), ConceptDriftStream variant 0 -> 2 at the middle of the run", _sea),
         Stream("agrawal", "numeric", agrawal_features, ("0", "1"),
                "River synth.Agrawal, ConceptDriftStream classification function 0 -> 2 at the middle of the run",
-               _agrawal), Stream("hyperplane", "numeric", tuple(range(10)), ("0", "1"),  # type: ignore[arg-type]
+               _agrawal),
+        Stream("agrawal2", "numeric", agrawal_features, ("0", "1"),
+               "River synth.Agrawal(classification_function=2): a nonlinear rule of age and salary", _agrawal2),
+        Stream("parity", "numeric", tuple(f"b{i}" for i in range(6)), ("0", "1"),
+               "3-bit parity among 6 random bits, 5 % label noise (linearly inseparable)", _parity),
+        Stream("hyperplane", "numeric", tuple(range(10)), ("0", "1"),  # type: ignore[arg-type]
                "River synth.Hyperplane(n_features=10, n_drift_features=2, mag_change=0.001, noise 0.05)", _hyperplane),
         Stream("phishing", "numeric", phishing_features, ("False", "True"),
                "River datasets.Phishing (1,250 web pages), shuffled with the seed, repeated",

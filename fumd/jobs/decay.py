@@ -13,7 +13,8 @@ Every run (default every 200 cycles = 10,000 steps at T = 50, the seed's "every 
 
 Persistent synapses are neither decayed nor pruned, and neither are the **readout synapses**
 (``protect_readout``, default on; issue #9): every synapse onto an output neuron (the learned
-input->output weights and the inhibition between output populations). They hold what the network
+input->output weights and the inhibition between output populations) or onto a feature neuron
+(the input->feature expansion, issue #15). They hold what the network
 has learned; decaying them every 200 cycles pulled the readout back towards its random start
 (and the readout's own synaptic scaling undid part of it in the next cycle anyway). The product is
 computed in float64 and rounded once to the weight dtype (``w_new = float32(float64(w) * f)``).
@@ -121,10 +122,13 @@ def low_reward_clusters(mean: torch.Tensor, n: torch.Tensor, min_n: int, thresho
 
 
 def readout_synapses(state: NetworkState) -> torch.Tensor:
-    """Bool [nnz]: synapses onto an output neuron (derived from ``state.output_idx`` and the CSR, so
-    it is valid for the structure at hand whatever ``engine.readout`` was last built for)."""
+    """Bool [nnz]: synapses onto an output neuron or a feature neuron (derived from
+    ``state.output_idx``, ``state.feature_idx`` and the CSR, so it is valid for the structure at
+    hand whatever ``engine.readout`` was last built for). The feature pathway is the fixed
+    expansion the readout reads (issue #15): decay would erase the features under it."""
     is_out = torch.zeros(state.n, dtype=torch.bool, device=state.col.device)
     is_out[state.output_idx.reshape(-1).long().to(state.col.device)] = True
+    is_out[state.feature_idx.long().to(state.col.device)] = True
     return is_out[state.col.long()]
 
 

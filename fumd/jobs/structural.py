@@ -181,7 +181,7 @@ class StructuralJob(PersistentJob):
             structure_version=st.structure_version, seed=seed, steps_done=int(engine.steps_done), n_exc=st.n_exc,
             indptr=st.indptr.clone(), col=st.col.clone(), w=st.w.clone(), persistent=st.persistent.clone(),
             v_th=st.v_th.clone(), grid_xy=st.grid_xy.clone(), cluster=st.cluster.clone(), activity=st.activity.clone(),
-            designated=torch.cat([st.input_idx.reshape(-1), st.output_idx.reshape(-1)]).long().clone(),
+            designated=st.designated_idx().clone(),
             outputs=st.output_idx.reshape(-1).long().clone(),
             avg_reward=sie.avg_reward.clone(), reward_history=sie.reward_history.clone(),
             reward_count=sie.reward_count.clone(),
@@ -291,8 +291,7 @@ class StructuralJob(PersistentJob):
         """Remove the synapses from ``sources`` onto input or output neurons (``edit.add_neurons``
         draws targets among all neurons); returns how many went."""
         designated = torch.zeros(st.n, dtype=torch.bool, device=st.device)
-        designated[st.input_idx.reshape(-1).long()] = True
-        designated[st.output_idx.reshape(-1).long()] = True
+        designated[st.designated_idx()] = True
         is_src = torch.zeros(st.n, dtype=torch.bool, device=st.device)
         is_src[sources.long()] = True
         drop = is_src[st.pre_index()] & designated[st.col.long()]

@@ -2,7 +2,8 @@
 
 The *readout synapses* are the excitatory synapses onto output neurons: the designated
 input->output pathway (``network.readout_fan_in``, by default every input neuron to every output
-neuron; with ``network.readout_isolated`` nothing else reaches an output neuron). Per input:
+neuron; with ``network.readout_from = features | both`` the feature neurons' too, issue #15;
+with ``network.readout_isolated`` nothing else reaches an output neuron). Per input:
 
 1. **Causal eligibility** (``learning.readout_window = causal``, see ``stdp.py``): only
    pre-before-post pairs of this input enter ``e_ij`` (``learning.gamma = 0``: no carry-over).
@@ -44,6 +45,8 @@ class ReadoutIndex:
     post_local: torch.Tensor  # int64 [R] index of the postsynaptic output neuron in output_idx.reshape(-1)
     target_sum: torch.Tensor  # float32 [n_out] learning.readout_weight_sum (0 for a neuron without such synapses)
     is_output: torch.Tensor  # bool [N]
+    pre: torch.Tensor  # int64 [R] presynaptic neuron of each readout synapse (presynaptic eligibility)
+    feature_pos: torch.Tensor  # int64 synapse positions onto feature neurons from excitatory neurons (issue #15)
     structure_version: int  # of the state it was derived from
 
     @classmethod
@@ -59,8 +62,12 @@ class ReadoutIndex:
         counts = torch.bincount(post_local, minlength=out.numel()).float()
         is_output = torch.zeros(n, dtype=torch.bool, device=device)
         is_output[out] = True
+        is_feature = torch.zeros(n, dtype=torch.bool, device=device)
+        is_feature[state.feature_idx.long()] = True
+        feature_pos = is_feature[state.col[:k].long()].nonzero().squeeze(1)
+        pre = torch.searchsorted(state.indptr, pos, right=True) - 1  # CSR row of each position
         return cls(pos=pos, post_local=post_local, target_sum=(counts > 0).float() * weight_sum, is_output=is_output,
-                   structure_version=state.structure_version)
+                   pre=pre, feature_pos=feature_pos, structure_version=state.structure_version)
 
 
 def fan_in_scale(fan_in: int, reference: float) -> float:
@@ -151,15 +158,30 @@ def update_theta(theta: torch.Tensor, counts: torch.Tensor, output: torch.Tensor
     return new
 
 
+def presynaptic_eligibility(counts: torch.Tensor, index: ReadoutIndex, scale: float) -> torch.Tensor:
+    """``learning.readout_eligibility = presynaptic``: each readout synapse's eligibility is its
+    presynaptic neuron's spike count in this cycle times ``scale``::
+
+        e_ij = scale * n_i
+
+    the eligibility of e-prop's readout weights (Bellec et al. 2020: the error times the filtered
+    presynaptic spike train), i.e. the delta rule on spike counts. The causal (STDP) eligibility
+    needs output spikes: a label population that stays silent on an input cannot be potentiated
+    on it, which slows learning from many weakly active presynaptic neurons (feature neurons,
+    docs/mechanisms.md "Feature pathway")."""
+    return torch.index_select(counts, 0, index.pre).to(torch.float32) * scale
+
+
 def readout_update(
     w: torch.Tensor, e: torch.Tensor, persistent: torch.Tensor, pos: torch.Tensor, w_before: torch.Tensor,
-    coef: torch.Tensor, persistent_scale: float, w_max: float,
+    coef: torch.Tensor, persistent_scale: float, w_max: float, aligned: bool = False,
 ) -> None:
     """In place: the readout synapses (positions ``pos``, ``ReadoutIndex.pos``) get
     ``w_before + coef * e`` (instead of the generic update that ``synapse_update`` applied to all
     excitatory synapses), persistent ones scaled; ``coef`` (float32 [R]) is each synapse's
-    population's ``eta_eff * m_p``."""
-    delta = torch.index_select(e, 0, pos).to(w.dtype) * coef
+    population's ``eta_eff * m_p``. ``e``: every synapse's trace, or with ``aligned`` the readout
+    synapses' eligibility ([R], ``presynaptic_eligibility``)."""
+    delta = (e if aligned else torch.index_select(e, 0, pos)).to(w.dtype) * coef
     if persistent_scale != 1.0:
         delta = torch.where(torch.index_select(persistent, 0, pos), delta * persistent_scale, delta)
     w[pos] = (w_before + delta).clamp(0.0, w_max)

@@ -17,6 +17,11 @@
   input->output pathway (docs/mechanisms.md), initialised ``U(0, 2 S / fan-in)`` so that their
   sum is ``S`` on average (``learning.readout_weight_sum``, grown as ``sqrt(fan-in / 32)`` above
   32 channels: ``learning/readout.py`` ``weight_sum_for``).
+- Feature neurons (``network.feature_neurons``, none by default; issue #15, docs/mechanisms.md
+  "Feature pathway"): further excitatory neurons, each receiving ``network.feature_fan_in``
+  synapses from distinct random input neurons, weights summing to ``fan-in x feature_weight``;
+  the readout reads them too with ``network.readout_from = features | both``, and with
+  ``network.feature_recurrent = false`` they hear nothing else.
 - ``network.readout_isolated`` (default): the recurrent synapses onto input and output neurons are
   left out, so the input neurons relay the encoder's spikes unaltered and the output neurons hear
   only the input pathway (a hot recurrent network corrupted both; docs/mechanisms.md). The
@@ -30,7 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import EngineConfig, input_neurons
+from ..config import EngineConfig, feature_neurons, input_neurons
 from ..learning.readout import weight_sum_for
 from .state import NetworkState
 
@@ -177,16 +182,31 @@ def initial_density(cfg: EngineConfig) -> float:
     net = cfg.network
     n_out = net.max_labels * net.population_size
     recurrent = net.neurons * net.synapses_per_neuron
-    if net.readout_isolated:
-        recurrent *= 1.0 - (input_neurons(cfg) + n_out) / float(net.neurons)
-    nnz = recurrent + n_out * readout_fan_in(cfg)
+    n_feat = feature_neurons(cfg)
+    isolated = (input_neurons(cfg) + n_out if net.readout_isolated else 0) + (0 if net.feature_recurrent else n_feat)
+    recurrent *= 1.0 - isolated / float(net.neurons)
+    nnz = recurrent + n_out * readout_fan_in(cfg) + n_feat * min(net.feature_fan_in, input_neurons(cfg))
     return nnz / float(net.neurons * (net.neurons - 1))
 
 
 def readout_fan_in(cfg: EngineConfig) -> int:
-    """Input->output synapses per output neuron: ``network.readout_fan_in``, -1 = every input neuron."""
-    n_in = input_neurons(cfg)
-    return n_in if cfg.network.readout_fan_in < 0 else min(cfg.network.readout_fan_in, n_in)
+    """Readout synapses per output neuron: ``network.readout_fan_in``, -1 = from every source
+    neuron (``network.readout_from``: the input neurons, the feature neurons, or both)."""
+    frm = cfg.network.readout_from
+    n_src = (input_neurons(cfg) if frm != "features" else 0) + (feature_neurons(cfg) if frm != "input" else 0)
+    return n_src if cfg.network.readout_fan_in < 0 else min(cfg.network.readout_fan_in, n_src)
+
+
+def readout_sources(input_idx: torch.Tensor, feature_idx: torch.Tensor, readout_from: str) -> torch.Tensor:
+    """The presynaptic neurons of the readout pathway (``network.readout_from``)."""
+    parts = {"input": [input_idx], "features": [feature_idx], "both": [input_idx, feature_idx]}[readout_from]
+    return torch.cat(parts).long()
+
+
+def _mask(idx: torch.Tensor, n: int, device: torch.device) -> torch.Tensor:
+    m = torch.zeros(n, dtype=torch.bool, device=device)
+    m[idx.long()] = True
+    return m
 
 
 def drop_synapses_onto(indptr: torch.Tensor, col: torch.Tensor, targets: torch.Tensor,
@@ -222,26 +242,43 @@ def build_network(config: EngineConfig, gen: torch.Generator, device: torch.devi
     )
     designated = torch.randperm(n_exc, generator=gen, device=device)
     n_out = net.max_labels * net.population_size
-    n_in = input_neurons(config)
+    n_in, n_feat = input_neurons(config), feature_neurons(config)
     input_idx = torch.sort(designated[:n_in]).values
     output_idx = designated[n_in : n_in + n_out].reshape(net.max_labels, net.population_size)
-    if net.readout_isolated:
-        indptr, col = drop_synapses_onto(indptr, col, torch.cat([input_idx, output_idx.reshape(-1)]), n)
+    feature_idx = torch.sort(designated[n_in + n_out : n_in + n_out + n_feat]).values
+    isolated = [input_idx, output_idx.reshape(-1)] if net.readout_isolated else []
+    if not net.feature_recurrent:
+        isolated.append(feature_idx)
+    if isolated:
+        indptr, col = drop_synapses_onto(indptr, col, torch.cat(isolated), n)
+    k_feat = min(net.feature_fan_in, n_in)
+    if n_feat and k_feat:  # the feature pathway: k distinct input neurons converge on each feature neuron
+        pick = torch.topk(torch.rand(n_feat, n_in, generator=gen, device=device), k_feat, dim=1).indices
+        indptr, col = add_synapses(indptr, col, input_idx[pick].reshape(-1),
+                                   feature_idx.reshape(-1, 1).expand(-1, k_feat).reshape(-1), n)
+    sources = readout_sources(input_idx, feature_idx, net.readout_from)
     fan_in = readout_fan_in(config)
     if fan_in:
-        scores = torch.rand(n_out, n_in, generator=gen, device=device)
-        pick = torch.topk(scores, fan_in, dim=1).indices  # distinct inputs per output
-        extra_pre = input_idx[pick].reshape(-1)
+        scores = torch.rand(n_out, sources.numel(), generator=gen, device=device)
+        pick = torch.topk(scores, fan_in, dim=1).indices  # distinct sources per output
+        extra_pre = sources[pick].reshape(-1)
         extra_post = output_idx.reshape(-1, 1).expand(-1, fan_in).reshape(-1)
         indptr, col = add_synapses(indptr, col, extra_pre, extra_post, n)
     nnz = col.shape[0]
     n_exc_syn = int(indptr[n_exc])
     w = torch.rand(nnz, generator=gen, device=device) * net.init_weight_max
     w[n_exc_syn:] = -w[n_exc_syn:]
+    post = col[:n_exc_syn].long()
+    if n_feat and k_feat:  # input -> feature: U(0.5, 1.5) x feature_weight
+        is_in = _mask(input_idx, n, device)
+        pre = torch.repeat_interleave(torch.arange(n_exc, device=device), indptr[1 : n_exc + 1] - indptr[:n_exc])
+        feat = (is_in[pre] & _mask(feature_idx, n, device)[post]).nonzero().squeeze(1)
+        u = 0.5 + torch.rand(feat.numel(), generator=gen, device=device)
+        per_feature = torch.zeros(n, device=device).index_add_(0, post[feat], u)
+        # each feature's weights sum to k x feature_weight: the same mean drive on every feature
+        w[feat] = u * (k_feat * net.feature_weight) / per_feature[post[feat]]
     if fan_in:  # the readout pathway: U(0, 2 S / fan-in), mean sum S per output neuron
-        is_out = torch.zeros(n, dtype=torch.bool, device=device)
-        is_out[output_idx.reshape(-1)] = True
-        readout = is_out[col[:n_exc_syn].long()].nonzero().squeeze(1)
+        readout = _mask(output_idx.reshape(-1), n, device)[post].nonzero().squeeze(1)
         total = weight_sum_for(fan_in, config.learning.readout_weight_sum, config.learning.readout_weight_fan_in)
         w[readout] = torch.rand(readout.numel(), generator=gen, device=device) * (2.0 * total / fan_in)
     w.clamp_(-1.0, 1.0)
@@ -265,6 +302,7 @@ def build_network(config: EngineConfig, gen: torch.Generator, device: torch.devi
         persistent=torch.zeros(nnz, dtype=torch.bool, device=device),
         input_idx=input_idx,
         output_idx=output_idx,
+        feature_idx=feature_idx,
         global_inhibition=float(lif.global_inhibition),
         n_clusters=net.initial_clusters,
     )

@@ -7,7 +7,7 @@ snapshot are recognised as stale. Invariants kept by every function here (and ch
 
 * excitatory neurons are ``[0, n_exc)``, inhibitory ``[n_exc, N)``; a new excitatory neuron is
   *inserted* at ``n_exc`` (the inhibitory block shifts up by one), a new inhibitory neuron is
-  appended. ``col``, ``input_idx`` and ``output_idx`` are renumbered accordingly; functions that
+  appended. ``col``, ``input_idx``, ``output_idx`` and ``feature_idx`` are renumbered accordingly; functions that
   renumber return ``old_to_new`` (int64 [N_old], -1 for a removed neuron) so that callers holding
   neuron indices (the structural job's per-pair rewire counters) can follow;
 * CSR rows are sorted by postsynaptic index, no duplicate (pre, post) pair, no autapse; so the
@@ -388,6 +388,7 @@ def insert_neurons(
     state.n_exc = e0 + a
     state.input_idx = remap(state.input_idx, old_to_new)
     state.output_idx = remap(state.output_idx, old_to_new)
+    state.feature_idx = remap(state.feature_idx, old_to_new)
     # synapses: old ones renumbered, new ones appended; drop autapses / duplicates
     pre, post = syn_pre.long(), syn_post.long()
     key = pre * n1 + post
@@ -531,9 +532,8 @@ def remove_neurons(state: NetworkState, remove: torch.Tensor) -> torch.Tensor:
     the survivors keep their order (so the E/I blocks and CSR order hold). Returns ``old_to_new``
     (int64 [N], -1 for removed). Designated input/output neurons are never removed (ValueError)."""
     remove = remove.to(torch.bool)
-    designated = torch.cat([state.input_idx.reshape(-1), state.output_idx.reshape(-1)]).long()
-    if bool(remove[designated].any()):
-        raise ValueError("remove_neurons: designated input/output neurons are never removed")
+    if bool(remove[state.designated_idx()].any()):
+        raise ValueError("remove_neurons: designated input/output/feature neurons are never removed")
     keep_n = ~remove
     old_to_new = torch.cumsum(keep_n.to(torch.int64), 0) - 1
     old_to_new[remove] = -1
@@ -556,6 +556,7 @@ def remove_neurons(state: NetworkState, remove: torch.Tensor) -> torch.Tensor:
         setattr(state, name, getattr(state, name)[keep_n])
     state.input_idx = remap(state.input_idx, old_to_new)
     state.output_idx = remap(state.output_idx, old_to_new)
+    state.feature_idx = remap(state.feature_idx, old_to_new)
     state.structure_version += 1
     return old_to_new
 
@@ -649,7 +650,7 @@ def check_invariants(state: NetworkState) -> None:
     k = state.n_exc_synapses
     assert bool((state.w[:k] >= 0).all()) and bool((state.w[k:] <= 0).all()), "Dale's law"
     assert float(state.w.abs().max() if nnz else 0.0) <= 1.0, "|w| > 1"
-    des = torch.cat([state.input_idx.reshape(-1), state.output_idx.reshape(-1)]).long()
+    des = state.designated_idx()
     assert bool((des >= 0).all()) and bool((des < state.n_exc).all()), "designated neurons must be excitatory"
     cells = state.grid_xy[:, 0].long() * (1 << 31) + state.grid_xy[:, 1].long()
     assert torch.unique(cells).numel() == n, "two neurons on one grid cell"

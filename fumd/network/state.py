@@ -39,6 +39,7 @@ class NetworkState:
     # designated neurons
     input_idx: torch.Tensor  # int64 [input_size]
     output_idx: torch.Tensor  # int64 [max_labels, population_size]
+    feature_idx: torch.Tensor  # int64 [F] feature neurons (network.feature_neurons; empty before #15)
     # scalars
     global_inhibition: float
     n_clusters: int
@@ -78,6 +79,11 @@ class NetworkState:
         """Store one cycle's spike counts per neuron in the activity ring (saturating at 255)."""
         self.activity[:, self.activity_pos] = counts.clamp(max=255).to(torch.uint8)
         self.activity_pos = (self.activity_pos + 1) % self.activity.shape[1]
+
+    def designated_idx(self) -> torch.Tensor:
+        """Input, output and feature neurons (int64): never pruned, never given recurrent synapses
+        by structural plasticity (with ``readout_isolated``)."""
+        return torch.cat([self.input_idx.reshape(-1), self.output_idx.reshape(-1), self.feature_idx.reshape(-1)]).long()
 
     def sparsity(self) -> float:
         return 1.0 - self.nnz / float(self.n * (self.n - 1))
