@@ -57,7 +57,9 @@ def run_bench(
         start = time.perf_counter()
         for x in inputs[warmup + 1 :]:
             engine.cycle({"x": x})
-            counts = engine.last_cycle_spikes.counts
+            record = engine.last_cycle_spikes
+            assert record is not None  # Engine.cycle just set it
+            counts = record.counts
             spikes += int(counts.sum())
             events += int(counts.double() @ degree)
         _sync(engine.device)

@@ -236,8 +236,12 @@ class Engine:
         if external is not None:
             delta = self._centred_reward(external, action)
             if label_index is not None and lc.modulator == "label":
-                rivals = population_rates(self.last_cycle_spikes.counts, self.state.output_idx, self._cycle_ms) \
-                    if lc.reserve_compete else pop_rates[:n_actions]
+                if lc.reserve_compete:
+                    spikes = self.last_cycle_spikes
+                    assert spikes is not None  # this cycle's record, set before the modulator is computed
+                    rivals = population_rates(spikes.counts, self.state.output_idx, self._cycle_ms)
+                else:
+                    rivals = pop_rates[:n_actions]
                 return population_modulator(p, action, label_index, rivals, lc.margin)
             return population_modulator(p, action, None, pop_rates[:n_actions], 0.0, delta)
         if lc.internal_scale == 0.0:

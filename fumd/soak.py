@@ -23,10 +23,12 @@ import numpy as np
 
 def _stream_files(inbox: Path, cycles: int, switch_every: int, input_size: int, seed: int, per_file: int = 500) -> None:
     rng = np.random.default_rng(seed)
-    domains = [("numeric", rng.random((4, input_size)), [f"a{i}" for i in range(4)]),
-               ("numeric", rng.random((4, input_size)), [f"b{i}" for i in range(4)]),
-               ("text", ["the cat sat on the mat", "stock prices rose sharply today", "a storm is coming tonight",
-                         "protein folding is hard"], ["cat", "finance", "weather", "biology"])]
+    # (kind, prototypes: float [4, input_size] for "numeric", sentences for "text", labels)
+    domains: list[tuple[str, Any, list[str]]] = [
+        ("numeric", rng.random((4, input_size)), [f"a{i}" for i in range(4)]),
+        ("numeric", rng.random((4, input_size)), [f"b{i}" for i in range(4)]),
+        ("text", ["the cat sat on the mat", "stock prices rose sharply today", "a storm is coming tonight",
+                  "protein folding is hard"], ["cat", "finance", "weather", "biology"])]
     records = []
     for i in range(cycles):
         kind, protos, labels = domains[(i // switch_every) % len(domains)]

@@ -201,7 +201,9 @@ def record_counts(engine: Engine, inputs: Sequence[Any], progress: Callable[[int
     rows = []
     for features in inputs:
         engine.cycle(engine_input(features))
-        rows.append(engine.last_cycle_spikes.counts.cpu().numpy().astype(np.int32))
+        record = engine.last_cycle_spikes
+        assert record is not None  # Engine.cycle just set it
+        rows.append(record.counts.cpu().numpy().astype(np.int32))
         if progress is not None:
             progress(1)
     return np.stack(rows) if rows else np.zeros((0, engine.state.n), dtype=np.int32)
@@ -238,8 +240,8 @@ def probe(engine: Engine, samples: Sequence[Sample], *, warmup: int = 200, repea
     cycle_s = cfg.lif.steps * cfg.lif.dt_ms / 1000.0
     masks = population_masks(st.input_idx.cpu().numpy(), st.output_idx.cpu().numpy(), st.n,
                              st.feature_idx.cpu().numpy())
-    labels = [label for _f, label in samples]
-    labels = None if any(label is None for label in labels) else [str(label) for label in labels]
+    given = [label for _f, label in samples]
+    labels = None if any(label is None for label in given) else [str(label) for label in given]
     populations = {}
     for name in POPULATIONS:
         m = masks[name]
@@ -297,7 +299,7 @@ def load_network(state_dir: Path) -> tuple[Any, dict[str, Any]]:
     return engine, {"network": "checkpoint", "checkpoint": str(loaded.path), "step": engine.steps_done}
 
 
-def read_records(path: Path, limit: int) -> list[dict[str, Any]]:
+def read_records(path: Path, limit: int) -> list[tuple[str, dict[str, Any]]]:
     """The first ``limit`` records of an input file in any format the daemon reads (JSON Lines,
     JSON, CSV, .npy); a record the reader cannot parse is an error naming its position."""
     from ..io.readers import RecordProblem, read_input_file
@@ -307,7 +309,7 @@ def read_records(path: Path, limit: int) -> list[dict[str, Any]]:
         data = path.read_bytes()
     except OSError as exc:
         raise ProbeError(f"{path}: cannot read the records file ({exc.strerror or exc})") from None
-    records = []
+    records: list[tuple[str, dict[str, Any]]] = []
     for item in read_input_file(data, path.name, max_records=len(data) + 1):  # no cap: a file has fewer
         if isinstance(item.record, RecordProblem):
             raise ProbeError(f"{path} {item.record.message}")
@@ -349,6 +351,7 @@ def run_probe(*, state_dir: Path | None = None, config: Path | None = None, neur
         source = get_stream(stream)
         raw_records = None
     else:
+        assert records is not None  # exactly one of stream and records, checked above
         raw_records = read_records(records, inputs)
         source = _records_stream(Path(records), raw_records)
 
@@ -366,6 +369,7 @@ def run_probe(*, state_dir: Path | None = None, config: Path | None = None, neur
         raise ProbeError(f"{source.name}: {source.n_features} features per input, but the network's input_size is "
                          f"{width}"
                          + (" (probe it with --records of that width)" if state_dir is not None else ""))
+    samples: list[Sample]
     if raw_records is None:
         samples = source.take(inputs, seed)
     else:

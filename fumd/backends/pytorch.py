@@ -54,6 +54,7 @@ class TorchBackend:
             self.synapse_update(state.w, state.e, state.persistent, state.n_exc_synapses, c.excitatory, c.inhibitory,
                                 c.persistent_scale, c.w_max)
         if c.apply_readout:
+            assert w_before is not None  # taken above whenever apply_readout
             readout_update(state.w, state.e, state.persistent, c.readout_pos, w_before, c.readout, c.persistent_scale,
                            c.w_max)
 

@@ -16,12 +16,12 @@ import errno
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
-def is_disk_full(exc: BaseException | None) -> bool:
+def is_disk_full(exc: BaseException | None) -> TypeGuard[BaseException]:
     """True if ``exc`` or anything in its cause/context chain is ENOSPC/EDQUOT."""
     seen = 0
     while exc is not None and seen < 20:

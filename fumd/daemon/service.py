@@ -128,6 +128,7 @@ class Daemon:
         return 0 if saved else 1
 
     def _loop(self, exit_when_idle: bool) -> None:
+        assert self.engine is not None  # run() opened the state first
         while not self._stop:
             self.pinger.maybe_ping()
             self._handle_requests()
@@ -182,6 +183,7 @@ class Daemon:
         self.notifier.stopping(status="final checkpoint")
         self.log.info("stopping", step=self.engine.steps_done if self.engine else None)
         try:
+            assert self.engine is not None  # run() opened the state before it can shut down
             self.jobs.wait_idle(self.engine)
             self.jobs.shutdown()
             self._wait_checkpoint()
@@ -238,7 +240,7 @@ class Daemon:
         self.inbox = Inbox(self.state_dir, self.config.inbox.max_file_bytes, min_seq=self.ledger.next_seq,
                            settle_seconds=self.config.inbox.settle_seconds, on_problem=self._inbox_problem)
         self.history = History(self.state_dir, self.config.history.every_cycles, self.config.history.max_bytes)
-        self.jobs.on_run = lambda name, outputs: self.history.job(self.engine.steps_done, name, outputs)
+        self.jobs.on_run = self._job_ran
         self.outbox = Outbox(self.state_dir)
 
     def _restore(self) -> None:
@@ -416,8 +418,13 @@ class Daemon:
         self.metrics.files_failed.labels(reason).inc()
         self.log.warning("input_rejected", file=name, reason=reason, message=message)
 
+    def _job_ran(self, name: str, outputs: dict[str, float]) -> None:
+        assert self.engine is not None  # jobs run only on an open state
+        self.history.job(self.engine.steps_done, name, outputs)
+
     # -- checkpoints (the cadence and the writing: checkpointing.py) ----------------------------
     def _maybe_checkpoint(self) -> None:
+        assert self.signals is not None  # installed by run()
         if self.checkpoints.should_start(self.config, self.signals.checkpoint, bool(self.completed)):
             self.signals.take_checkpoint()
             self._checkpoint(background=True)
@@ -479,6 +486,7 @@ class Daemon:
         return self.signals is not None and self.signals.stop
 
     def _handle_requests(self) -> None:
+        assert self.signals is not None  # installed by run()
         if self.signals.take_reload():
             self._reload_config()
         if self.signals.checkpoint and self.checkpoints.pending is None:

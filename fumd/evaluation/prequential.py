@@ -170,7 +170,7 @@ class Score:
         if self.seen >= self.last_start:
             self.last_third.update(label, prediction)
         self.rolling.update(label, prediction)
-        self.curve.append(float(self.rolling.get()))
+        self.curve.append(float(self.rolling.obj.get()))  # the windowed metric (Rolling forwards to .obj)
         self.seen += 1
 
     def summary(self) -> dict[str, float]:

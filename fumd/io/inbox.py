@@ -148,7 +148,8 @@ class Inbox:
         if self._link_remnant is not None:  # only the first scan after a start can meet one
             entries = [e for e in entries if not self._is_link_remnant(e[1], e[2])]
             self._link_remnant = None
-        admitted, rejected = [], []
+        admitted: list[QueuedFile] = []
+        rejected: list[Rejection] = []
         for _, name, st in sorted(entries):
             if limit is not None and len(admitted) >= limit:
                 break
@@ -412,8 +413,9 @@ class Inbox:
         safe = _sanitize(name)
         target = self.failed / f"{seq:010d}-{safe}"
         report_path = self.failed / f"{seq:010d}-{safe}.error.json"
-        report = {"file": name, "seq": seq, "reason": error.reason, "message": str(error), "where": error.where,
-                  "size_bytes": size, "failed_at": time.time(), "moved_to": str(target.name)}
+        report: dict[str, Any] = {"file": name, "seq": seq, "reason": error.reason, "message": str(error),
+                                  "where": error.where, "size_bytes": size, "failed_at": time.time(),
+                                  "moved_to": str(target.name)}
         atomic_write_json(report_path, report)
         try:
             durable_rename(path, target)  # for a symlink or directory this moves the entry itself

@@ -76,7 +76,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -124,7 +124,7 @@ def input_projection(n_inputs: int, dims: int, seed: int) -> torch.Tensor | None
     return torch.randn(n_inputs, dims, generator=g) / math.sqrt(dims)
 
 
-def silhouette_scorer(x: np.ndarray, seed: int, silhouette_sample: int):
+def silhouette_scorer(x: np.ndarray, seed: int, silhouette_sample: int) -> Callable[[np.ndarray], float]:
     """``score(labels)``: the silhouette of a labelling of ``x`` on one fixed random sub-sample of
     at most ``silhouette_sample`` points (distances computed once), so scores of different
     labellings are comparable; -1 when the sub-sample holds fewer than 2 labels."""
@@ -391,6 +391,7 @@ class ClusteringJob(PersistentJob):
             else:
                 hit = torch.zeros(keys.numel(), dtype=torch.bool)
                 src = torch.zeros(keys.numel(), dtype=torch.int64)
+            assert self.field_spikes is not None  # set (and restored) together with fields
             fields = torch.zeros(st.n, self.fields.shape[1], dtype=self.fields.dtype)
             spikes = torch.zeros(st.n, dtype=self.field_spikes.dtype)
             fields[hit] = self.fields[src[hit]]
@@ -429,6 +430,7 @@ class ClusteringJob(PersistentJob):
         self.input_mean += self.config.input_mean_alpha * centred
         v = centred if self._proj is None else centred @ self._proj
         self.fields.addr_(counts, v)
+        assert self.field_spikes is not None  # set (and restored) together with fields
         self.field_spikes += counts
 
     # -- snapshot -> compute -> apply ---------------------------------------------------------
@@ -438,6 +440,7 @@ class ClusteringJob(PersistentJob):
         fields = spikes = None
         if self.config.profile == "receptive_field" and self.fields is not None:
             self._follow_neurons(st)
+            assert self.field_spikes is not None  # set (and restored) together with fields
             if self.fields.shape[0] == st.n and float(self.field_spikes.max()) >= self.config.min_profile_spikes:
                 fields, spikes = self.fields.clone(), self.field_spikes.clone()
             # block EMA: evidence gathered before this run weighs profile_decay at the next
@@ -452,6 +455,7 @@ class ClusteringJob(PersistentJob):
         cfg = self.config
         old = snap.cluster.cpu().numpy().astype(np.int64)
         if snap.fields is not None:
+            assert snap.field_spikes is not None  # snapshot takes both or neither
             prof, active = field_profiles(snap.fields, snap.field_spikes, cfg.min_profile_spikes)
         else:
             prof, active = activity_profiles(snap.activity)

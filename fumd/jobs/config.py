@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal, Protocol, Sequence
 
 from ..errors import ConfigError
 from ..settings import fraction, section, setting, validate_section
@@ -41,6 +41,17 @@ def check_clock(section_name: str, cfg: ClusteringConfig | DecayConfig | Tagging
     if cfg.enabled and cfg.every_seconds == 0 and cfg.every_cycles == 0:
         raise ConfigError(f"{section_name}.every_cycles = 0 and {section_name}.every_seconds = 0: "
                           "an enabled job needs one clock > 0")
+
+
+class JobSection(Protocol):
+    """What every ``[jobs.<name>]`` section has: its switch and its two clocks."""
+
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def every_seconds(self) -> float: ...
+    @property
+    def every_cycles(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -341,7 +352,7 @@ class JobsConfig:
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate()
 
-    def items(self) -> list[tuple[str, object]]:
+    def items(self) -> list[tuple[str, JobSection]]:
         """(job name, section) of every job: the names the runner, metrics and checkpoints use
         (a section's own name, except ``tagging``, whose job is named ``persistence``)."""
         return [(TAGGING_JOB if f.name == "tagging" else f.name, getattr(self, f.name))

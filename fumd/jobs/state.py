@@ -120,14 +120,14 @@ class FloatRows(_OneEntry):
         return _floats(stored)
 
 
-class OptionalFloats(Floats):
-    """A list of floats or None (stored as an empty tensor)."""
+class OptionalFloats(_OneEntry):
+    """A list of floats or None (stored as an empty tensor, as ``Floats`` stores [])."""
 
     def encode(self, job: Any, value: Any) -> torch.Tensor:
-        return super().encode(job, value or [])
+        return torch.tensor(value or [], dtype=torch.float64)
 
     def decode(self, job: Any, stored: Any) -> list[float] | None:
-        return super().decode(job, stored) or None
+        return _floats(stored) or None
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,7 @@ def load_state(job: Any, table: tuple[Persist, ...], data: Mapping[str, Any]) ->
     """Restore ``job``'s attributes from ``data``; False (nothing restored) when a ``check``
     entry is missing or differs from the job's own value."""
     for p in table:
-        if p.check and (p.name not in data or p.codec.decode(job, data[p.name]) != getattr(job, p.attr)):
+        if p.check and (p.name not in data or p.codec.load(job, p.name, data, None) != getattr(job, p.attr)):
             return False
     for p in table:
         if not p.check:

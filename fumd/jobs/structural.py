@@ -143,9 +143,8 @@ class StructuralJob(PersistentJob):
         self._empty()
 
     def _empty(self) -> None:
-        i32 = dict(dtype=torch.int32)
-        self.pair_pre = torch.zeros(0, **i32)  # sorted by (pre, post)
-        self.pair_post = torch.zeros(0, **i32)
+        self.pair_pre = torch.zeros(0, dtype=torch.int32)  # sorted by (pre, post)
+        self.pair_post = torch.zeros(0, dtype=torch.int32)
         self.pair_count = torch.zeros(0, dtype=torch.uint8)
         self.young_idx = torch.zeros(0, dtype=torch.int64)  # neurons added recently ...
         self.young_born = torch.zeros(0, dtype=torch.int64)  # ... and the cycle they were added
@@ -652,7 +651,8 @@ def _density_additions(ev: _Event, count: int, removed: torch.Tensor,
     targets = alive & ~_protection(snap, c.protect_readout)[1]  # nothing new onto input/output neurons
     idx = torch.arange(n, device=ev.dev)
     n_inh = int(round(count * c.rewire_inh_per_100 / (100.0 + c.rewire_inh_per_100)))
-    out_p, out_q = [], []
+    out_p: list[torch.Tensor] = []
+    out_q: list[torch.Tensor] = []
     for kind, k in ((idx < snap.n_exc, count - n_inh), (idx >= snap.n_exc, n_inh)):
         pool = (kind & alive).nonzero().squeeze(1)
         if k <= 0 or pool.numel() == 0:

@@ -181,7 +181,7 @@ def initial_density(cfg: EngineConfig) -> float:
     out): the sparsity target that structural plasticity and decay pruning keep (SPEC §6)."""
     net = cfg.network
     n_out = net.max_labels * net.population_size
-    recurrent = net.neurons * net.synapses_per_neuron
+    recurrent: float = net.neurons * net.synapses_per_neuron
     n_feat = feature_neurons(cfg)
     isolated = (input_neurons(cfg) + n_out if net.readout_isolated else 0) + (0 if net.feature_recurrent else n_feat)
     recurrent *= 1.0 - isolated / float(net.neurons)

@@ -196,7 +196,8 @@ def _local_grid(grid_xy: torch.Tensor, centers: torch.Tensor, sigma: float, radi
     return LocalGrid.build(grid_xy, side, sigma, 6.0 * sigma if radius is None else radius, with_center=True)
 
 
-def _sample_dense_rows(grid_xy, centers, count, sigma, gen, cand, excl, rows, out) -> torch.Tensor:
+def _sample_dense_rows(grid_xy: torch.Tensor, centers: torch.Tensor, count: int, sigma: float, gen: torch.Generator,
+                       cand: torch.Tensor, excl: torch.Tensor, rows: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """Exact rows of ``sample_near`` (``rows`` of ``centers``), written into ``out``."""
     for start in range(0, rows.numel(), 1024):
         r = rows[start:start + 1024]

@@ -27,11 +27,14 @@ pyplot, no display, no global state), so it is safe in a daemon thread or on a h
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from ..errors import FumdError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 REWARD_COMPONENTS = ("td_error", "novelty", "habituation", "self_benefit", "external")
 MAX_GRAPH_EDGES = 80  # strongest inter-cluster edges drawn
@@ -81,7 +84,7 @@ def make_plots(state_dir: Path, out_dir: Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------------------
-def _figure(width: float = 10.0, height: float = 6.0):
+def _figure(width: float = 10.0, height: float = 6.0) -> Figure:
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), layout="constrained")
@@ -96,7 +99,7 @@ def _np(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def _raster(path: Path, state: dict[str, Any]):
+def _raster(path: Path, state: dict[str, Any]) -> Figure | None:
     if not path.exists():
         return None
     with np.load(path) as data:
@@ -130,7 +133,7 @@ def _raster(path: Path, state: dict[str, Any]):
     return fig
 
 
-def _weights(state: dict[str, Any], step: int):
+def _weights(state: dict[str, Any], step: int) -> Figure:
     w = _np(state["network.w"]).astype(np.float64)
     persistent = _np(state.get("network.persistent", np.zeros(w.size, bool))).astype(bool)
     fig = _figure(10, 5)
@@ -157,7 +160,7 @@ def _weights(state: dict[str, Any], step: int):
     return fig
 
 
-def _cluster_rates(cycles: list[dict[str, Any]]):
+def _cluster_rates(cycles: list[dict[str, Any]]) -> Figure | None:
     rows = [c for c in cycles if c.get("cluster_rates_hz")]
     if not rows:
         return None
@@ -188,7 +191,7 @@ def _edges(steps: np.ndarray) -> np.ndarray:
     return np.concatenate(([steps[0] - (mid[0] - steps[0])], mid, [steps[-1] + (steps[-1] - mid[-1])]))
 
 
-def _reward(cycles: list[dict[str, Any]]):
+def _reward(cycles: list[dict[str, Any]]) -> Figure | None:
     rows = [c for c in cycles if c.get("total_reward") is not None]
     if not rows:
         return None
@@ -233,7 +236,7 @@ def cluster_weights(state: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, int]
     return summed, sizes, k
 
 
-def _cluster_graph(state: dict[str, Any], step: int):
+def _cluster_graph(state: dict[str, Any], step: int) -> Figure:
     import networkx as nx
     from matplotlib import colormaps
 
@@ -287,7 +290,7 @@ def avalanche_sizes(state: dict[str, Any]) -> np.ndarray:
     return chronological(buf, int(state.get("jobs.criticality.sizes.count", buf.size)))
 
 
-def _avalanches(state: dict[str, Any], step: int):
+def _avalanches(state: dict[str, Any], step: int) -> Figure | None:
     from scipy.special import zeta
 
     from ..analysis.powerlaw import criticality_index, fit_discrete_power_law

@@ -76,7 +76,9 @@ def next_sequence(directory: Path) -> int:
     with contextlib.suppress(CheckpointError):
         latest = read_latest(directory)
         if latest:
-            seqs.append(parse_name(latest)[0])
+            parsed = parse_name(latest)
+            assert parsed is not None  # read_latest returns only names that parse
+            seqs.append(parsed[0])
     return max(seqs, default=0) + 1
 
 

@@ -96,7 +96,7 @@ def state_digest(state: Mapping[str, Any]) -> str:
             t = to_cpu(value)
             head = f"T{dtype_name(t.dtype)}:{list(t.shape)}:{t.numel() * t.element_size()}:".encode()
             h.update(head)
-            h.update(_raw_bytes(t))
+            h.update(_raw_bytes(t).data)  # the array's buffer (numpy's stubs declare none before Python 3.12)
         else:
             js = canonical_json(json_value(key, value))
             h.update(b"J%d:" % len(js) + js)

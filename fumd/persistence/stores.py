@@ -72,7 +72,7 @@ def _check_stored(key: str, a: Mapping[str, Any], shape: tuple[int, ...], dtype:
 
 
 # -- Zarr -----------------------------------------------------------------------------------------
-def _zarr_codecs():
+def _zarr_codecs() -> list[Any] | None:
     if ZARR_COMPRESSION is None:
         return None
     from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
@@ -110,7 +110,7 @@ def _write_zarr(root: Path, arrays: Arrays, progress: Progress) -> None:
     codecs = _zarr_codecs()
     limit = asyncio.Semaphore(IO_WORKERS)
 
-    async def one(group, key: str, node: str, t: torch.Tensor) -> None:
+    async def one(group: Any, key: str, node: str, t: torch.Tensor) -> None:
         data = storage_array(t)
         chunks = _zarr_chunks(data.shape, data.itemsize)
         async with limit:
@@ -139,7 +139,7 @@ def _read_zarr(root: Path, spec: Mapping[str, Mapping[str, Any]], progress: Prog
 
     limit = asyncio.Semaphore(IO_WORKERS)
 
-    async def one(group, key: str, a: Mapping[str, Any]) -> torch.Tensor:
+    async def one(group: Any, key: str, a: Mapping[str, Any]) -> torch.Tensor:
         async with limit:
             try:
                 arr = await group.getitem(a["node"])

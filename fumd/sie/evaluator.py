@@ -51,16 +51,15 @@ class SelfImprovementEngine:
         self.w_td, self.w_novelty = cfg.w_td, cfg.w_novelty
         self.w_habituation, self.w_self_benefit = cfg.w_habituation, cfg.w_self_benefit
         self.deterministic = deterministic
-        f64 = dict(dtype=torch.float64, device=device)
-        self.values = torch.zeros(n_clusters, **f64)  # V_states
+        self.values = torch.zeros(n_clusters, dtype=torch.float64, device=device)  # V_states
         self.prev_state = -1
         self.history = torch.zeros(cfg.history_size, input_size, dtype=torch.float32, device=device)
         self.history_count = 0
         self.history_next = 0
-        self.habituation = torch.zeros(cfg.history_size, **f64)
-        self.recent = torch.zeros(cfg.smoothing_window, **f64)
+        self.habituation = torch.zeros(cfg.history_size, dtype=torch.float64, device=device)
+        self.recent = torch.zeros(cfg.smoothing_window, dtype=torch.float64, device=device)
         self.recent_count = 0
-        self.avg_reward = torch.zeros(n_clusters, **f64)
+        self.avg_reward = torch.zeros(n_clusters, dtype=torch.float64, device=device)
         self.reward_history = torch.zeros(n_clusters, cfg.cluster_history, dtype=torch.float32, device=device)
         self.reward_count = torch.zeros(n_clusters, dtype=torch.int64, device=device)
         self.fallbacks = 0
@@ -125,7 +124,7 @@ class SelfImprovementEngine:
         self.reward_count[state] += 1
 
     # -- persistence ---------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, torch.Tensor | int]:
+    def state_dict(self) -> dict[str, torch.Tensor | int | float]:
         return {
             "values": self.values, "prev_state": self.prev_state, "history": self.history,
             "history_count": self.history_count, "history_next": self.history_next,

@@ -16,11 +16,15 @@ narrows with ``float_to_half_bits``, a port of NumPy's ``npy_floatbits_to_halfbi
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import llvmlite.binding
 import numba
 import numpy as np
 from llvmlite import ir
 from numba.core import types
+from numba.core.typing.templates import Signature
 from numba.extending import intrinsic
 
 HALF_TO_FLOAT = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
@@ -56,50 +60,62 @@ def float_to_half_bits(f: np.uint32) -> np.uint16:  # pragma: no cover - compile
     # a carry out of the significand bumps the exponent (up to inf): the correct result
     return np.uint16(h_sgn + h_exp + (f_sig >> np.uint32(13)))
 
+Codegen = Callable[[Any, ir.IRBuilder, Signature, Sequence[ir.Value]], ir.Value]  # an intrinsic's LLVM emitter
+# An intrinsic's arguments are numba types at typing time; they are annotated Any because numba's stub
+# (``_Intrinsic.__call__``) checks the njit call sites' values against them.
+
 
 @intrinsic
-def float_bits(typingctx, x):  # pragma: no cover - compiled
+def float_bits(  # pragma: no cover - compiled
+    typingctx: Any, x: Any,
+) -> tuple[Signature, Codegen] | None:
     """Reinterpret a float32 as its uint32 bit pattern (a register bitcast)."""
     if x != types.float32:
         return None
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: ir.IRBuilder, signature: Signature, args: Sequence[ir.Value]) -> ir.Value:
         return builder.bitcast(args[0], context.get_value_type(types.uint32))
 
     return types.uint32(types.float32), codegen
 
 
 @intrinsic
-def fma(typingctx, a, b, c):  # pragma: no cover - compiled
+def fma(  # pragma: no cover - compiled
+    typingctx: Any, a: Any, b: Any, c: Any,
+) -> tuple[Signature, Codegen] | None:
     """``a * b + c`` for float32, rounded once."""
     if not (a == b == c == types.float32):
         return None
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: ir.IRBuilder, signature: Signature, args: Sequence[ir.Value]) -> ir.Value:
         return builder.fma(*args)
 
     return types.float32(types.float32, types.float32, types.float32), codegen
 
 
 @intrinsic
-def hardware_half_bits(typingctx, x):  # pragma: no cover - compiled
+def hardware_half_bits(  # pragma: no cover - compiled
+    typingctx: Any, x: Any,
+) -> tuple[Signature, Codegen] | None:
     """float32 -> float16 bit pattern through LLVM's ``fptrunc`` (F16C: one instruction)."""
     if x != types.float32:
         return None
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: ir.IRBuilder, signature: Signature, args: Sequence[ir.Value]) -> ir.Value:
         return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
 
     return types.uint16(types.float32), codegen
 
 
 @intrinsic
-def hardware_half_value(typingctx, bits):  # pragma: no cover - compiled
+def hardware_half_value(  # pragma: no cover - compiled
+    typingctx: Any, bits: Any,
+) -> tuple[Signature, Codegen] | None:
     """float16 bit pattern -> float32 through LLVM's ``fpext`` (exact)."""
     if bits != types.uint16:
         return None
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: ir.IRBuilder, signature: Signature, args: Sequence[ir.Value]) -> ir.Value:
         return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
 
     return types.float32(types.uint16), codegen
