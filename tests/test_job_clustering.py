@@ -16,8 +16,8 @@ from fumd.jobs.clustering import (
     assign_silent,
     overlap_matrix,
     remap_mean,
-    remap_sie,
 )
+from fumd.sie.evaluator import SelfImprovementEngine
 from tests.conftest import small_config
 
 K_TRUE = 9
@@ -142,20 +142,20 @@ def test_remap_helpers():
     assert v.tolist() == pytest.approx([(1 + 8) / 3, (1 + 4) / 2])
 
 
-def test_remap_sie_unit():
+def test_sie_remap_clusters_unit():
     """Two old clusters, three new: b0 <- 5 of a1 + 1 of a0, b1 <- 3 of a0, b2 <- 2 of a1."""
     m = torch.tensor([[1, 3, 0], [5, 0, 2]])
     sie = SimpleNamespace(
         values=torch.tensor([1.0, 2.0], dtype=torch.float64), avg_reward=torch.tensor([0.5, -0.5], dtype=torch.float64),
         reward_history=torch.tensor([[1.0, 1.0], [2.0, 2.0]]), reward_count=torch.tensor([10, 20]), prev_state=0,
     )
-    remap_sie(sie, m)
+    SelfImprovementEngine.remap_clusters(sie, m)
     assert sie.values.tolist() == pytest.approx([(1 + 10) / 6, 1.0, 2.0])
     assert sie.avg_reward.tolist() == pytest.approx([(0.5 - 2.5) / 6, 0.5, -0.5])
     assert sie.reward_history[:, 0].tolist() == [2.0, 1.0, 2.0] and sie.reward_count.tolist() == [20, 10, 20]
     assert sie.prev_state == 1  # most of old cluster 0 went to new cluster 1
     sie.prev_state = -1
-    remap_sie(sie, torch.eye(3, dtype=torch.int64))
+    SelfImprovementEngine.remap_clusters(sie, torch.eye(3, dtype=torch.int64))
     assert sie.prev_state == -1
 
 
@@ -189,6 +189,12 @@ def test_config_validation_names_the_key():
 
 
 # -- stability (issue #9): per-cluster quantities must keep their meaning ---------------------------
+class _FakeSIE(SimpleNamespace):
+    """The SIE's per-cluster state with its real remapping (the clustering job calls it)."""
+
+    remap_clusters = SelfImprovementEngine.remap_clusters
+
+
 class StationaryNet:
     """A fake engine with a stationary input stream: 6 input domains of 4 input neurons each; every
     cycle one domain is shown (its input neurons fire Poisson(3), the others Poisson(0.2)) and every
@@ -205,10 +211,10 @@ class StationaryNet:
         self.state = SimpleNamespace(n=n, activity=torch.zeros(n, history, dtype=torch.uint8),
                                      cluster=(torch.arange(n) * k0 // n).long(), n_clusters=k0, grid_xy=xy,
                                      structure_version=0, input_idx=torch.arange(n_in), device=torch.device("cpu"))
-        self.sie = SimpleNamespace(values=torch.zeros(k0, dtype=torch.float64),
-                                   avg_reward=torch.zeros(k0, dtype=torch.float64),
-                                   reward_history=torch.zeros(k0, 10), reward_count=torch.zeros(k0, dtype=torch.int64),
-                                   prev_state=-1)
+        self.sie = _FakeSIE(values=torch.zeros(k0, dtype=torch.float64),
+                            avg_reward=torch.zeros(k0, dtype=torch.float64),
+                            reward_history=torch.zeros(k0, 10), reward_count=torch.zeros(k0, dtype=torch.int64),
+                            prev_state=-1)
         self.generator = torch.Generator().manual_seed(seed)
         self.domains, self.t = domains, 0
         self.last_cycle_spikes = None

@@ -83,13 +83,13 @@ import torch
 
 from ..network import edit
 from ..network.state import NetworkState
+from ..sie.remap import dominant_predecessor, overlap_matrix, remap_mean  # noqa: F401 - used by tagging and tests
 from .base import Applied, PrivateStream
 from .config import ClusteringConfig  # noqa: F401 - the [jobs.clustering] section, defined in config.py (light to import)
 from .state import Persist, PersistentJob, Scalar, Stream, TensorOf
 
 if TYPE_CHECKING:
     from ..engine import CycleResult, Engine
-    from ..sie.evaluator import SelfImprovementEngine
 
 NAME = "clustering"
 
@@ -263,48 +263,6 @@ def hysteresis_labels(dist2: np.ndarray, old: np.ndarray, mapping: np.ndarray, d
     keep[rows] = dist2[rows, m_old[rows]] <= (1.0 + delta) * dist2[rows, best[rows]]
     out[keep] = old[keep]
     return out
-
-
-def overlap_matrix(old: torch.Tensor, new: torch.Tensor, k_old: int, k_new: int) -> torch.Tensor:
-    """``M[a, b]`` = number of neurons in old cluster ``a`` and new cluster ``b`` (int64 [k_old, k_new])."""
-    flat = old.to(torch.int64) * k_new + new.to(torch.int64)
-    return torch.bincount(flat, minlength=k_old * k_new).reshape(k_old, k_new)
-
-
-def remap_mean(values: torch.Tensor, overlap: torch.Tensor) -> torch.Tensor:
-    """Membership-weighted mean: ``v_new[b] = sum_a M[a, b] v[a] / sum_a M[a, b]`` (0 for an empty b)."""
-    m = overlap.to(values.dtype)
-    return (m * values[:, None]).sum(0) / m.sum(0).clamp(min=1)
-
-
-def dominant_predecessor(overlap: torch.Tensor) -> torch.Tensor:
-    """``argmax_a M[a, b]`` for every new cluster ``b`` (the old cluster most of it came from)."""
-    return overlap.argmax(dim=0)
-
-
-def remap_sie(sie: SelfImprovementEngine, overlap: torch.Tensor) -> None:
-    """Move the SIE's per-cluster state onto the new clusters (see the module docstring)."""
-    m = overlap.to(sie.values.device)
-    k_old = m.shape[0]
-    if sie.values.shape[0] < k_old:  # ids beyond the SIE's size (should not happen): zero state
-        pad = k_old - sie.values.shape[0]
-        sie.values = torch.cat([sie.values, sie.values.new_zeros(pad)])
-        sie.avg_reward = torch.cat([sie.avg_reward, sie.avg_reward.new_zeros(pad)])
-        sie.reward_history = torch.cat([sie.reward_history,
-                                        sie.reward_history.new_zeros(pad, sie.reward_history.shape[1])])
-        sie.reward_count = torch.cat([sie.reward_count, sie.reward_count.new_zeros(pad)])
-    elif sie.values.shape[0] > k_old:
-        m = torch.cat([m, m.new_zeros(sie.values.shape[0] - k_old, m.shape[1])])
-    pred = dominant_predecessor(m)
-    sie.values = remap_mean(sie.values, m)
-    sie.avg_reward = remap_mean(sie.avg_reward, m)
-    sie.reward_history = sie.reward_history[pred].clone()
-    sie.reward_count = sie.reward_count[pred].clone()
-    prev = int(sie.prev_state)
-    if 0 <= prev < m.shape[0] and int(m[prev].sum()) > 0:
-        sie.prev_state = int(m[prev].argmax())
-    else:
-        sie.prev_state = -1
 
 
 # -- the job -----------------------------------------------------------------------------------
@@ -498,7 +456,7 @@ class ClusteringJob(PersistentJob):
         overlap = overlap_matrix(st.cluster, new, k_old, plan.k)
         changed = int((st.cluster != new).sum())
         k_before = int(st.n_clusters)
-        remap_sie(engine.sie, overlap)
+        engine.sie.remap_clusters(overlap)
         edit.set_partition(st, new, plan.k)  # a new object (jobs keyed on the partition notice), plans stale
         self.runs += 1
         return Applied({"k": plan.k, "silhouette": plan.silhouette, "active": plan.active, "fitted": plan.fitted,

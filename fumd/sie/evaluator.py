@@ -26,6 +26,7 @@ import torch
 from ..config import SIEConfig
 from .habituation import habituation_update
 from .novelty import cosine_to_history, novelty
+from .remap import dominant_predecessor, remap_mean
 from .self_benefit import self_benefit
 from .td import td_update
 
@@ -124,6 +125,33 @@ class SelfImprovementEngine:
         self.reward_count[state] += 1
 
     # -- persistence ---------------------------------------------------------------------------
+    def remap_clusters(self, overlap: torch.Tensor) -> None:
+        """Move the per-cluster state onto a new partition (the clustering job, SPEC §8): TD values
+        and average rewards as membership-weighted means over the old clusters each new one draws
+        from, reward rings and counts from its dominant predecessor, the previous state to where most
+        of its neurons went (-1 if it emptied). ``overlap``: ``M[a, b]``, ``fumd/sie/remap.py``."""
+        m = overlap.to(self.values.device)
+        k_old = m.shape[0]
+        if self.values.shape[0] < k_old:  # ids beyond the SIE's size (should not happen): zero state
+            pad = k_old - self.values.shape[0]
+            self.values = torch.cat([self.values, self.values.new_zeros(pad)])
+            self.avg_reward = torch.cat([self.avg_reward, self.avg_reward.new_zeros(pad)])
+            self.reward_history = torch.cat([self.reward_history,
+                                             self.reward_history.new_zeros(pad, self.reward_history.shape[1])])
+            self.reward_count = torch.cat([self.reward_count, self.reward_count.new_zeros(pad)])
+        elif self.values.shape[0] > k_old:
+            m = torch.cat([m, m.new_zeros(self.values.shape[0] - k_old, m.shape[1])])
+        pred = dominant_predecessor(m)
+        self.values = remap_mean(self.values, m)
+        self.avg_reward = remap_mean(self.avg_reward, m)
+        self.reward_history = self.reward_history[pred].clone()
+        self.reward_count = self.reward_count[pred].clone()
+        prev = int(self.prev_state)
+        if 0 <= prev < m.shape[0] and int(m[prev].sum()) > 0:
+            self.prev_state = int(m[prev].argmax())
+        else:
+            self.prev_state = -1
+
     def state_dict(self) -> dict[str, torch.Tensor | int | float]:
         return {
             "values": self.values, "prev_state": self.prev_state, "history": self.history,
