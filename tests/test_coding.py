@@ -124,3 +124,18 @@ def test_regular_spike_train_counts_are_the_expected_count_within_one_spike():
     assert poisson.std(0)[3] > 1.5
     first = spikes.float().argmax(0)[2:]  # channels do not start in lockstep
     assert first.unique().numel() > 1
+
+
+@pytest.mark.parametrize("train", ["regular", "poisson"])
+def test_encoder_uses_the_configured_spike_train(train):
+    """``RateEncoder.encode`` follows ``encoder.spike_train``: regular counts are the expected count
+    to within one spike on every channel, Poisson counts are not (issue #15's default)."""
+    from fumd.coding.encoder import RateEncoder
+    from fumd.config import EncoderConfig
+
+    enc = RateEncoder(EncoderConfig(spike_train=train), 32, torch.device("cpu"))
+    rates = torch.full((64,), 50.0)
+    enc.prev_rates = rates.clone()  # no low-pass ramp: every step at 50 Hz
+    spikes = enc.encode(rates, 200, 1.0, torch.Generator().manual_seed(0))
+    off_by = (spikes.sum(0).float() - 10.0).abs()
+    assert bool((off_by < 1.0).all()) == (train == "regular")

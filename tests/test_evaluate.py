@@ -264,3 +264,10 @@ def test_shift_protocol_reports_retention() -> None:
     assert {e["phase"] for e in run.log} == {"train_A", "test_A_before", "train_B", "test_A_after"}
     assert all(e["label"] == "setosa" for e in run.log if e["phase"].startswith("test"))
     assert all(e["learned"] is e["phase"].startswith("train") for e in run.log)
+
+
+def test_parity_stream_labels_are_the_parity_of_three_bits_with_five_percent_noise() -> None:
+    samples = get_stream("parity").take(2000, seed=1)
+    agree = [int(x[0]) ^ int(x[1]) ^ int(x[2]) == int(y) for x, y in samples]
+    assert all(v in (0.0, 1.0) for x, _y in samples for v in x)
+    assert 0.93 <= sum(agree) / len(agree) <= 0.97

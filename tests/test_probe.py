@@ -180,3 +180,9 @@ def test_bad_requests_fail_with_one_line_and_exit_2(tmp_path: Path, capsys: pyte
     err = capsys.readouterr().err
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and err.startswith("fumd: ") and message in err
+
+
+def test_population_masks_feature_neurons_are_a_part_of_hidden() -> None:
+    m = population_masks([0, 1], [[2, 3]], 8, feature_idx=[4, 5])
+    assert m["feature"].tolist() == [False] * 4 + [True, True, False, False]
+    assert bool(m["hidden"][m["feature"]].all()) and not bool((m["feature"] & (m["input"] | m["output"])).any())
