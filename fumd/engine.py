@@ -89,15 +89,25 @@ def tune_allocator() -> None:
         pass
 
 
+def saved_network(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``network.*`` entries of a ``state_dict`` (a checkpoint), with the fields that older
+    checkpoints lack filled in."""
+    net = {k.split(".", 1)[1]: v for k, v in data.items() if k.startswith("network.")}
+    net.setdefault("feature_idx", torch.zeros(0, dtype=torch.int64))  # checkpoints from before #15
+    return net
+
+
 class Engine:
-    def __init__(self, config: EngineConfig | None = None):
+    def __init__(self, config: EngineConfig | None = None, *, network: NetworkState | None = None):
+        """A fresh engine: the network built from ``config`` (seeded by ``network.seed``), or, for
+        ``from_state``, the given ``network``."""
         self.config = config or EngineConfig()
         cfg = self.config
         tune_allocator()
         self.device = resolve_device(cfg.device)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(cfg.network.seed)
-        self.state: NetworkState = build_network(cfg, self.generator, self.device)
+        self.state: NetworkState = build_network(cfg, self.generator, self.device) if network is None else network
         self.encoder = RateEncoder(cfg.encoder, cfg.network.input_size, self.device)
         self.sie = SelfImprovementEngine(cfg.sie, self.state.n_clusters, input_neurons(cfg), self.device,
                                          cfg.deterministic)
@@ -122,6 +132,17 @@ class Engine:
                                           cfg.learning.replay_recent_halflife, cfg.learning.replay_longrun_halflife)
         # simulation and synaptic learning: numba kernels on the CPU or PyTorch (backends/), chosen once
         self.backend: Backend = make_backend(cfg, self.device)
+
+    @classmethod
+    def from_state(cls, config: EngineConfig, data: Mapping[str, Any]) -> "Engine":
+        """The engine a ``state_dict`` (a checkpoint) describes, without building a network first
+        (a restart of a large network would otherwise build one only to overwrite it). The same
+        state as ``Engine(config)`` followed by ``load_state_dict(data)``; ``config`` must describe
+        the saved network (``daemon/checkpointing.with_saved_network``)."""
+        network = NetworkState.from_arrays(saved_network(data), resolve_device(config.device))
+        engine = cls(config, network=network)
+        engine.load_state_dict(data)
+        return engine
 
     # -- the cycle --------------------------------------------------------------------------
     def cycle(self, record: Record | Mapping[str, Any]) -> CycleResult:
@@ -356,9 +377,7 @@ class Engine:
         return out
 
     def load_state_dict(self, data: Mapping[str, Any]) -> None:
-        net = {k.split(".", 1)[1]: v for k, v in data.items() if k.startswith("network.")}
-        net.setdefault("feature_idx", torch.zeros(0, dtype=torch.int64))  # checkpoints from before #15
-        for key, value in net.items():
+        for key, value in saved_network(data).items():
             current = getattr(self.state, key)
             setattr(self.state, key, value.to(self.device) if torch.is_tensor(value) else type(current)(value))
         self.sie.load_state_dict({k.split(".", 1)[1]: v for k, v in data.items() if k.startswith("sie.")})

@@ -115,6 +115,26 @@ def test_round_trip_is_bit_identical_and_continues_identically(tmp_path, trained
     assert state_digest(original.state_dict()) == state_digest(restored.state_dict())
 
 
+def test_engine_from_state_equals_build_then_load(tmp_path, state):
+    """``Engine.from_state`` (the daemon's restore: no network built only to be overwritten) gives
+    the state ``Engine(config)`` + ``load_state_dict`` gives, continues identically, and restores
+    a checkpoint from before the feature pathway (no ``network.feature_idx``)."""
+    info = write_checkpoint(tmp_path, state, META, step=5)
+    loaded, _meta = load_checkpoint(info.path)
+    direct = Engine.from_state(small_config(), snapshot(loaded))
+    assert states_equal(direct.state_dict(), state)
+    built = engine_from(loaded)
+    for i in range(5, 8):
+        assert built.cycle(record(i)) == direct.cycle(record(i))
+    assert states_equal(built.state_dict(), direct.state_dict())
+
+    old = {k: v for k, v in snapshot(loaded).items() if k != "network.feature_idx"}
+    restored = Engine.from_state(small_config(), old)
+    assert restored.state.feature_idx.numel() == 0 and states_equal(restored.state_dict(), state)
+    with pytest.raises(KeyError, match="network.w"):
+        Engine.from_state(small_config(), {k: v for k, v in old.items() if k != "network.w"})
+
+
 def test_edge_case_values_round_trip(tmp_path):
     odd = {
         "empty": torch.zeros(0, 3), "scalar_bf16": torch.tensor(1.5, dtype=torch.bfloat16),

@@ -294,8 +294,7 @@ def load_network(state_dir: Path) -> tuple[Any, dict[str, Any]]:
     saved = loaded.meta.get("config")
     if not isinstance(saved, Mapping):
         raise ProbeError(f"{loaded.path}: the checkpoint does not record its engine config (meta.config)")
-    engine = Engine(EngineConfig.from_mapping(saved))
-    engine.load_state_dict(loaded.state)
+    engine = Engine.from_state(EngineConfig.from_mapping(saved), loaded.state)
     return engine, {"network": "checkpoint", "checkpoint": str(loaded.path), "step": engine.steps_done}
 
 

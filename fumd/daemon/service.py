@@ -246,18 +246,18 @@ class Daemon:
     def _restore(self) -> None:
         loaded = self.checkpoints.restore(self.notifier)
         engine_config = with_saved_network(self.config.engine, loaded, self.log)
-        self.engine = Engine(engine_config)
-        self.jobs = self._build_job_runner(self.config)
         stuck = self.restarts.started(loaded.path.name if loaded is not None else None)
         self.metrics.restarts_without_progress.set(stuck)
         if stuck:
             self.log.warning("restart_without_progress", restarts=stuck, checkpoint=str(loaded.path) if loaded
                              else None, hint="the previous start died before writing a newer checkpoint (crash loop?)")
+        # a checkpoint's network is taken as saved: building one first would only be overwritten
+        self.engine = Engine(engine_config) if loaded is None else Engine.from_state(engine_config, loaded.state)
+        self.jobs = self._build_job_runner(self.config)
         if loaded is None:
             self.log.info("fresh_network", neurons=self.engine.state.n, synapses=self.engine.state.nnz,
                           seed=engine_config.network.seed)
             return
-        self.engine.load_state_dict(loaded.state)
         self.jobs.load_state_dict(loaded.state)
         self.ledger = Ledger.from_dict(loaded.meta["ledger"])
         self.checkpoints.restored(loaded, self.engine.steps_done)
