@@ -154,8 +154,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "soak":
             from .soak import run_soak
 
-            print(json.dumps(run_soak(args.cycles, args.neurons, args.switch_every, args.sample_seconds, args.seed,
-                                      args.state_dir, args.config)))
+            result = run_soak(args.cycles, args.neurons, args.switch_every, args.sample_seconds, args.seed,
+                              args.state_dir, args.config)
+            print(json.dumps(result))
+            if result["exit_code"] != 0:  # the JSON alone would hide a daemon that died
+                log = Path(result["state_dir"]).parent / "daemon.log"
+                print(f"fumd soak: the daemon exited with {result['exit_code']} (see {log})", file=sys.stderr)
+                return 1
             return 0
         if args.command == "evaluate":
             return _evaluate(args)

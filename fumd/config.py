@@ -153,6 +153,11 @@ class LearningConfig:
     reserve_compete: bool = setting(
         True, "label modulator: populations without a label yet compete (and learn to stay quiet)")
     margin: float = fraction(0.3, "label modulator: also learn from a right decision whose confidence is below this")
+    label_error: Literal["perceptron", "softmax"] = setting(
+        "perceptron", "label modulator: perceptron: onehot(label) - onehot(decision or rival) | softmax: onehot(label) "
+        "- softmax of the populations' rates (the delta rule's error; docs)")
+    softmax_beta: float = setting(
+        30.0, "label_error = softmax: inverse temperature, per mean population rate", low=0.001, high=1e4)
     modulator: Literal["label", "reward"] = setting(
         "label", "label: population-addressed error when a label arrives, RPE otherwise | reward: RPE only")
     internal_scale: float = setting(

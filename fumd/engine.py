@@ -41,6 +41,7 @@ from .learning.replay import ReplayBuffer, ReplayParams
 from .network.build import build_network, readout_fan_in
 from .network.spikes import CycleSpikes
 from .network.state import NetworkState
+from .persistence import CheckpointError
 from .records import Record, parse_record
 from .sie.evaluator import SelfImprovementEngine, SIEResult
 from .sie.td import dominant_cluster
@@ -94,6 +95,12 @@ def saved_network(data: Mapping[str, Any]) -> dict[str, Any]:
     checkpoints lack filled in."""
     net = {k.split(".", 1)[1]: v for k, v in data.items() if k.startswith("network.")}
     net.setdefault("feature_idx", torch.zeros(0, dtype=torch.int64))  # checkpoints from before #15
+    unknown = sorted(set(net) - {f.name for f in dataclasses.fields(NetworkState)})
+    if unknown:  # written by another fumd: restoring it without them would silently drop learned state
+        raise CheckpointError("the checkpoint holds network state this version of fumd does not know ("
+                              + ", ".join(f"network.{k}" for k in unknown)
+                              + "): it was written by another version of fumd; run that version, or move the "
+                              "checkpoint away to start from an older one")
     return net
 
 
@@ -263,7 +270,8 @@ class Engine:
                     rivals = population_rates(spikes.counts, self.state.output_idx, self._cycle_ms)
                 else:
                     rivals = pop_rates[:n_actions]
-                return population_modulator(p, action, label_index, rivals, lc.margin)
+                beta = lc.softmax_beta if lc.label_error == "softmax" else 0.0
+                return population_modulator(p, action, label_index, rivals, lc.margin, softmax_beta=beta)
             return population_modulator(p, action, None, pop_rates[:n_actions], 0.0, delta)
         if lc.internal_scale == 0.0:
             return torch.zeros(p, dtype=torch.float64)

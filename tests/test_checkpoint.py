@@ -133,6 +133,12 @@ def test_engine_from_state_equals_build_then_load(tmp_path, state):
     assert restored.state.feature_idx.numel() == 0 and states_equal(restored.state_dict(), state)
     with pytest.raises(KeyError, match="network.w"):
         Engine.from_state(small_config(), {k: v for k, v in old.items() if k != "network.w"})
+    # state from another fumd version: a clear refusal naming it, not a traceback or a silent drop
+    newer = {**snapshot(loaded), "network.count_mean": torch.zeros(3)}
+    with pytest.raises(CheckpointError, match=r"network\.count_mean.*another version of fumd"):
+        Engine.from_state(small_config(), newer)
+    with pytest.raises(CheckpointError, match=r"network\.count_mean"):
+        engine_from(newer)
 
 
 def test_edge_case_values_round_trip(tmp_path):

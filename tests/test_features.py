@@ -112,3 +112,29 @@ def test_a_checkpoint_from_before_features_loads_without_them():
     other.load_state_dict(data)
     assert other.state.feature_idx.numel() == 0
     assert other.readout.feature_pos.numel() == 0
+
+
+@pytest.mark.parametrize("error", ["perceptron", "softmax"])
+def test_label_error_reaches_the_modulator(monkeypatch, error):
+    """``learning.label_error`` is what the engine's label modulator uses: the softmax error (with
+    ``softmax_beta``) or the perceptron's."""
+    import fumd.engine as engine_module
+
+    seen = []
+    real = engine_module.population_modulator
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        seen.append((kwargs.get("softmax_beta", 0.0), out))
+        return out
+
+    monkeypatch.setattr(engine_module, "population_modulator", spy)
+    engine = Engine(small_config(learning={"label_error": error, "softmax_beta": 7.0}))
+    for i in range(6):
+        engine.cycle({"id": f"r{i}", "x": [0.1 * ((i + k) % 5) for k in range(16)], "label": f"c{i % 2}"})
+    assert seen and all(beta == (7.0 if error == "softmax" else 0.0) for beta, _m in seen)
+    values = {round(float(v), 6) for _beta, m in seen for v in m}
+    if error == "perceptron":
+        assert values <= {-1.0, 0.0, 1.0}
+    else:  # graded
+        assert values - {-1.0, 0.0, 1.0}

@@ -223,6 +223,18 @@ def test_population_modulator_and_adaptive_threshold():
     assert population_modulator(4, 1, 1, close, 0.3).tolist() == [-1.0, 1.0, 0.0, 0.0]
     # no label: the acting population's reward-prediction error
     assert population_modulator(4, 2, None, rates, 0.3, delta=-0.4).tolist() == [0.0, 0.0, -0.4, 0.0]
+    # softmax error (learning.label_error = softmax): onehot(label) - softmax(beta (r - max r) / mean r)
+    # over the competing populations (here the first 3 of 5), graded, summing to zero
+    m = population_modulator(5, 1, 0, rates[:3], 0.3, softmax_beta=30.0)
+    pi = torch.softmax(30.0 * (rates[:3] - 30.0) / rates[:3].mean(), 0)
+    assert torch.allclose(m[:3], torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64) - pi) and m[3:].eq(0).all()
+    assert abs(float(m.sum())) < 1e-12 and m[0] > 0.99 and m[1] < -0.99  # a clear miss: the perceptron's +1 / -1
+    right = population_modulator(5, 1, 1, rates[:3], 0.3, softmax_beta=30.0)
+    assert right.abs().max() < 1e-6  # a confident right decision teaches (almost) nothing
+    near = population_modulator(5, 1, 1, close[:3], 0.3, softmax_beta=30.0)
+    assert 0.0 < near[1] < 1.0 and -1.0 < near[0] < 0.0  # a near miss: a graded update against the rival
+    silent = population_modulator(3, 0, 2, torch.zeros(3, dtype=torch.float64), 0.3, softmax_beta=30.0)
+    assert torch.allclose(silent, torch.tensor([-1 / 3, -1 / 3, 2 / 3], dtype=torch.float64))
     # theta: decays, rises with spikes, falls where the modulator says "should have fired"
     output = torch.tensor([[0, 1], [2, 3]])
     theta = torch.tensor([1.0, 1.0, 1.0, 1.0, 7.0])

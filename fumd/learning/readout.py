@@ -109,8 +109,30 @@ def normalize_readout(w: torch.Tensor, index: ReadoutIndex, w_max: float) -> Non
     w[index.pos] = (vals * scale[index.post_local]).clamp(0.0, w_max)
 
 
+def softmax_error(pop_rates: torch.Tensor, label: int, beta: float) -> torch.Tensor:
+    """``learning.label_error = softmax``: the label's one-hot minus a softmax of the competing
+    populations' rates, on the scale of their mean rate::
+
+        pi = softmax(beta (r - max r) / mean r),   m = onehot(y) - pi
+
+    The delta rule's error for a softmax readout (e-prop's readout learning signal, Bellec et al.
+    2020; a graded, population-specific third factor, Fremaux & Gerstner 2016) instead of the
+    perceptron's all-or-none one: every labelled input teaches, a near miss a little, a confident
+    right decision almost nothing, and every rival in proportion to how strongly it competed.
+    float64 [len(pop_rates)]."""
+    r = pop_rates.to(torch.float64)
+    scale = float(r.mean())
+    if scale <= 0.0:  # no population fired: the label's population alone is told to fire
+        m = -torch.full_like(r, 1.0 / r.numel())
+    else:
+        m = -torch.softmax(beta * (r - r.max()) / scale, 0)
+    m[label] += 1.0
+    return m
+
+
 def population_modulator(
     populations: int, action: int, label: int | None, pop_rates: torch.Tensor, margin: float, delta: float = 0.0,
+    softmax_beta: float = 0.0,
 ) -> torch.Tensor:
     """The third factor ``m_p`` of each output population (float64 [populations]).
 
@@ -119,12 +141,15 @@ def population_modulator(
     its strongest rival ``q`` is below ``margin`` gets ``onehot(y) - onehot(q)``. ``pop_rates``
     holds the rates of the populations that compete: the vocabulary's, and with
     ``learning.reserve_compete`` also the populations not yet given a label, which thereby learn to
-    stay quiet on the classes already known. Without a label: ``m = delta onehot(a)``, the acting
-    population's reward-prediction error."""
+    stay quiet on the classes already known. With ``softmax_beta > 0`` (``learning.label_error =
+    softmax``) a label gives ``softmax_error`` instead. Without a label: ``m = delta onehot(a)``,
+    the acting population's reward-prediction error."""
     m = torch.zeros(populations, dtype=torch.float64)
     if label is None:
         m[action] = delta
         return m
+    if softmax_beta > 0.0:
+        return m.index_add_(0, torch.arange(pop_rates.numel()), softmax_error(pop_rates, label, softmax_beta))
     if label != action:
         m[label] += 1.0
         m[action] -= 1.0
