@@ -154,12 +154,12 @@ def test_pruning_stops_at_the_density_floor_weakest_first():
     floor = 0.95 * st.nnz / target  # the floor sits 5 % below the synapses there are (whatever the build makes)
     weak = torch.arange(st.nnz) % 3 == 0  # a third of the synapses fall below 0.01
     st.w[weak] = torch.linspace(0.0, 0.009, int(weak.sum())) * torch.sign(st.w[weak])
-    budget = prune_budget(st.nnz, st.n, density, floor)
+    budget = prune_budget(st.nnz, target, floor)
     assert budget == st.nnz - math.ceil(floor * target) and 0 < budget < int(weak.sum())
     keep = prune_keep(st.w, st.persistent, 0.01, budget)
     assert int((~keep).sum()) == budget
     assert float(st.w[~keep].abs().max()) <= float(st.w[weak & keep].abs().min())  # the weakest went
-    assert prune_budget(st.nnz, st.n, 0.5, 0.0) is None
+    assert prune_budget(st.nnz, target, 0.0) is None
     job = DecayJob(DecayConfig(prune_floor=floor, protect_readout=False))
     out = run_once(job, engine)
     assert out["pruned"] == budget and st.nnz == math.ceil(floor * target)

@@ -8,6 +8,7 @@ import torch
 from fumd.engine import Engine, states_equal
 from fumd.jobs.structural import StructuralConfig, StructuralJob, initial_density
 from fumd.network import edit
+from fumd.network.build import recurrent_density
 from tests.conftest import small_config
 
 HISTORY = 8  # a short activity window keeps the tests fast
@@ -82,7 +83,7 @@ def test_growth_respects_caps_targets_low_reward_clusters_and_keeps_ei_ratio():
     assert int(((st.cluster == 2) | (st.cluster == 5)).sum()) == 100 + 10
     new = job.young_idx
     assert new.numel() == 10
-    fan = round(initial_density(engine.config) * (st.n - 1))
+    fan = round(recurrent_density(engine.config) * (st.n - 1))
     pre, post = st.pre_index(), st.col.long()
     in_deg = torch.bincount(post, minlength=st.n)[new].double()
     assert abs(float(in_deg.mean()) - fan) <= 2

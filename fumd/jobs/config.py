@@ -108,7 +108,8 @@ class DecayConfig:
                                       high=lambda c: c.reward_window)
     prune_below: float = fraction(0.01, "seed: prune |w| < 0.01")
     prune_floor: float = fraction(
-        0.9, "never prune below this fraction of the target synapse count (0: no floor, the seed)")
+        0.9, "never prune below this fraction of the target synapse count (recurrent synapses when the readout "
+        "is protected; 0: no floor, the seed)")
     low_reward_margin: float = setting(
         0.5, "... and this far below the network's mean window reward (issue #9)", low=0.0, high=100.0)
     protect_readout: bool = setting(True, "synapses onto output neurons are never decayed or pruned (issue #9)")
@@ -259,7 +260,9 @@ class StructuralConfig:
     integrity_threshold: float = setting(
         0.5, "intra-cluster density / network density below this: halt", low=0.0, high=1e6)
     # sparsity
-    target_density: float = fraction(0.0, "0: the initial density implied by the network config")
+    target_density: float = fraction(
+        0.0, "0: the initial density implied by the network config (of the recurrent synapses alone while "
+        "protect_readout)")
     density_tolerance: float = fraction(0.05, "relative band around the target left alone")
     density_cap: float = fraction(
         0.05, "synapses added or removed for density, fraction per event (docs/mechanisms.md)")

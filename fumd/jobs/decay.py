@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..network import edit
-from ..network.build import initial_density
+from ..network.build import initial_density, recurrent_density
 from ..network.state import NetworkState
 from .base import Applied
 from .config import DecayConfig  # noqa: F401 - the [jobs.decay] section, defined in config.py (light to import)
@@ -171,12 +171,12 @@ def prune_keep(w: torch.Tensor, persistent: torch.Tensor, threshold: float,
     return keep
 
 
-def prune_budget(nnz: int, n: int, target_density: float, floor: float) -> int | None:
-    """How many synapses pruning may remove without taking the network below ``floor`` x its
-    target synapse count (None: no floor)."""
+def prune_budget(nnz: int, target: float, floor: float) -> int | None:
+    """How many of ``nnz`` synapses pruning may remove without going below ``floor`` x the
+    ``target`` synapse count (None: no floor)."""
     if floor <= 0:
         return None
-    return max(0, nnz - int(math.ceil(floor * target_density * n * (n - 1))))
+    return max(0, nnz - int(math.ceil(floor * target)))
 
 
 # -- the job -----------------------------------------------------------------------------------
@@ -229,7 +229,13 @@ class DecayJob(PersistentJob):
         fixed = st.persistent | readout  # neither decayed nor pruned
         movable = ~fixed
         edit.set_weights(st, decay_weights(st.w, fixed, plan.factors.to(st.device)[post_cluster]))
-        budget = prune_budget(st.nnz, st.n, initial_density(engine.config), self.config.prune_floor)
+        if self.config.protect_readout:  # the floor counts the recurrent synapses only (build.recurrent_density)
+            hidden = st.n - int(st.designated_idx().unique().numel())
+            floor_target = recurrent_density(engine.config) * hidden * (st.n - 1)
+            budget = prune_budget(st.nnz - int(readout.sum()), floor_target, self.config.prune_floor)
+        else:
+            budget = prune_budget(st.nnz, initial_density(engine.config) * st.n * (st.n - 1),
+                                  self.config.prune_floor)
         pruned = edit.remove_synapses(st, prune_keep(st.w, fixed, self.config.prune_below, budget))
         return Applied({
             "protected_readout": int(readout.sum()),

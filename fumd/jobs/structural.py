@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Callable, NamedTuple
 import torch
 
 from ..network import edit
-from ..network.build import initial_density
+from ..network.build import initial_density, recurrent_density
 from ..network.state import NetworkState
 from .base import Applied, PrivateStream
 from .config import StructuralConfig  # noqa: F401 - the [jobs.structural] section, defined in config.py (light to import)
@@ -173,7 +173,10 @@ class StructuralJob(PersistentJob):
             "sigma": float(cfg.network.sigma),
             "radius": float(cfg.network.max_radius_sigmas * cfg.network.sigma),
             "init_weight_max": float(cfg.network.init_weight_max),
-            "target_density": float(self.config.target_density or initial_density(cfg)),
+            # with the readout protected, the density counts the recurrent synapses only (build.py)
+            "target_density": float(
+                self.config.target_density
+                or (recurrent_density(cfg) if self.config.protect_readout else initial_density(cfg))),
         }
         dev = st.device
         return StructuralSnapshot(
@@ -612,23 +615,30 @@ def _plan_sparsity(ev: _Event, pruning: _Pruning, rewiring: _Rewiring) -> _Spars
     """3. Sparsity (SPEC §6 "keep overall sparsity near its target"; seed 002 §5.C.3 "Connection
     Density Control: maintain target sparsity (~95%)"). After pruning (``N' = N - pruned``, their
     synapses gone) and rewiring (its inhibitory additions) there will be ``nnz'`` synapses; the
-    target is ``T = target_density * N' (N' - 1)`` and the cap ``floor(density_cap * nnz)``.
-    Above ``T (1 + density_tolerance)``: the ``min(nnz' - T, cap)`` weakest synapses go (random
-    among ties), never a persistent, rewired or readout one, nor one of a pruned neuron. Below
-    ``T (1 - density_tolerance)``: ``min(T - nnz', cap)`` distance-biased synapses are added
-    (``_density_additions``), weights ``U(0, init_weight_max)``."""
+    target is ``T = target_density * N' (N' - 1)`` and the cap ``floor(density_cap * nnz)``. With
+    ``protect_readout`` both count the recurrent synapses only, onto the ``H'`` hidden neurons:
+    ``T = recurrent_density * H' (N' - 1)``, ``nnz'`` without the synapses onto designated neurons
+    (the readout and the feature pathway are fixed in number: counted, they crowd out the
+    recurrent synapses as N shrinks; ``build.recurrent_density``). Above ``T (1 + density_tolerance)``: the
+    ``min(nnz' - T, cap)`` weakest synapses go (random among ties), never a persistent, rewired or
+    readout one, nor one of a pruned neuron. Below ``T (1 - density_tolerance)``:
+    ``min(T - nnz', cap)`` distance-biased synapses are added (``_density_additions``), weights
+    ``U(0, init_weight_max)``."""
     c, snap, p = ev.c, ev.snap, ev.snap.params
     pre, post, removed = ev.pre, ev.post, pruning.removed
     none = ev.none()
     n_after = ev.n - int(pruning.prune.numel())
     lost = int((removed[pre] | removed[post]).sum()) if pruning.prune.numel() else 0
-    nnz_after = ev.nnz - lost + int(rewiring.inh_pre.numel())
-    target = p["target_density"] * n_after * (n_after - 1)
+    is_des = _protection(snap, c.protect_readout)[1]
+    onto_designated = is_des[post] & ~removed[pre]  # designated neurons are never pruned
+    nnz_after = ev.nnz - lost + int(rewiring.inh_pre.numel()) - int(onto_designated.sum())
+    hidden_after = int((~is_des & ~removed).sum())  # n_after without the readout's protection
+    target = p["target_density"] * hidden_after * (n_after - 1)
     cap = _floor(c.density_cap * ev.nnz)
     if c.density_cap > 0 and nnz_after > target * (1 + c.density_tolerance):
         k = min(int(nnz_after - target), cap)
         ok = ~snap.persistent & ~removed[pre] & ~removed[post]
-        ok &= ~_protection(snap, c.protect_readout)[0][post]  # never a readout synapse
+        ok &= ~_protection(snap, c.protect_readout)[1][post]  # never a readout or feature-pathway synapse
         ok[rewiring.pos] = False
         cand = ok.nonzero().squeeze(1)
         cand = cand[torch.randperm(cand.numel(), generator=ev.gen, device=ev.dev)]

@@ -178,7 +178,7 @@ def spatial_clusters(grid_xy: torch.Tensor, side: int, k: int) -> torch.Tensor:
 def initial_density(cfg: EngineConfig) -> float:
     """Connection density ``build_network`` creates for this config (before duplicates; with
     ``readout_isolated`` the expected share of recurrent synapses onto designated neurons left
-    out): the sparsity target that structural plasticity and decay pruning keep (SPEC §6)."""
+    out), readout and feature-pathway synapses included."""
     net = cfg.network
     n_out = net.max_labels * net.population_size
     recurrent: float = net.neurons * net.synapses_per_neuron
@@ -187,6 +187,20 @@ def initial_density(cfg: EngineConfig) -> float:
     recurrent *= 1.0 - isolated / float(net.neurons)
     nnz = recurrent + n_out * readout_fan_in(cfg) + n_feat * min(net.feature_fan_in, input_neurons(cfg))
     return nnz / float(net.neurons * (net.neurons - 1))
+
+
+def recurrent_density(cfg: EngineConfig) -> float:
+    """Density of the recurrent synapses onto the hidden (non-designated) neurons that
+    ``build_network`` creates, per possible (any presynaptic neuron, hidden postsynaptic neuron)
+    pair: ``synapses_per_neuron / (N - 1)``, each hidden neuron's mean in-degree over N - 1. The
+    sparsity target of structural plasticity and decay pruning while they protect the readout:
+    ``T = density x hidden x (N - 1)``. The readout's synapses are fixed in number while the
+    network's size changes, and the hidden neurons are the ones pruning removes; counted over all
+    N (N - 1) pairs with the readout included, the readout took the place of the recurrent
+    synapses once pruning shrank N (measured: a 1,000-neuron soak lost every recurrent synapse
+    by cycle ~49,000; docs/mechanisms.md "Structural plasticity")."""
+    net = cfg.network
+    return net.synapses_per_neuron / float(max(net.neurons - 1, 1))
 
 
 def readout_fan_in(cfg: EngineConfig) -> int:
