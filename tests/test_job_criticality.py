@@ -83,10 +83,44 @@ def fake_engine(n: int, n_clusters: int = 4, history: int = 8) -> FakeEngine:
     return FakeEngine(state=state, eta=0.01, gamma=0.0, sie=sie_weights(), config=config, last_cycle_spikes=None)
 
 
+def events(raster: torch.Tensor) -> SimpleNamespace:
+    """A spike record (as ``CycleSpikes``: events by step, ascending within a step) from a raster,
+    without per-neuron counts: the job then takes the cycle's rate from result.rate_hz."""
+    step, neuron = raster.nonzero(as_tuple=True)
+    return SimpleNamespace(neurons=neuron.to(torch.int32), spike_steps=step.to(torch.int32), steps=raster.shape[0],
+                           n=raster.shape[1], counts=torch.zeros(0))
+
+
 def feed(job, engine, raster, rate_hz=10.0, reward=0.0):
-    # a spike record without per-neuron counts: the job takes the cycle's rate from result.rate_hz
-    engine.last_cycle_spikes = SimpleNamespace(raster=raster, counts=torch.zeros(0))
+    engine.last_cycle_spikes = events(raster)
     job.observe(engine, SimpleNamespace(rate_hz=rate_hz, total_reward=reward))
+
+
+def test_electrode_events_from_the_spike_list_equal_the_raster_count():
+    """``observe_spikes`` counts electrode events per step from the event list (no [T, N] raster):
+    the same counts as the raster's electrode columns, on a real cycle."""
+    from fumd.analysis.avalanches import AvalancheDetector
+    from fumd.engine import Engine
+    from tests.conftest import small_config
+
+    engine = Engine(small_config())
+    rng = np.random.default_rng(1)
+    for i in range(4):  # (the first input is its own running mean: no input spikes)
+        engine.cycle({"x": rng.random(16).tolist(), "label": str(i % 2)})
+    spikes = engine.last_cycle_spikes
+    def detector() -> AvalancheDetector:
+        return AvalancheDetector(electrodes=64, bin_steps=0, max_bin_steps=8, iei_alpha=0.1, large_fraction=0.5,
+                                 ring_size=100, sustain_window=5, seed=3)
+
+    a, b = detector(), detector()
+    idx = a.place_electrodes(spikes.n, 0)
+    b.place_electrodes(spikes.n, 0)
+    per_step = spikes.raster[:, idx].sum(1).numpy().astype(np.int64)
+    assert per_step.sum() > 0
+    for _ in range(3):
+        assert a.observe_spikes(spikes) == b.observe_counts(per_step)
+    assert a.state_dict().keys() == b.state_dict().keys()
+    assert all(np.array_equal(np.asarray(a.state_dict()[k]), np.asarray(b.state_dict()[k])) for k in a.state_dict())
 
 
 def run(job, engine):
@@ -316,7 +350,7 @@ def test_config_errors_name_the_key(key, value):
 
 
 def test_on_the_real_engine():
-    """The attributes the job reads exist on the real Engine (last_cycle_spikes.raster, state.activity,
+    """The attributes the job reads exist on the real Engine (last_cycle_spikes events, state.activity,
     state.cluster, state.global_inhibition, eta, CycleResult.rate_hz / total_reward)."""
     from fumd.engine import Engine
     from tests.conftest import small_config

@@ -256,7 +256,7 @@ class CriticalityJob(PersistentJob):
         if spikes is not None:
             st = engine.state
             self.avalanches.place_electrodes(st.n, int(st.structure_version))
-            self.avalanches.observe_raster(spikes.raster)
+            self.avalanches.observe_spikes(spikes)
         self.rates.extend([self.recurrent_rate_hz(engine, result)])
         self.rewards.extend([float(result.total_reward)])
 
