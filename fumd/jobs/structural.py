@@ -638,7 +638,7 @@ def _plan_sparsity(ev: _Event, pruning: _Pruning, rewiring: _Rewiring) -> _Spars
     if c.density_cap > 0 and nnz_after > target * (1 + c.density_tolerance):
         k = min(int(nnz_after - target), cap)
         ok = ~snap.persistent & ~removed[pre] & ~removed[post]
-        ok &= ~_protection(snap, c.protect_readout)[1][post]  # never a readout or feature-pathway synapse
+        ok &= ~is_des[post]  # never a readout or feature-pathway synapse
         ok[rewiring.pos] = False
         cand = ok.nonzero().squeeze(1)
         cand = cand[torch.randperm(cand.numel(), generator=ev.gen, device=ev.dev)]
