@@ -246,7 +246,7 @@ class EngineConfig:
         updates = {}
         for name, value in sections.items():
             current = getattr(self, name)
-            if isinstance(value, Mapping) and is_dataclass(current):
+            if isinstance(value, Mapping) and is_dataclass(current) and not isinstance(current, type):
                 value = dataclasses.replace(current, **value)
             updates[name] = value
         return dataclasses.replace(self, **updates)

@@ -97,7 +97,8 @@ def check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
 def validate_section(obj: Any, section_name: str) -> None:
     """Check every declared range and choice of ``obj``'s own keys; raise ConfigError naming the
     first key (``section_name.key``) that is outside them, with what is allowed."""
-    for check in checks(type(obj)):
+    cls: type = type(obj)
+    for check in checks(cls):
         key, value = key_name(section_name, check.name), getattr(obj, check.name)
         if check.choices is not None:
             check_choice(key, value, check.choices)
@@ -113,7 +114,13 @@ def reloadable_sections(cls: type) -> tuple[str, ...]:
 
 # -- reading ---------------------------------------------------------------------------------
 def field_default(f: dataclasses.Field) -> Any:
-    return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+    """The field's default, or a fresh value from its default factory."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    factory = f.default_factory
+    if not callable(factory):
+        raise TypeError(f"{f.name} has no default")
+    return factory()
 
 
 def from_mapping(cls: type, data: Mapping[str, Any], prefix: str = "",
@@ -152,8 +159,10 @@ def _read_old_names(known: dict[str, dataclasses.Field], data: Mapping[str, Any]
         data = dict(data)
         old_value = data.pop(old)
         new_value = data.get(name)
-        both = isinstance(old_value, Mapping) and isinstance(new_value, Mapping)
-        data[name] = {**old_value, **new_value} if both else old_value if new_value is None else new_value
+        if isinstance(old_value, Mapping) and isinstance(new_value, Mapping):
+            data[name] = {**old_value, **new_value}
+        else:
+            data[name] = old_value if new_value is None else new_value
         if renamed is not None:
             renamed.append((f"{prefix}{old}", f"{prefix}{name}"))
     return data

@@ -22,7 +22,7 @@ from typing import Any, Literal, Mapping
 from ..config import EngineConfig
 from ..errors import ConfigError
 from ..jobs.config import JobsConfig
-from ..settings import from_mapping, reloadable_sections, render_toml, section, setting, validate_section
+from ..settings import field_default, from_mapping, reloadable_sections, render_toml, section, setting, validate_section
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,16 @@ class HistoryConfig:
         64 * 1024 * 1024, "rotate a history file past this size (one old file kept)", low=1024, high=1 << 40)
 
 
-_MAX_AGE = dict(low=0.0, high=36500.0)
-_MAX_BYTES = dict(low=0, high=1 << 50)
-_MAX_FILES = dict(low=0, high=10**9)
+def _max_age(days: float) -> Any:
+    return setting(days, low=0.0, high=36500.0)
+
+
+def _max_bytes(size: int) -> Any:
+    return setting(size, low=0, high=1 << 50)
+
+
+def _max_files(count: int) -> Any:
+    return setting(count, low=0, high=10**9)
 
 
 @dataclass(frozen=True)
@@ -91,15 +98,15 @@ class RetentionConfig:
     """
 
     every_seconds: float = setting(60.0, "how often the state directory is measured and pruned", low=1.0, high=86400.0)
-    outbox_max_age_days: float = setting(30.0, **_MAX_AGE)
-    outbox_max_bytes: int = setting(4 * 1024**3, **_MAX_BYTES)
-    outbox_max_files: int = setting(200_000, **_MAX_FILES)
-    done_max_age_days: float = setting(7.0, **_MAX_AGE)
-    done_max_bytes: int = setting(2 * 1024**3, **_MAX_BYTES)
-    done_max_files: int = setting(100_000, **_MAX_FILES)
-    failed_max_age_days: float = setting(30.0, **_MAX_AGE)
-    failed_max_bytes: int = setting(512 * 1024**2, **_MAX_BYTES)
-    failed_max_files: int = setting(10_000, **_MAX_FILES)
+    outbox_max_age_days: float = _max_age(30.0)
+    outbox_max_bytes: int = _max_bytes(4 * 1024**3)
+    outbox_max_files: int = _max_files(200_000)
+    done_max_age_days: float = _max_age(7.0)
+    done_max_bytes: int = _max_bytes(2 * 1024**3)
+    done_max_files: int = _max_files(100_000)
+    failed_max_age_days: float = _max_age(30.0)
+    failed_max_bytes: int = _max_bytes(512 * 1024**2)
+    failed_max_files: int = _max_files(10_000)
 
     def limits(self, directory: str) -> tuple[float, int, int]:
         """(max age in seconds, max bytes, max files) of ``outbox``, ``done`` or ``failed``."""
@@ -177,7 +184,7 @@ def config_from_mapping(data: Mapping[str, Any], renamed: list[tuple[str, str]] 
         if key not in allowed:
             raise ConfigError(f"{key}: unknown key (allowed: {', '.join(sorted(allowed))})")
     engine = EngineConfig.from_mapping({k: v for k, v in data.items() if k not in SERVICE_SECTIONS})
-    sections = {name: from_mapping(type(f.default_factory()), data[name], f"{name}.", renamed)  # type: ignore[misc]
+    sections = {name: from_mapping(type(field_default(f)), data[name], f"{name}.", renamed)
                 for name, f in SERVICE_SECTIONS.items() if name in data}
     return ServiceConfig(engine=engine, **sections)
 

@@ -121,13 +121,14 @@ class SystemdNotifier:
         for f in fields:
             if "=" not in f or "\n" in f or f.startswith("="):
                 raise ValueError(f"not a KEY=VALUE notification field: {f!r}")
-        if not self.enabled or not fields:
+        address = self._address
+        if not self.enabled or not fields or address is None:
             return False
         payload = "\n".join(fields).encode()
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
                 sock.settimeout(SEND_TIMEOUT_S)
-                sock.sendto(payload, self._address)
+                sock.sendto(payload, address)
         except OSError as exc:  # includes socket.timeout
             log.debug("sd_notify to %s failed: %s", self.socket_path, exc)
             return False
@@ -181,9 +182,10 @@ class SystemdNotifier:
     @property
     def watchdog_timeout(self) -> float | None:
         """The configured watchdog timeout in seconds (``WATCHDOG_USEC``), ``None`` if none."""
-        if not self.watchdog_enabled:
+        usec = self._watchdog_usec
+        if not self.enabled or usec is None:
             return None
-        return self._watchdog_usec / 1_000_000
+        return usec / 1_000_000
 
     def watchdog_interval(self) -> float | None:
         """Seconds between pings: half of ``WATCHDOG_USEC``; ``None`` if there is no watchdog."""
@@ -249,9 +251,10 @@ class WatchdogPinger:
         return self.interval is not None and self.notifier.watchdog_enabled
 
     def due(self) -> bool:
-        if not self.enabled:
+        interval = self.interval
+        if not self.enabled or interval is None:
             return False
-        return self._last is None or self.clock() - self._last >= self.interval
+        return self._last is None or self.clock() - self._last >= interval
 
     def maybe_ping(self) -> bool:
         """Send ``WATCHDOG=1`` if an interval has passed since the last ping; ``True`` if sent."""

@@ -44,7 +44,8 @@ from .propagation import simulate_steps
 def compiled_threads() -> int:
     """Threads for the numba kernels: torch's thread count (``torch.set_num_threads``), which
     they follow, within numba's pool; also sets numba's count for this thread's parallel loops."""
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    pool = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]  # numba sets its config from the environment
+    threads = max(1, min(torch.get_num_threads(), pool))
     numba.set_num_threads(threads)
     return threads
 

@@ -17,7 +17,7 @@ narrows with ``float_to_half_bits``, a port of NumPy's ``npy_floatbits_to_halfbi
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import llvmlite.binding
 import numba
@@ -61,12 +61,13 @@ def float_to_half_bits(f: np.uint32) -> np.uint16:  # pragma: no cover - compile
     return np.uint16(h_sgn + h_exp + (f_sig >> np.uint32(13)))
 
 Codegen = Callable[[Any, ir.IRBuilder, Signature, Sequence[ir.Value]], ir.Value]  # an intrinsic's LLVM emitter
-# An intrinsic's arguments are numba types at typing time; they are annotated Any because numba's stub
-# (``_Intrinsic.__call__``) checks the njit call sites' values against them.
+# An intrinsic is defined with its typing-time signature (``typingctx`` first, numba types after) and
+# called from njit code without ``typingctx``; numba's stub types ``_Intrinsic.__call__`` with the
+# first, so each is exported through ``cast`` with the call-site signature.
 
 
 @intrinsic
-def float_bits(  # pragma: no cover - compiled
+def _float_bits(  # pragma: no cover - compiled
     typingctx: Any, x: Any,
 ) -> tuple[Signature, Codegen] | None:
     """Reinterpret a float32 as its uint32 bit pattern (a register bitcast)."""
@@ -79,8 +80,11 @@ def float_bits(  # pragma: no cover - compiled
     return types.uint32(types.float32), codegen
 
 
+float_bits = cast(Callable[..., Any], _float_bits)
+
+
 @intrinsic
-def fma(  # pragma: no cover - compiled
+def _fma(  # pragma: no cover - compiled
     typingctx: Any, a: Any, b: Any, c: Any,
 ) -> tuple[Signature, Codegen] | None:
     """``a * b + c`` for float32, rounded once."""
@@ -93,8 +97,11 @@ def fma(  # pragma: no cover - compiled
     return types.float32(types.float32, types.float32, types.float32), codegen
 
 
+fma = cast(Callable[..., Any], _fma)
+
+
 @intrinsic
-def hardware_half_bits(  # pragma: no cover - compiled
+def _hardware_half_bits(  # pragma: no cover - compiled
     typingctx: Any, x: Any,
 ) -> tuple[Signature, Codegen] | None:
     """float32 -> float16 bit pattern through LLVM's ``fptrunc`` (F16C: one instruction)."""
@@ -107,8 +114,11 @@ def hardware_half_bits(  # pragma: no cover - compiled
     return types.uint16(types.float32), codegen
 
 
+hardware_half_bits = cast(Callable[..., Any], _hardware_half_bits)
+
+
 @intrinsic
-def hardware_half_value(  # pragma: no cover - compiled
+def _hardware_half_value(  # pragma: no cover - compiled
     typingctx: Any, bits: Any,
 ) -> tuple[Signature, Codegen] | None:
     """float16 bit pattern -> float32 through LLVM's ``fpext`` (exact)."""
@@ -119,6 +129,9 @@ def hardware_half_value(  # pragma: no cover - compiled
         return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
 
     return types.float32(types.uint16), codegen
+
+
+hardware_half_value = cast(Callable[..., Any], _hardware_half_value)
 
 
 @numba.njit(cache=True, inline="always")

@@ -8,7 +8,7 @@ foresee. ``prefetch(a, i)`` asks for ``a[i]``'s cache line a few rows ahead (LLV
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from llvmlite import ir
 from numba.core import cgutils, types
@@ -18,12 +18,13 @@ from numba.extending import intrinsic
 AHEAD = 4  # rows prefetched ahead (measured at 100 k neurons: 4-8 equally good, 0 slowest)
 
 Codegen = Callable[[Any, ir.IRBuilder, Signature, Sequence[ir.Value]], ir.Value]  # an intrinsic's LLVM emitter
-# An intrinsic's arguments are numba types at typing time; they are annotated Any because numba's stub
-# (``_Intrinsic.__call__``) checks the njit call sites' values against them.
+# An intrinsic is defined with its typing-time signature (``typingctx`` first, numba types after) and
+# called from njit code without ``typingctx``; numba's stub types ``_Intrinsic.__call__`` with the
+# first, so each is exported through ``cast`` with the call-site signature.
 
 
 @intrinsic
-def prefetch(  # pragma: no cover - compiled
+def _prefetch(  # pragma: no cover - compiled
     typingctx: Any, array: Any, index: Any,
 ) -> tuple[Signature, Codegen] | None:
     """Hint the cache line holding ``array[index]`` (1-D array, integer index)."""
@@ -42,3 +43,6 @@ def prefetch(  # pragma: no cover - compiled
         return context.get_dummy_value()
 
     return types.none(array, index), codegen
+
+
+prefetch = cast(Callable[..., Any], _prefetch)
