@@ -1,8 +1,11 @@
-"""Reader and record regressions of issue 10 (items 6-9): each reproduction as reported."""
+"""Reader and record regressions of issue 10 (items 6-9): each reproduction as reported; records
+built one at a time (issue #14)."""
 from __future__ import annotations
 
 import io
 import json
+import tracemalloc
+from typing import Sequence
 
 import numpy as np
 import pytest
@@ -130,3 +133,39 @@ def test_csv_with_another_separator_fails_the_file_instead_of_losing_its_first_r
     assert exc.value.reason == "bad_csv" and exc.value.where == "line 1" and repr(sep) in str(exc.value)
     # a real header is still a header
     assert len(read_input_file(b"f0,label\n0.5,a\n", "h.csv", 100)) == 1
+
+
+def _held_after_read(data: bytes, name: str) -> tuple[int, Sequence]:
+    tracemalloc.start()
+    try:
+        items = read_input_file(data, name, 10**6)
+        held, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return held, items
+
+
+def test_jsonl_records_are_built_one_at_a_time_so_a_large_file_holds_about_its_size():
+    """Issue #14 (a backlog of large files): parsed at once, 20,000 records of 16 numbers hold ~6x
+    the file's size in Python objects; kept as lines and parsed when reached, about 1.5x."""
+    rng = np.random.default_rng(0)
+    lines = [json.dumps({"id": i, "x": [round(float(v), 4) for v in rng.normal(size=16)], "label": i % 4})
+             for i in range(20_000)]
+    data = ("\n\n".join(lines) + "\n").encode()  # blank lines between records: positions must hold
+    held, items = _held_after_read(data, "big.jsonl")
+    assert held < 2.0 * len(data), f"{held / len(data):.1f} x the file's size held after reading"
+    assert len(items) == 20_000
+    assert items[19_999].where == "line 39999" and items[19_999].record["id"] == 19_999
+    assert items[-1].record == json.loads(lines[-1]) and [i.record["id"] for i in items[2:4]] == [2, 3]
+    with pytest.raises(IndexError):
+        items[20_000]
+
+
+def test_npy_rows_become_records_when_reached():
+    array = np.random.default_rng(0).normal(size=(20_000, 16))
+    buf = io.BytesIO()
+    np.save(buf, array)
+    held, items = _held_after_read(buf.getvalue(), "big.npy")
+    assert held < 1.5 * array.nbytes  # the array itself, not 20,000 lists of Python floats (~5x)
+    assert len(items) == 20_000 and items[7].record == {"id": "big:7", "x": array[7].tolist()}
+    assert items[7].where == "row 7"

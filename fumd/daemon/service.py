@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -54,7 +54,7 @@ from .signals import SignalLatch
 @dataclass
 class _OpenFile:
     queued: QueuedFile
-    items: list[InputItem]
+    items: Sequence[InputItem]
     next_index: int
 
 

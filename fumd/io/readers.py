@@ -30,6 +30,13 @@ Positions (``where``) are physical lines of the file, counted from 1 at each ``\
 
 Every reader refuses a file with more than ``max_records`` records before it builds them, and a
 ``.npy`` header is checked against the file's size before any array is allocated.
+
+**Records are built one at a time** for the bulk formats (issue #14, a backlog): a ``.jsonl``
+file is kept as its lines and each line is parsed when the daemon reaches it, a 2-D ``.npy`` as
+its array and each row becomes a record when asked for (``LazyItems``). A file of small records
+parsed at once holds about 6x its size in Python objects (a 64 MiB file: ~400 MiB); read this way
+it holds about its size. ``.csv`` (quoted fields may span lines, so rows are only known after a
+pass of the csv module), ``.json`` and ``.txt`` are built at once.
 """
 from __future__ import annotations
 
@@ -39,7 +46,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Callable, Sequence, Union, overload
 
 import numpy as np
 
@@ -62,17 +69,45 @@ class InputItem:
     record: Union[dict[str, Any], RecordProblem]
 
 
+class LazyItems(Sequence[InputItem]):
+    """``n`` records, record ``i`` built by ``build(i)`` each time it is asked for (nothing cached:
+    the daemon reads each record once, in order)."""
+
+    def __init__(self, n: int, build: Callable[[int], InputItem]):
+        self._n = n
+        self._build = build
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> InputItem: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[InputItem]: ...
+
+    def __getitem__(self, i: int | slice) -> InputItem | list[InputItem]:
+        if isinstance(i, slice):
+            return [self._build(k) for k in range(*i.indices(self._n))]
+        k = i + self._n if i < 0 else i
+        if not 0 <= k < self._n:
+            raise IndexError(i)
+        return self._build(k)
+
+
 def extension_of(name: str) -> str:
     return Path(name).suffix.lower()
 
 
-def read_input_file(data: bytes, name: str, max_records: int) -> list[InputItem]:
-    """Parse the bytes of an inbox file named ``name`` into records.
+def read_input_file(data: bytes, name: str, max_records: int) -> Sequence[InputItem]:
+    """Parse the bytes of an inbox file named ``name`` into records (built when indexed, for
+    ``.jsonl`` and ``.npy``: ``LazyItems``).
 
     Raises only ``InputFileError``; a problem confined to one record is returned in its place."""
     ext = extension_of(name)
     if not data:
         raise InputFileError("empty", f"{name}: the file is empty")
+    items: Sequence[InputItem]
     if ext == ".npy":
         items = _read_npy(data, name, max_records)
     else:
@@ -81,6 +116,7 @@ def read_input_file(data: bytes, name: str, max_records: int) -> list[InputItem]
                                  f"{name}: unsupported extension {ext or '(none)'}; allowed: "
                                  f"{', '.join(SUPPORTED_EXTENSIONS)}")
         text = _decode_utf8(data, name)
+        del data  # a caller that passed a temporary (the daemon does) frees the bytes here
         if not text.strip():
             raise InputFileError("empty", f"{name}: the file contains only whitespace")
         if ext == ".jsonl":
@@ -91,7 +127,7 @@ def read_input_file(data: bytes, name: str, max_records: int) -> list[InputItem]
             items = _read_csv(text, name, max_records)
         else:  # .txt
             items = [InputItem("record 0", {"id": Path(name).stem, "text": text})]
-    if not items:
+    if not len(items):
         raise InputFileError("empty", f"{name}: no records")
     if len(items) > max_records:
         raise InputFileError("too_many_records",
@@ -130,28 +166,29 @@ def _strict_json(text: str) -> Any:
         raise ValueError("nested too deeply (arrays or objects inside each other beyond the parser's limit)") from None
 
 
-def _read_jsonl(text: str, name: str, max_records: int) -> list[InputItem]:
+def _read_jsonl(text: str, name: str, max_records: int) -> LazyItems:
     lines = text.split("\n")
-    if sum(1 for line in lines if line.strip(" \t\r")) > max_records:
+    del text
+    numbers = [n for n, line in enumerate(lines) if line.strip(" \t\r")]  # JSON's whitespace only: blank
+    if len(numbers) > max_records:
         raise _too_many(name, max_records)
-    items = []
-    for number, line in enumerate(lines, start=1):
-        line = line.removesuffix("\r")
-        if not line.strip(" \t\r"):  # JSON's whitespace; anything else on a line is a record
-            continue
-        where = f"line {number}"
-        try:
-            obj = _strict_json(line)
-        except ValueError as exc:
-            items.append(InputItem(where, RecordProblem("malformed_json", f"{where}: malformed JSON ({exc})")))
-            continue
-        if not isinstance(obj, dict):
-            items.append(InputItem(where,
-                                   RecordProblem("bad_format",
-                                                 f"{where}: expected a JSON object, got {type(obj).__name__}")))
-            continue
-        items.append(InputItem(where, obj))
-    return items
+    # only the record lines are kept (a file of blank lines holds nothing), indexed by record
+    kept = [lines[n] for n in numbers]
+    del lines
+    return LazyItems(len(kept), lambda i: _jsonl_item(kept[i], numbers[i] + 1))
+
+
+def _jsonl_item(line: str, number: int) -> InputItem:
+    line = line.removesuffix("\r")
+    where = f"line {number}"
+    try:
+        obj = _strict_json(line)
+    except ValueError as exc:
+        return InputItem(where, RecordProblem("malformed_json", f"{where}: malformed JSON ({exc})"))
+    if not isinstance(obj, dict):
+        problem = f"{where}: expected a JSON object, got {type(obj).__name__}"
+        return InputItem(where, RecordProblem("bad_format", problem))
+    return InputItem(where, obj)
 
 
 def _read_json(text: str, name: str) -> list[InputItem]:
@@ -172,7 +209,7 @@ def _read_json(text: str, name: str) -> list[InputItem]:
     raise InputFileError("bad_format", f"{name}: expected a JSON object or a list of objects, got {type(obj).__name__}")
 
 
-def _read_npy(data: bytes, name: str, max_records: int) -> list[InputItem]:
+def _read_npy(data: bytes, name: str, max_records: int) -> LazyItems:
     shape, dtype = _npy_header(data, name)
     if dtype.kind not in "biuf":
         raise InputFileError("bad_npy", f"{name}: expected a numeric array, got dtype {dtype}")
@@ -191,7 +228,7 @@ def _read_npy(data: bytes, name: str, max_records: int) -> list[InputItem]:
         array = array[None, :]
     rows = array.astype(np.float64, copy=False) if array.dtype.kind == "f" else array
     stem = Path(name).stem
-    return [InputItem(f"row {i}", {"id": f"{stem}:{i}", "x": row.tolist()}) for i, row in enumerate(rows)]
+    return LazyItems(len(rows), lambda i: InputItem(f"row {i}", {"id": f"{stem}:{i}", "x": rows[i].tolist()}))
 
 
 def _npy_header(data: bytes, name: str) -> tuple[tuple[int, ...], np.dtype]:
