@@ -20,6 +20,31 @@ from .config import EngineConfig
 from .engine import Engine
 
 
+def bench_config(neurons: int, synapses_per_neuron: int, seed: int = 0, device: str = "cpu",
+                 compile_mode: str = "off", backend: str = "auto") -> EngineConfig:
+    """The benchmark's network: ``neurons`` x ``synapses_per_neuron``, 16 labels, deterministic."""
+    labels, n_in = 16, 2 * EngineConfig().network.input_size
+    room = int(neurons * EngineConfig().network.excitatory_fraction) - n_in  # output neurons that fit
+    return EngineConfig().replace(
+        network={"neurons": neurons, "synapses_per_neuron": synapses_per_neuron, "seed": seed,
+                 "max_labels": labels, "population_size": max(1, min(32, room // labels))},
+        device=device, compile=compile_mode, deterministic=True, backend=backend,
+    )
+
+
+def bench_engine(neurons: int, synapses_per_neuron: int, seed: int, warmup: int, cycles: int,
+                 **config: Any) -> tuple[Engine, list[np.ndarray]]:
+    """A benchmark engine after ``warmup`` learning cycles (intrinsic plasticity brings a fresh
+    network to its working rate) and the ``cycles + 1`` inputs to measure with."""
+    engine = Engine(bench_config(neurons, synapses_per_neuron, seed, **config))
+    rng = np.random.default_rng(seed)
+    inputs = [rng.random(engine.config.network.input_size) for _ in range(warmup + cycles + 1)]
+    engine.learning_enabled = True
+    for x in inputs[:warmup]:
+        engine.cycle({"x": x})
+    return engine, inputs[warmup:]
+
+
 def run_bench(
     neurons: int, synapses_per_neuron: int, cycles: int, device: str = "cpu", compile_mode: str = "off", seed: int = 0,
     backend: str = "auto", threads: int | None = None, warmup: int | None = None,
@@ -27,13 +52,7 @@ def run_bench(
     warmup = cycles if warmup is None else warmup
     if threads is not None:
         torch.set_num_threads(threads)  # the numba kernels follow torch's thread count
-    labels, n_in = 16, 2 * EngineConfig().network.input_size
-    room = int(neurons * EngineConfig().network.excitatory_fraction) - n_in  # output neurons that fit
-    cfg = EngineConfig().replace(
-        network={"neurons": neurons, "synapses_per_neuron": synapses_per_neuron, "seed": seed,
-                 "max_labels": labels, "population_size": max(1, min(32, room // labels))},
-        device=device, compile=compile_mode, deterministic=True, backend=backend,
-    )
+    cfg = bench_config(neurons, synapses_per_neuron, seed, device, compile_mode, backend)
     t0 = time.perf_counter()
     engine = Engine(cfg)
     build_s = time.perf_counter() - t0

@@ -26,6 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's default)")
     bench.add_argument("--warmup", type=int, default=None, help="learning cycles before measuring (default: --cycles)")
     bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--ranks", type=int, default=None,
+                       help="K > 0: the sharded simulation on K local processes (torch.distributed, gloo); "
+                            "simulation only, learning off (docs/scaling.md)")
+    bench.add_argument("--partition", choices=["metis", "contiguous"], default="metis",
+                       help="with --ranks: how neurons are assigned to ranks (metis needs pymetis)")
+    bench.add_argument("--verify", action="store_true",
+                       help="with --ranks: rank 0 checks every cycle against the single-process simulation")
 
     run = sub.add_parser("run", help="run the daemon: learn from every file dropped in STATE_DIR/inbox")
     run.add_argument("--state-dir", default="./state", type=Path, help="state directory (default ./state)")
@@ -122,6 +129,16 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
+        if args.command == "bench" and args.ranks is not None:
+            if args.ranks < 1:
+                raise SystemExit("fumd bench: --ranks must be at least 1")
+            from .sharding.run import run_ranks
+
+            warmup = args.cycles if args.warmup is None else args.warmup
+            print(json.dumps(run_ranks(args.ranks, {
+                "neurons": args.neurons, "synapses_per_neuron": args.synapses_per_neuron, "seed": args.seed,
+                "warmup": warmup, "cycles": args.cycles, "partition": args.partition, "verify": args.verify})))
+            return 0
         if args.command == "bench":
             from .bench import run_bench
 

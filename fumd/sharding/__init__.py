@@ -1,2 +1,6 @@
 """Scale-out over processes and hosts (issue #12). Built so far: the partitioning of the network
-over K shards (``partition.py``); the sharded engine behind the backend seam is not built yet."""
+over K shards (``partition.py``) and the sharded simulation, bit-identical to one process
+(``shard.py``: a shard's neurons and synapses; ``step.py``: its step and cycle; ``exchange.py``:
+the spike exchange over ``torch.distributed`` or threads; ``run.py``: the coordinator and
+``fumd bench --ranks``). Learning, the SIE hand-off, the jobs and checkpoints on shards are not
+built yet: the coordinator's single engine does them (docs/scaling.md)."""
