@@ -1,5 +1,6 @@
 """Issue #12: the sharded simulation gives the single process's spikes and V, bit for bit, for
-K = 1, 2 and 4 shards, by contiguous numbering and by METIS; over torch.distributed (gloo) too."""
+K = 1, 2 and 4 shards, by contiguous numbering and by METIS, over torch.distributed (gloo) too; and
+the sharded synaptic learning gives its weights and traces."""
 from __future__ import annotations
 
 import importlib.util
@@ -8,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from fumd.backends.numba.arrays import SpikeList, WeightUpdate
 from fumd.bench import bench_engine
+from fumd.sharding.learn import local_readout, shard_learn, shard_trace
 from fumd.sharding.partition import partition
 from fumd.sharding.run import cycle_on_threads, drive_of, run_ranks, simulators
 from fumd.sharding.shard import make_shard
@@ -85,3 +88,43 @@ def test_two_gloo_ranks_give_the_single_process_spikes():
                         "partition": "contiguous", "verify": True}, timeout_s=300)
     assert out["verified_cycles"] == 3 and out["mismatched_cycles"] == 0
     assert out["ranks"] == 2 and 0 < out["cut_fraction"] < 1 and out["comm_bytes_per_step"] > 0
+
+
+@pytest.mark.parametrize("shards,method", [(2, "contiguous"), (3, "contiguous"),
+                                           pytest.param(4, "metis", marks=pytest.mark.skipif(not HAVE_METIS,
+                                                                                            reason="no pymetis"))])
+def test_sharded_learning_equals_the_single_process_bit_for_bit(shards, method):
+    """The learning of a real labelled engine cycle (STDP table, sums, traces, generic and readout
+    weight updates, with the engine's own gate, causal marks and coefficients), run on each shard's
+    synapses from the same state before the update: every weight and trace equals the single
+    process's at the same synapse, bit for bit."""
+    engine, inputs = bench_engine(600, 40, seed=5, warmup=6, cycles=3, backend="numba")
+    real_learn = engine.backend.learn
+    checked = []
+
+    def learn_and_compare(state, spikes, eligibility, coefficients):
+        part = partition(state, shards, method)
+        parts = [make_shard(state, part.assignment, r) for r in range(shards)]
+        traces = [shard_trace(s, state.e.numpy()) for s in parts]
+        cycle = SpikeList(spikes.step_ptr.numpy(), spikes.neurons.numpy())
+        counts = spikes.counts.numpy().astype(np.int64)
+        c = coefficients
+        rule = WeightUpdate(eligibility.gamma, c.generic, c.excitatory, c.inhibitory, c.persistent_scale, c.w_max)
+        gate, causal = eligibility.post_gate, eligibility.causal_post
+        for s, tr in zip(parts, traces, strict=True):
+            ro = local_readout(s, c.readout_pos.numpy(), c.readout.numpy()) if c.apply_readout else None
+            shard_learn(s, tr, engine.backend.window, cycle, counts,
+                        None if gate is None else np.ascontiguousarray(gate.numpy()[s.neurons]),
+                        None if causal is None else np.ascontiguousarray(causal.numpy()[s.neurons]), rule, ro)
+        real_learn(state, spikes, eligibility, coefficients)
+        w, e = state.w.numpy(), state.e.numpy()
+        for s, tr in zip(parts, traces, strict=True):
+            assert np.array_equal(s.synapses.w.view(np.uint32), w[s.synapse_index].view(np.uint32))
+            assert np.array_equal(tr.values.view(np.uint16 if tr.half else np.uint32),
+                                  e[s.synapse_index].view(np.uint16 if tr.half else np.uint32))
+        checked.append((c.apply_readout, c.generic, gate is not None, int(spikes.total)))
+
+    engine.backend.learn = learn_and_compare
+    for i, x in enumerate(inputs[:3]):
+        engine.cycle({"x": x, "label": f"c{i % 2}"})
+    assert len(checked) == 3 and all(ro and spikes > 100 for ro, _, _, spikes in checked)

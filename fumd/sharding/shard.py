@@ -36,6 +36,8 @@ class Shard:
     input_positions: np.ndarray  # int64: which of the network's input neurons (columns of the drive) are here
     input_local: np.ndarray  # int64: their local index
     boundary: np.ndarray  # int64: local neurons with a synapse onto another shard (their spikes are sent)
+    synapse_index: np.ndarray  # int64 [nnz_local]: each local synapse's position in the network's CSR, ascending
+    local_of: np.ndarray  # int64 [n]: a neuron's local index here, -1 if another shard owns it
 
     @property
     def n_local(self) -> int:
@@ -67,4 +69,5 @@ def make_shard(state: NetworkState, assignment: np.ndarray, rank: int) -> Shard:
     positions = np.flatnonzero(owned[input_idx]).astype(np.int64)
     crossing = ~owned[col] & owned[rows]  # synapses from this shard's neurons onto another shard's
     boundary = np.unique(local[rows[crossing]]).astype(np.int64)
-    return Shard(rank, shards, n, neurons, synapses, positions, local[input_idx[positions]], boundary)
+    return Shard(rank, shards, n, neurons, synapses, positions, local[input_idx[positions]], boundary,
+                 np.flatnonzero(keep).astype(np.int64), local)
