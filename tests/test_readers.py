@@ -169,3 +169,17 @@ def test_npy_rows_become_records_when_reached():
     assert held < 1.5 * array.nbytes  # the array itself, not 20,000 lists of Python floats (~5x)
     assert len(items) == 20_000 and items[7].record == {"id": "big:7", "x": array[7].tolist()}
     assert items[7].where == "row 7"
+
+
+def test_csv_rows_are_parsed_again_when_reached_so_a_large_file_holds_about_its_size():
+    rng = np.random.default_rng(1)
+    rows = ["f0,f1,f2,f3,f4,f5,f6,f7,label"] + [",".join(f"{v:.4f}" for v in rng.normal(size=8)) + f",c{i % 3}"
+                                               for i in range(20_000)]
+    rows.insert(5000, '0.1,0.2,0.3,0.4,0.5,0.6,0.7,"0.8\n",x')  # a quoted newline: one row over two lines
+    data = ("\n".join(rows) + "\n").encode()
+    held, items = _held_after_read(data, "big.csv")
+    assert held < 3.0 * len(data), f"{held / len(data):.1f} x the file's size held after reading"
+    assert len(items) == 20_001
+    assert items[0].record == {"id": "big:2", "x": [float(v) for v in rows[1].split(",")[:8]], "label": "c0"}
+    assert items[4999].where == "line 5001" and items[4999].record["label"] == "x"
+    assert items[5000].where == "line 5003" and items[-1].where == "line 20003"

@@ -33,10 +33,11 @@ Every reader refuses a file with more than ``max_records`` records before it bui
 
 **Records are built one at a time** for the bulk formats (issue #14, a backlog): a ``.jsonl``
 file is kept as its lines and each line is parsed when the daemon reaches it, a 2-D ``.npy`` as
-its array and each row becomes a record when asked for (``LazyItems``). A file of small records
-parsed at once holds about 6x its size in Python objects (a 64 MiB file: ~400 MiB); read this way
-it holds about its size. ``.csv`` (quoted fields may span lines, so rows are only known after a
-pass of the csv module), ``.json`` and ``.txt`` are built at once.
+its array and each row becomes a record when asked for, a ``.csv`` file as its lines with each
+row's span (found by one pass of the csv module; the row is parsed again when reached)
+(``LazyItems``). A file of small records parsed at once holds about 6x its size in Python objects
+(a 64 MiB file: ~400 MiB); read this way it holds about its size. ``.json`` and ``.txt`` are
+built at once.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ import csv
 import io
 import json
 import math
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence, Union, overload
@@ -257,13 +259,19 @@ def _npy_header(data: bytes, name: str) -> tuple[tuple[int, ...], np.dtype]:
 _META_COLUMNS = ("id", "label", "reward")
 
 
-def _read_csv(text: str, name: str, max_records: int) -> list[InputItem]:
+def _read_csv(text: str, name: str, max_records: int) -> LazyItems:
     # lines end at \n (\r\n too); only a file with no \n at all (classic Mac) is split at \r
     separator = "\n" if "\n" in text or "\r" not in text else "\r"
     lines = [line + "\n" for line in text.split(separator)]
+    del text
     if lines[-1] == "\n":
         lines.pop()
-    rows: list[tuple[int, list[str] | RecordProblem]] = []  # (first physical line of the row, cells)
+    # one pass of the csv module finds the rows; each is kept as its span of physical lines
+    # [start - 1, end) and parsed again when its record is built (a row's cells depend only on its
+    # own lines). Only the first row's cells (a header?) and the rows that failed are kept.
+    starts, ends = array("q"), array("q")  # 16 bytes a row (a list of tuples: ~110)
+    problems: dict[int, RecordProblem] = {}  # row number -> why it failed
+    first: list[str] | None = None
     pos = 0  # lines before this index are read
     while pos < len(lines):
         base = pos
@@ -280,62 +288,71 @@ def _read_csv(text: str, name: str, max_records: int) -> list[InputItem]:
             if pos == len(lines) and pos - start >= 1 and "".join(lines[start - 1:pos]).count('"') % 2:
                 # a quote that never closes swallowed every later line into one cell: only the
                 # row where it opens fails, and reading resumes at the line after it
-                rows.append((start,
-                             RecordProblem("bad_csv", f"line {start}: a quote (\") opened in this row never closes")))
+                problems[len(starts)] = RecordProblem("bad_csv", f"line {start}: a quote (\") opened in this row "
+                                                                 "never closes")
+                starts.append(start)
+                ends.append(start)
                 pos = start
                 break
             if isinstance(row, RecordProblem) or any(c.strip() for c in row):
-                rows.append((start, row))
-                if len(rows) > max_records + 1:  # + a header
+                if isinstance(row, RecordProblem):
+                    problems[len(starts)] = row
+                elif not starts:
+                    first = row
+                starts.append(start)
+                ends.append(pos)
+                if len(starts) > max_records + 1:  # + a header
                     raise _too_many(name, max_records)
-    if not rows:
+    if not starts:
         raise InputFileError("empty", f"{name}: no rows")
     header = None
-    first_line, first = rows[0]
+    first_line = starts[0]
     # a header names columns; a row with any number is data
-    if not isinstance(first, RecordProblem) and not any(_is_number(c) for c in first):
+    if first is not None and not any(_is_number(c) for c in first):
         for sep in (";", "\t", "|"):
             if any(len(parts := c.split(sep)) > 1 and sum(_is_number(p) for p in parts) >= 2 for c in first):
                 # numbers joined by another separator: taken as a header, this row would vanish
                 raise InputFileError("bad_csv", f"{name}: line {first_line}: the values are separated by {sep!r}; "
                                                 "CSV files must be comma-separated", where=f"line {first_line}")
         header = [c.strip().lower() for c in first]
-        rows = rows[1:]
         if len(set(header)) != len(header):
             dup = next(h for h in header if header.count(h) > 1)
             raise InputFileError("bad_csv", f"{name}: line {first_line}: duplicate column name {dup!r} in the header",
                                  where=f"line {first_line}")
+    skip = 1 if header is not None else 0
     stem = Path(name).stem
-    items = []
-    for line, row in rows:
-        where = f"line {line}"
-        if isinstance(row, RecordProblem):
-            items.append(InputItem(where, row))
-            continue
-        if header is not None and len(row) != len(header):
-            items.append(InputItem(where,
-                                   RecordProblem("bad_format",
-                                                 f"{where}: {len(row)} cells, the header has {len(header)}")))
-            continue
-        record: dict[str, Any] = {"id": f"{stem}:{line}"}
-        values: list[float] = []
-        problem = None
-        for col, cell in enumerate(row):
-            key = header[col] if header is not None else None
-            cell = cell.strip()
-            if key in ("label", "id"):
-                if cell:
-                    record[key] = cell
-            elif key == "reward":
-                if cell:
-                    record["reward"] = float(cell) if _is_number(cell) else cell
-            elif _is_number(cell):
-                values.append(float(cell))
-            else:
-                problem = RecordProblem("bad_format", f"{where}, column {col + 1}: {cell[:80]!r} is not a number")
-                break
-        items.append(InputItem(where, problem if problem else {**record, "x": values}))
-    return items
+
+    def build(i: int) -> InputItem:
+        r = i + skip
+        start, end = starts[r], ends[r]
+        if r in problems:
+            return InputItem(f"line {start}", problems[r])
+        return _csv_item(next(csv.reader(iter(lines[start - 1:end]))), start, header, stem)
+
+    return LazyItems(len(starts) - skip, build)
+
+
+def _csv_item(row: list[str], line: int, header: list[str] | None, stem: str) -> InputItem:
+    where = f"line {line}"
+    if header is not None and len(row) != len(header):
+        return InputItem(where, RecordProblem("bad_format", f"{where}: {len(row)} cells, the header has {len(header)}"))
+    record: dict[str, Any] = {"id": f"{stem}:{line}"}
+    values: list[float] = []
+    for col, cell in enumerate(row):
+        key = header[col] if header is not None else None
+        cell = cell.strip()
+        if key in ("label", "id"):
+            if cell:
+                record[key] = cell
+        elif key == "reward":
+            if cell:
+                record["reward"] = float(cell) if _is_number(cell) else cell
+        elif _is_number(cell):
+            values.append(float(cell))
+        else:
+            return InputItem(where, RecordProblem("bad_format",
+                                                  f"{where}, column {col + 1}: {cell[:80]!r} is not a number"))
+    return InputItem(where, {**record, "x": values})
 
 
 def _is_number(cell: str) -> bool:
