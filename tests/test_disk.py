@@ -125,6 +125,9 @@ def test_disk_full_pauses_and_resumes_without_loss(tmp_path: Path, monkeypatch: 
         time.sleep(1.0)
         assert thread.is_alive() and daemon.engine.steps_done <= held + 1  # learning paused
         assert daemon.metrics.disk_full._value.get() == 1
+        # a checkpoint write in flight when the disk filled fails and removes its temporary
+        # directory (on a loaded machine that can take longer than the second above)
+        wait_for(lambda: daemon.checkpoints.pending is None, what="the checkpoint in flight to end")
         assert not list((state / "checkpoints").glob(".tmp-*"))  # no torn checkpoint left
         disk.full.clear()
         wait_for(lambda: len(list((state / "outbox").glob("*.results.jsonl"))) == 3, what="all results after the pause")
