@@ -52,8 +52,9 @@ LAYOUT = {
                "count_reverts": "int", "cycles_in_phase": "int", "cycles_total": "int", "format": "int",
                "incumbent": "float64", "last_candidate_score": "float", "last_d": "float",
                "last_incumbent_score": "float", "last_se": "float", "names": "list", "pending": "float64",
-               "pending_stats": "float64", "phase": "int", "prev_base": "float64", "seed": "int", "session": "int",
-               "trials_in_session": "int", "window": "float64", "xs": "float64", "ys": "float64"},
+               "pending_stats": "float64", "phase": "int", "prev_base": "float64", "radius": "float",
+               "seed": "int", "session": "int", "trials_in_session": "int", "window": "float64", "xs": "float64",
+               "ys": "float64"},
 }
 
 

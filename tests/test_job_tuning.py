@@ -24,6 +24,7 @@ from fumd.jobs.tuning import (
     propose,
     revert_out_of_range,
     task_score,
+    trust_bounds,
 )
 from tests.job_fakes import FakeEngine, sie_weights
 
@@ -157,6 +158,41 @@ def test_never_leaves_the_engine_worse_than_it_started(seed):
     assert job.session >= 1 and job.counts["rejected"] >= 6
     assert p(job.incumbent[0]) >= p(ETA0) - 0.02
     assert p(engine.eta) >= p(ETA0) - 0.02 or job.phase == TRIAL
+
+
+def test_the_trust_region_narrows_the_search_after_worse_candidates():
+    """Accuracy peaks at the configured eta, so every candidate window costs accuracy in
+    proportion to its distance from it. Each candidate that scores below the incumbent halves the
+    region the next one is drawn from (down to trust_min = 1/8 of the range's half-width): in the
+    second half of the run candidates sit far closer to eta0 than with the whole range
+    (``trust_shrink = 1``), and the tuner still never leaves the incumbent worse."""
+    def p(eta):
+        return 0.8 - 0.3 * abs(math.log2(eta / ETA0))
+
+    def explored(**kw) -> tuple[float, TuningJob]:
+        job = TuningJob(fast(n_trials=6, **kw))
+        engine = fake_engine(4)
+        outs = drive(job, engine, bernoulli(p, np.random.default_rng(4)), 8000)
+        late = [abs(math.log2(o["param_eta"] / ETA0)) for o in outs[len(outs) // 2:] if o["phase"] == TRIAL]
+        assert len(late) > 50
+        return float(np.mean(late)), job
+
+    narrowed, job = explored()
+    whole, free = explored(trust_shrink=1.0)
+    assert job.radius == pytest.approx(job.config.trust_min) and free.radius == 1.0
+    assert narrowed < 0.4 * whole, (narrowed, whole)
+    assert p(job.incumbent[0]) >= p(ETA0) - 0.02
+
+
+def test_trust_bounds_shrink_around_the_centre_in_log_space():
+    bounds = [("eta", 0.005, 0.02, "log-uniform"), ("gamma", 0.0, 0.5, "uniform")]
+    whole = trust_bounds(bounds, [0.01, 0.25], 1.0)
+    assert whole == [("eta", pytest.approx(0.005), pytest.approx(0.02), "log-uniform"), ("gamma", 0.0, 0.5, "uniform")]
+    (_, lo, hi, _), (_, glo, ghi, _) = trust_bounds(bounds, [0.01, 0.25], 0.5)
+    assert (lo, hi) == (pytest.approx(0.01 / 2**0.5), pytest.approx(0.01 * 2**0.5))
+    assert (glo, ghi) == (pytest.approx(0.125), pytest.approx(0.375))
+    (_, lo, hi, _), _ = trust_bounds(bounds, [0.02, 0.0], 0.5)  # at the edge: cut to the range
+    assert (lo, hi) == (pytest.approx(0.02 / 2**0.5), pytest.approx(0.02))
 
 
 def test_a_learning_curve_does_not_make_candidates_look_better():

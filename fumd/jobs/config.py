@@ -184,6 +184,14 @@ class TuningConfig:
     accept_z: float = setting(2.0, low=0.0, high=100.0)
     acq_func: Literal["EI", "PI", "LCB", "gp_hedge"] = setting("EI")
     acq_optimizer: Literal["lbfgs", "sampling"] = setting("lbfgs")
+    # trust region around the incumbent (TuRBO, Eriksson et al. 2019; docs/mechanisms.md)
+    trust_shrink: float = setting(
+        0.5, "a candidate that scored below the incumbent shrinks the search region around it by this (1: whole range)",
+        low=0.01, high=1.0)
+    trust_grow: float = setting(2.0, "an accepted candidate widens it by this (up to the whole range)",
+                                low=1.0, high=100.0)
+    trust_min: float = setting(0.125, "smallest region, as a fraction of the whole range's half-width",
+                               low=0.001, high=1.0)
     # search space
     eta_range: float = setting(2.0, "eta in [eta0 / r, eta0 x r], eta0 = learning.eta", low=1.0, high=1000.0)
     eta_min: float = fraction(0.0, "both > 0: absolute bounds instead of eta_range")
