@@ -176,7 +176,8 @@ class LearningConfig:
     replay_recent_halflife: float = setting(100.0, "inputs: the recent label frequency", low=1.0, high=1e12)
     replay_longrun_halflife: float = setting(
         20000.0, "inputs: the long-run label frequency (how long an absent class is rehearsed)", low=1.0, high=1e12)
-    replay_capacity: int = setting(16, "inputs kept per label (the newest; a ring buffer)", low=0, high=4096)
+    replay_capacity: int = setting(
+        256, "inputs kept per label (the newest; a ring buffer; docs: memory)", low=0, high=4096)
 
 
 @dataclass(frozen=True)
