@@ -18,17 +18,21 @@ import torch
 
 from .config import EngineConfig
 from .engine import Engine
+from .persistence.encoding import state_digest
 
 
 def bench_config(neurons: int, synapses_per_neuron: int, seed: int = 0, device: str = "cpu",
-                 compile_mode: str = "off", backend: str = "auto") -> EngineConfig:
-    """The benchmark's network: ``neurons`` x ``synapses_per_neuron``, 16 labels, deterministic."""
+                 compile_mode: str = "off", backend: str = "auto", shards: int = 2,
+                 partition: str = "contiguous") -> EngineConfig:
+    """The benchmark's network: ``neurons`` x ``synapses_per_neuron``, 16 labels, deterministic
+    (``shards`` / ``partition``: the sharded backend's ``[sharding]``)."""
     labels, n_in = 16, 2 * EngineConfig().network.input_size
     room = int(neurons * EngineConfig().network.excitatory_fraction) - n_in  # output neurons that fit
     return EngineConfig().replace(
         network={"neurons": neurons, "synapses_per_neuron": synapses_per_neuron, "seed": seed,
                  "max_labels": labels, "population_size": max(1, min(32, room // labels))},
         device=device, compile=compile_mode, deterministic=True, backend=backend,
+        sharding={"shards": shards, "partition": partition},
     )
 
 
@@ -47,12 +51,13 @@ def bench_engine(neurons: int, synapses_per_neuron: int, seed: int, warmup: int,
 
 def run_bench(
     neurons: int, synapses_per_neuron: int, cycles: int, device: str = "cpu", compile_mode: str = "off", seed: int = 0,
-    backend: str = "auto", threads: int | None = None, warmup: int | None = None,
+    backend: str = "auto", threads: int | None = None, warmup: int | None = None, shards: int = 2,
+    partition: str = "contiguous",
 ) -> dict[str, Any]:
     warmup = cycles if warmup is None else warmup
     if threads is not None:
         torch.set_num_threads(threads)  # the numba kernels follow torch's thread count
-    cfg = bench_config(neurons, synapses_per_neuron, seed, device, compile_mode, backend)
+    cfg = bench_config(neurons, synapses_per_neuron, seed, device, compile_mode, backend, shards, partition)
     t0 = time.perf_counter()
     engine = Engine(cfg)
     build_s = time.perf_counter() - t0
@@ -88,6 +93,13 @@ def run_bench(
     learn_wall, learn_spikes, _ = timed(learn=True)
     st = engine.state
     sim_seconds = cycles * sim_ms / 1000.0
+    sharded: dict[str, Any] = {}
+    if engine.backend.name == "sharded":  # (numba is imported only where it is used)
+        from .sharding.backend import ShardedBackend
+
+        assert isinstance(engine.backend, ShardedBackend)
+        sharded = {"shards": len(engine.backend.shards), "partition": partition,
+                   "cut_fraction": engine.backend.cut_fraction}
     return {
         "neurons": st.n,
         "synapses": st.nnz,
@@ -106,6 +118,9 @@ def run_bench(
         "device": str(engine.device),
         "threads": torch.get_num_threads(),
         "backend": engine.backend.name,
+        **sharded,
+        # deterministic run: equal across backends and shard counts (the bit-equality, measured)
+        "state_sha256": state_digest(engine.state_dict()),
     }
 
 

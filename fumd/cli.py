@@ -21,16 +21,19 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--cycles", type=int, default=20)
     bench.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     bench.add_argument("--compile", choices=["off", "auto", "on"], default="off")
-    bench.add_argument("--backend", choices=["auto", "numba", "torch"], default="auto",
-                       help="compiled CPU kernels (numba) or the PyTorch path; auto = numba on CPU")
+    bench.add_argument("--backend", choices=["auto", "numba", "torch", "sharded"], default="auto",
+                       help="compiled CPU kernels (numba), the PyTorch path, or numba kernels on --shards shards "
+                            "(threads); auto = numba on CPU")
+    bench.add_argument("--shards", type=int, default=2, help="with --backend sharded: shards (threads)")
     bench.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's default)")
     bench.add_argument("--warmup", type=int, default=None, help="learning cycles before measuring (default: --cycles)")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--ranks", type=int, default=None,
                        help="K > 0: the sharded simulation on K local processes (torch.distributed, gloo); "
                             "simulation only, learning off (docs/scaling.md)")
-    bench.add_argument("--partition", choices=["metis", "contiguous"], default="metis",
-                       help="with --ranks: how neurons are assigned to ranks (metis needs pymetis)")
+    bench.add_argument("--partition", choices=["metis", "contiguous"], default=None,
+                       help="with --ranks (default metis) or --backend sharded (default contiguous): how neurons "
+                            "are assigned to shards (metis needs pymetis)")
     bench.add_argument("--verify", action="store_true",
                        help="with --ranks: rank 0 checks every cycle against the single-process simulation")
 
@@ -137,13 +140,15 @@ def main(argv: list[str] | None = None) -> int:
             warmup = args.cycles if args.warmup is None else args.warmup
             print(json.dumps(run_ranks(args.ranks, {
                 "neurons": args.neurons, "synapses_per_neuron": args.synapses_per_neuron, "seed": args.seed,
-                "warmup": warmup, "cycles": args.cycles, "partition": args.partition, "verify": args.verify})))
+                "warmup": warmup, "cycles": args.cycles, "partition": args.partition or "metis",
+                "verify": args.verify})))
             return 0
         if args.command == "bench":
             from .bench import run_bench
 
             print(json.dumps(run_bench(args.neurons, args.synapses_per_neuron, args.cycles, args.device, args.compile,
-                                       args.seed, backend=args.backend, threads=args.threads, warmup=args.warmup)))
+                                       args.seed, backend=args.backend, threads=args.threads, warmup=args.warmup,
+                                       shards=args.shards, partition=args.partition or "contiguous")))
             return 0
         if args.command == "run":
             return _run(args)

@@ -220,6 +220,16 @@ class IntrinsicConfig:
 
 
 @dataclass(frozen=True)
+class ShardingConfig:
+    """The sharded backend (``backend = "sharded"``, issue #12, sharding/backend.py): the network's
+    neurons split into shards that simulate and learn in parallel, bit-identical to one process."""
+
+    shards: int = setting(2, "shards: parts of the network run in parallel in this process", low=1, high=1024)
+    partition: Literal["contiguous", "metis"] = setting(
+        "contiguous", "contiguous | metis: how neurons are assigned to shards (metis needs pymetis)")
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     network: NetworkConfig = section(NetworkConfig)
     lif: LIFConfig = section(LIFConfig)
@@ -228,12 +238,14 @@ class EngineConfig:
     learning: LearningConfig = section(LearningConfig)
     sie: SIEConfig = section(SIEConfig)
     intrinsic: IntrinsicConfig = section(IntrinsicConfig)
+    sharding: ShardingConfig = section(ShardingConfig)
     deterministic: bool = setting(False, "True: no wall-clock effect on state (disables SIE time fallback)")
     device: Literal["auto", "cpu", "cuda"] = setting("auto", "auto | cpu | cuda")
     compile: Literal["off", "auto", "on"] = setting(
         "off", "off | auto | on: torch.compile the fused synapse update (torch backend)")
-    backend: Literal["auto", "numba", "torch"] = setting(
-        "auto", "auto | numba | torch: compiled CPU kernels (numba) or the PyTorch path")
+    backend: Literal["auto", "numba", "torch", "sharded"] = setting(
+        "auto", "auto | numba | torch | sharded: compiled CPU kernels (numba), the PyTorch path, or numba "
+        "kernels on [sharding] shards")
 
     def __post_init__(self) -> None:
         validate(self)

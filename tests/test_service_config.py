@@ -156,3 +156,15 @@ def test_memory_estimate_counts_the_replay_buffer():
     net = base.network
     extra = estimate_memory_bytes(deeper) - estimate_memory_bytes(base)
     assert extra == 2 * net.max_labels * base.learning.replay_capacity * net.input_size * 8
+
+
+def test_memory_estimate_counts_the_sharded_layout():
+    """The sharded backend keeps each shard's copy of its synapses (sharding/shard.py): counted."""
+    from fumd.config import EngineConfig
+    from fumd.daemon.config import SHARD_BYTES_PER_SYNAPSE
+
+    base = EngineConfig()
+    sharded = base.replace(backend="sharded", sharding={"shards": 4})
+    net = base.network
+    extra = estimate_memory_bytes(sharded) - estimate_memory_bytes(base)
+    assert extra == net.neurons * net.synapses_per_neuron * SHARD_BYTES_PER_SYNAPSE + 4 * (net.neurons + 1) * 16

@@ -18,8 +18,9 @@ fixture of ``tests/conftest.py``):
 
 ``make_backend`` picks one from the ``backend`` setting and the device (``resolve_backend``:
 ``auto`` = numba on the CPU when it imports, else torch); the engine calls the protocol and never
-asks which one it has. Another backend (a sharded engine) implements ``Backend`` and is added to
-``make_backend``.
+asks which one it has.
+- ``sharding.backend.ShardedBackend`` (``sharded``): the network split into ``[sharding] shards``
+  parts that simulate and learn in parallel in this process (issue #12); bit-identical too.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 @runtime_checkable
 class Backend(Protocol):
-    name: str  # the resolved ``backend`` setting: torch | numba
+    name: str  # the resolved ``backend`` setting: torch | numba | sharded
 
     def simulate(self, state: NetworkState, input_spikes: torch.Tensor) -> CycleSpikes:
         """Run ``T = input_spikes.shape[0]`` steps (``input_spikes``: the encoder's bool
@@ -58,22 +59,22 @@ class Backend(Protocol):
 
 
 def resolve_backend(name: str, device: torch.device) -> str:
-    """``numba`` or ``torch`` for the configured ``name`` on ``device``."""
+    """``numba``, ``torch`` or ``sharded`` for the configured ``name`` on ``device``."""
     if name == "torch":
         return "torch"
     if device.type != "cpu":
-        if name == "numba":
-            raise RuntimeError(f"backend 'numba' runs on the CPU only, not on {device}; use 'auto' or 'torch'")
+        if name in ("numba", "sharded"):
+            raise RuntimeError(f"backend {name!r} runs on the CPU only, not on {device}; use 'auto' or 'torch'")
         return "torch"
     try:  # importing compiles nothing yet, but checks numba and its cache directory
         from .numba import plasticity, propagation  # noqa: F401
     except Exception as exc:  # noqa: BLE001 - numba missing or unusable: the PyTorch path always works
-        if name == "numba":
+        if name in ("numba", "sharded"):
             raise
         warnings.warn(f"numba kernels unavailable ({type(exc).__name__}: {exc}); using the PyTorch path",
                       RuntimeWarning, stacklevel=2)
         return "torch"
-    return "numba"
+    return "sharded" if name == "sharded" else "numba"
 
 
 def make_backend(config: EngineConfig, device: torch.device) -> Backend:
@@ -82,7 +83,12 @@ def make_backend(config: EngineConfig, device: torch.device) -> Backend:
     from ..learning.stdp import make_kernels
 
     kernels = make_kernels(config.stdp, config.lif.dt_ms, device)
-    if resolve_backend(config.backend, device) == "numba":
+    resolved = resolve_backend(config.backend, device)
+    if resolved == "sharded":
+        from ..sharding.backend import ShardedBackend
+
+        return ShardedBackend(config.lif, kernels, config.sharding, config.network.seed)
+    if resolved == "numba":
         from .numba import NumbaBackend  # (imported here: numba is loaded only where it is used)
 
         return NumbaBackend(config.lif, kernels)

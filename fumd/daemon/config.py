@@ -317,7 +317,20 @@ def estimate_memory_bytes(engine: EngineConfig) -> int:
         BYTES_PER_NEURON + getattr(net, "activity_history", 32))
     learning = getattr(engine, "learning", None)
     per_copy += net.max_labels * getattr(learning, "replay_capacity", 0) * net.input_size * 8
-    return CHECKPOINT_COPIES * per_copy + BASE_BYTES
+    return CHECKPOINT_COPIES * per_copy + sharded_layout_bytes(engine, synapses) + BASE_BYTES
+
+
+# the shards' copy: weight 4, local and global column 4 + 4, flag 1, position in the network's CSR 8
+SHARD_BYTES_PER_SYNAPSE = 21
+
+
+def sharded_layout_bytes(engine: EngineConfig, synapses: int) -> int:
+    """The sharded backend's layout (sharding/shard.py; 0 for the other backends): each shard's
+    copy of its synapses, plus a row pointer and a local-index map over all neurons per shard."""
+    if getattr(engine, "backend", "auto") != "sharded":
+        return 0
+    shards = getattr(getattr(engine, "sharding", None), "shards", 1)
+    return synapses * SHARD_BYTES_PER_SYNAPSE + shards * (engine.network.neurons + 1) * 16
 
 
 def available_memory_bytes() -> int | None:

@@ -10,12 +10,13 @@ still run in one process on the coordinator's state; sharding them is the rest o
 """
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import sys
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -66,26 +67,38 @@ def merge_steps(n: int, per_shard: Sequence[tuple[np.ndarray, Sequence[np.ndarra
     return CycleSpikes(step_ptr=torch.from_numpy(ptr), neurons=torch.from_numpy(flat), n=n)
 
 
+def on_threads(tasks: Sequence[Callable[[], Any]], abort: Callable[[], None] | None = None) -> list[Any]:
+    """Run each task on its own thread; their results in order; the first error re-raised here
+    (``abort`` is called on an error so that tasks waiting on each other stop waiting)."""
+    results: list[Any] = [None] * len(tasks)
+    errors: list[BaseException] = []
+
+    def run(k: int) -> None:
+        try:
+            results[k] = tasks[k]()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, in the caller's thread
+            errors.append(exc)
+            if abort is not None:
+                abort()
+
+    if len(tasks) == 1:
+        run(0)
+    else:
+        threads = [threading.Thread(target=run, args=(k,), name=f"fumd-shard-{k}") for k in range(len(tasks))]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
 def cycle_on_threads(sims: Sequence[ShardSimulator], drive: np.ndarray) -> CycleSpikes:
     """One cycle of every shard, each on its own thread, exchanging through ``ThreadExchange``."""
     hub = ThreadExchange(len(sims))
-    results: list[Any] = [None] * len(sims)
-    errors: list[BaseException] = []
-
-    def run(rank: int) -> None:
-        try:
-            results[rank] = sims[rank].cycle(drive, hub.for_rank(rank))
-        except BaseException as exc:  # noqa: BLE001 - re-raised below, in the caller's thread
-            errors.append(exc)
-            hub._barrier.abort()
-
-    threads = [threading.Thread(target=run, args=(r,)) for r in range(len(sims))]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    if errors:
-        raise errors[0]
+    results = on_threads([functools.partial(sim.cycle, drive, hub.for_rank(r)) for r, sim in enumerate(sims)],
+                         abort=hub._barrier.abort)
     return merge_steps(sims[0].shard.n, [(s.shard.neurons, r) for s, r in zip(sims, results, strict=True)])
 
 

@@ -15,12 +15,13 @@ in ascending order (the order of the sums).
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numba
 import numpy as np
 
-from ..backends.numba.arrays import LIFNeurons, Synapses
+from ..backends.numba.arrays import LIFNeurons, SpikeList, Synapses
+from ..backends.numba.propagation import record_step
 from .shard import Shard
 
 
@@ -116,3 +117,99 @@ class ShardSimulator:
         merged = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
         merged.sort(kind="stable")
         return merged
+
+
+class ShardedSynapses(NamedTuple):
+    """Every shard's synapses for ``sharded_steps``, one block per shard: shard ``s`` holds its
+    synapses at ``[syn_ptr[s], syn_ptr[s + 1])`` in the network's CSR order, with row pointers
+    ``indptr[s]`` (over all N presynaptic neurons, relative to the block) and *global* columns."""
+
+    indptr: np.ndarray  # int64 [K, N + 1]
+    col: np.ndarray  # int32 [nnz]: postsynaptic neuron, global index
+    w: np.ndarray  # float32 [nnz]
+    syn_ptr: np.ndarray  # int64 [K + 1]
+    n_exc: np.ndarray  # int64 [K]: a block's first n_exc synapses are excitatory
+    neurons: np.ndarray  # int64 [N]: the shards' neurons, shard by shard (ascending within a shard)
+    neuron_ptr: np.ndarray  # int64 [K + 1]
+    input_shard: np.ndarray  # int64 [n_in]: the shard owning each input neuron
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def sharded_steps(  # pragma: no cover - compiled
+    v: np.ndarray, lif: LIFNeurons, syn: ShardedSynapses, drive: np.ndarray, input_idx: np.ndarray, gain: float,
+    inhibition: float, fired: np.ndarray, out: SpikeList,
+) -> np.ndarray:
+    """``propagation.simulate_steps`` with each step's integration and LIF update run shard by
+    shard in parallel (``prange``; shards write only their own neurons' entries of ``v``,
+    ``fired`` and the current), then the step's spike list built from ``fired`` (the exchange:
+    the shards share memory). Each neuron gets the same float32 terms in the same order as in one
+    process (drive, then spikes ascending, CSR order inside a row), so V and the spikes are
+    bit-identical to it."""
+    steps, n = drive.shape[0], v.shape[0]
+    shards = syn.syn_ptr.shape[0] - 1
+    current = np.zeros(n, dtype=np.float32)
+    spiking = np.empty(n, dtype=np.int64)
+    g = np.float32(gain)
+    h = np.float32(inhibition)
+    scale_inh = h != np.float32(1.0)
+    leak = np.float32(lif.v_leak)
+    reset = np.float32(lif.v_reset)
+    floor = np.float32(lif.v_min)
+    dt_tau_inv, v_th = lif.dt_tau_inv, lif.v_th
+    step_ptr, spike_neurons = out.step_ptr, out.neurons
+    step_ptr[0] = 0
+    n_spiking = 0
+    for j in range(n):
+        if fired[j]:
+            spiking[n_spiking] = j
+            n_spiking += 1
+    for t in range(steps):
+        for s in numba.prange(shards):
+            first_n, last_n = syn.neuron_ptr[s], syn.neuron_ptr[s + 1]
+            for a in range(first_n, last_n):
+                current[syn.neurons[a]] = np.float32(0.0)
+            for a in range(input_idx.shape[0]):
+                if syn.input_shard[a] == s:
+                    current[input_idx[a]] = drive[t, a]
+            base, n_exc = syn.syn_ptr[s], syn.n_exc[s]
+            for q in range(n_spiking):
+                i = spiking[q]
+                first, last = syn.indptr[s, i], syn.indptr[s, i + 1]
+                if scale_inh and first >= n_exc:
+                    for k in range(base + first, base + last):
+                        current[syn.col[k]] += (syn.w[k] * g) * h
+                else:
+                    for k in range(base + first, base + last):
+                        current[syn.col[k]] += syn.w[k] * g
+            for a in range(first_n, last_n):
+                j = syn.neurons[a]
+                vj = max(v[j] + ((current[j] + leak) - v[j]) * dt_tau_inv[j], floor)
+                z = vj > v_th[j]
+                fired[j] = z
+                v[j] = reset if z else vj
+        n_spiking = 0
+        for j in range(n):
+            if fired[j]:
+                spiking[n_spiking] = j
+                n_spiking += 1
+        spike_neurons = record_step(spiking, n_spiking, t, step_ptr, spike_neurons)
+    return spike_neurons
+
+
+def sharded_synapses(shards: "list[Shard]", n_inputs_owner: np.ndarray) -> ShardedSynapses:
+    """The blocks of ``shards`` (``make_shard``'s, one network) for ``sharded_steps``;
+    ``n_inputs_owner``: the shard owning each input neuron."""
+    n = shards[0].n if shards else 0
+    counts = [int(s.synapse_index.shape[0]) for s in shards]
+    syn_ptr = np.zeros(len(shards) + 1, dtype=np.int64)
+    np.cumsum(counts, out=syn_ptr[1:])
+    neuron_ptr = np.zeros(len(shards) + 1, dtype=np.int64)
+    np.cumsum([s.n_local for s in shards], out=neuron_ptr[1:])
+    indptr = np.stack([s.synapses.indptr for s in shards]) if shards else np.zeros((0, n + 1), dtype=np.int64)
+    col = np.concatenate([s.neurons[s.synapses.col] for s in shards]).astype(np.int32) if shards \
+        else np.empty(0, dtype=np.int32)
+    w = np.concatenate([s.synapses.w for s in shards]) if shards else np.empty(0, dtype=np.float32)
+    return ShardedSynapses(np.ascontiguousarray(indptr, dtype=np.int64), col, np.ascontiguousarray(w, dtype=np.float32),
+                           syn_ptr, np.array([s.synapses.n_exc for s in shards], dtype=np.int64),
+                           np.concatenate([s.neurons for s in shards]).astype(np.int64), neuron_ptr,
+                           np.asarray(n_inputs_owner, dtype=np.int64))

@@ -79,11 +79,21 @@ def simulate_steps(
             if fired[j]:
                 spiking[n_spiking] = j
                 n_spiking += 1
-        start = step_ptr[t]
-        if start + n_spiking > spike_neurons.shape[0]:
-            bigger = np.empty(max(2 * spike_neurons.shape[0], start + n_spiking), dtype=np.int32)
-            bigger[:start] = spike_neurons[:start]
-            spike_neurons = bigger
-        spike_neurons[start : start + n_spiking] = spiking[:n_spiking]
-        step_ptr[t + 1] = start + n_spiking
+        spike_neurons = record_step(spiking, n_spiking, t, step_ptr, spike_neurons)
+    return spike_neurons
+
+
+@numba.njit(cache=True, nogil=True)
+def record_step(  # pragma: no cover - compiled
+    spiking: np.ndarray, n_spiking: int, t: int, step_ptr: np.ndarray, spike_neurons: np.ndarray,
+) -> np.ndarray:
+    """Append step ``t``'s ``spiking[:n_spiking]`` to the cycle's spike list; returns the list
+    (``spike_neurons``, or a copy twice as large when it was full)."""
+    start = step_ptr[t]
+    if start + n_spiking > spike_neurons.shape[0]:
+        bigger = np.empty(max(2 * spike_neurons.shape[0], start + n_spiking), dtype=np.int32)
+        bigger[:start] = spike_neurons[:start]
+        spike_neurons = bigger
+    spike_neurons[start : start + n_spiking] = spiking[:n_spiking]
+    step_ptr[t + 1] = start + n_spiking
     return spike_neurons
