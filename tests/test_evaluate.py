@@ -251,18 +251,20 @@ def test_shift_protocol_reports_retention() -> None:
     run = run_shift(iris, 0, options(inputs=20, jobs=False))
     s = run.summary
     assert s["domains"] == {"A": ["setosa"], "B": ["versicolor", "virginica"]} and s["degenerate"]
-    assert [p[0] for p in run.phases] == ["train_A", "test_A_before", "train_B", "test_A_after"]
-    assert len(run.log) == 2 * 10 + 2 * 20  # inputs / 2 per training domain, max(20, inputs / 5) test inputs
+    assert [p[0] for p in run.phases] == ["train_A", "test_A_before", "train_B", "test_A_after", "test_B_after"]
+    assert len(run.log) == 2 * 10 + 3 * 20  # inputs / 2 per training domain, max(20, inputs / 5) test inputs
+    test_b = [e for e in run.log if e["phase"] == "test_B_after"]
+    assert {e["label"] for e in test_b} <= {"versicolor", "virginica"}
     for block in (s["fumd"], *s["baselines"].values()):
         for key in ("train_A_accuracy", "test_A_before_accuracy", "train_B_accuracy", "test_A_after_accuracy",
-                    "retention"):
+                    "test_B_after_accuracy", "retention"):
             assert key in block
     before, after = s["fumd"]["test_A_before_accuracy"], s["fumd"]["test_A_after_accuracy"]
     assert s["fumd"]["retention"] == (pytest.approx(after / before) if before else None)
     # the test phases ran with learning off, and the engine's own setting is back afterwards
     assert run.loop.engine.learning_enabled
-    assert {e["phase"] for e in run.log} == {"train_A", "test_A_before", "train_B", "test_A_after"}
-    assert all(e["label"] == "setosa" for e in run.log if e["phase"].startswith("test"))
+    assert {e["phase"] for e in run.log} == {"train_A", "test_A_before", "train_B", "test_A_after", "test_B_after"}
+    assert all(e["label"] == "setosa" for e in run.log if e["phase"].startswith("test_A"))
     assert all(e["learned"] is e["phase"].startswith("train") for e in run.log)
 
 

@@ -291,12 +291,14 @@ def split_classes(stream: Stream) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 def run_shift(stream: Stream, seed: int, opts: Options, log: Any = None) -> RunResult:
-    """Train on domain A, test A (learning off), train on B, test A again (learning off).
+    """Train on domain A, test A (learning off), train on B, test A again and test B (learning off).
 
     ``opts.inputs // 2`` training inputs per domain, ``max(20, opts.inputs // 5)`` held-out A inputs
-    (the A records that follow the training ones), the same test inputs both times. Retention =
-    acc(A after B) / acc(A before B), for fumd and for the logistic regression. The jobs run as
-    configured throughout, test phases included."""
+    (the A records that follow the training ones), the same test inputs both times, and as many
+    held-out B inputs (the B records that follow B's training ones). Retention =
+    acc(A after B) / acc(A before B), for fumd and for each baseline; ``test_B_after`` is the
+    other side of the trade (a learner that kept A by not learning B would show it there). The
+    jobs run as configured throughout, test phases included."""
     config = build_config(stream, seed, opts)
     loop = DaemonLoop(config, log)
     learning = opts.learning and loop.engine.learning_enabled
@@ -308,10 +310,12 @@ def run_shift(stream: Stream, seed: int, opts: Options, log: Any = None) -> RunR
     a_stream = stream.samples(seed, total, a)
     train_a = list(itertools.islice(a_stream, n_train))
     test_a = list(itertools.islice(a_stream, n_test))
-    train_b = list(itertools.islice(stream.samples(seed, total, b), n_train))
+    b_stream = stream.samples(seed, total, b)
+    train_b = list(itertools.islice(b_stream, n_train))
+    test_b = list(itertools.islice(b_stream, n_test))
     names = ("fumd", *BASELINES)
     plan = [("train_A", train_a, True), ("test_A_before", test_a, False), ("train_B", train_b, True),
-            ("test_A_after", test_a, False)]
+            ("test_A_after", test_a, False), ("test_B_after", test_b, False)]
     scores: dict[str, dict[str, Score]] = {}
     curves: dict[str, list[float]] = {name: [] for name in names}
     phases: list[tuple[str, int, int]] = []

@@ -50,6 +50,9 @@ def stream_block(stream: Stream, runs: list[RunResult]) -> dict[str, Any]:
                                                    for r in runs),
             "fumd_test_A_before": _mean(r.summary["fumd"]["test_A_before_accuracy"] for r in runs),
             "fumd_test_A_after": _mean(r.summary["fumd"]["test_A_after_accuracy"] for r in runs),
+            "fumd_test_B_after": _mean(r.summary["fumd"]["test_B_after_accuracy"] for r in runs),
+            "logistic_regression_test_B_after": _mean(
+                r.summary["baselines"]["logistic_regression"]["test_B_after_accuracy"] for r in runs),
         }
     else:
         block["mean"] = {
