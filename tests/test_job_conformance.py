@@ -50,6 +50,7 @@ LAYOUT = {
                    "young_born": "int64", "young_idx": "int64"},
     "tuning": {"bounds": "float64", "count_abandoned": "int", "count_accepted": "int", "count_rejected": "int",
                "count_reverts": "int", "cycles_in_phase": "int", "cycles_total": "int", "format": "int",
+               "fruitless": "int",
                "incumbent": "float64", "last_candidate_score": "float", "last_d": "float",
                "last_incumbent_score": "float", "last_se": "float", "names": "list", "pending": "float64",
                "pending_stats": "float64", "phase": "int", "prev_base": "float64", "radius": "float",

@@ -365,3 +365,42 @@ def test_on_the_real_engine():
     lo, hi = job.bounds[0][1:3]
     assert job.counts["accepted"] + job.counts["rejected"] >= 1
     assert lo <= engine.eta <= hi and set(out) >= {"session", "phase", "param_eta", "incumbent_eta", "last_d"}
+
+
+def test_exploration_backs_off_while_the_incumbent_keeps_winning():
+    """Accuracy peaks at the configured eta: every session ends without an accepted candidate,
+    so each rest is ``rest_growth`` times the one before (up to ``rest_max_cycles``) and candidate
+    windows become rarer; with ``rest_growth = 1`` the cadence stays fixed. A restored checkpoint
+    keeps the count."""
+    def p(eta):
+        return 0.8 - 0.3 * abs(math.log2(eta / ETA0))
+
+    def run(**kw) -> tuple[TuningJob, list[dict]]:
+        job = TuningJob(fast(n_trials=2, rest_cycles=200, rest_max_cycles=1600, **kw))
+        engine = fake_engine(5)
+        return job, drive(job, engine, bernoulli(p, np.random.default_rng(5)), 12000)
+
+    job, outs = run()
+    fixed_job, fixed = run(rest_growth=1.0)
+    assert job.counts["accepted"] == 0 and job.fruitless >= 5
+    rests = sorted({o["rest_cycles"] for o in outs if o["phase"] == REST})
+    assert rests == [200.0, 400.0, 800.0, 1600.0]
+    assert {o["rest_cycles"] for o in fixed if o["phase"] == REST} == {200.0}
+    trials = sum(1 for o in outs if o["phase"] == TRIAL)
+    fixed_trials = sum(1 for o in fixed if o["phase"] == TRIAL)
+    assert trials < 0.6 * fixed_trials, (trials, fixed_trials)
+    restored = TuningJob(fast(n_trials=2, rest_cycles=200, rest_max_cycles=1600))
+    restored.load_state_dict(job.state_dict())
+    assert restored.fruitless == job.fruitless
+
+
+def test_an_accepted_candidate_resets_the_back_off():
+    job = TuningJob(fast(n_trials=2, rest_cycles=200))
+    job.fruitless = 3
+    engine = fake_engine(6)
+    stream = bernoulli(lambda eta: 0.3 + 0.5 * min(1.0, max(0.0, math.log2(eta / ETA0))), np.random.default_rng(6))
+    for _ in range(300):  # 100-cycle chunks until a candidate is accepted
+        drive(job, engine, stream, 100)
+        if job.counts["accepted"]:
+            break
+    assert job.counts["accepted"] == 1 and job.fruitless == 0

@@ -178,6 +178,10 @@ class TuningConfig:
     n_trials: int = setting(10, "candidates per session", low=1, high=10_000)
     n_initial_points: int = setting(4, "Latin-hypercube points before the GP takes over", low=1, high=10_000)
     rest_cycles: int = setting(2000, "incumbent held this long between sessions", low=0, high=10**9)
+    rest_growth: float = setting(
+        2.0, "each session in a row that accepts nothing multiplies the next rest by this (1: fixed)",
+        low=1.0, high=100.0)
+    rest_max_cycles: int = setting(32000, "longest rest between sessions (cycles)", low=0, high=10**12)
     # acceptance: d > max(accept_margin, accept_z x se)
     accept_margin: float = setting(
         0.02, "external-reward units (+-1 per labelled input: 0.01 of accuracy)", low=0.0, high=2.0)
