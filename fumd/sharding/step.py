@@ -12,6 +12,11 @@ with the same float32 operations in the same order, so V and the spikes are bit-
 single process. The spikes of step t-1 it needs are its own and the *boundary* spikes of the
 other shards (neurons with a synapse onto it); the exchange after every step supplies them, merged
 in ascending order (the order of the sums).
+
+``sharded_steps`` is the same arithmetic for shards that share one process's memory (the
+``sharded`` backend, ``backend.py``): one compiled call per cycle, the shards of each step in
+parallel (``prange``), and the step's spike list, built from the shared ``fired`` flags, as the
+exchange.
 """
 from __future__ import annotations
 
@@ -196,9 +201,9 @@ def sharded_steps(  # pragma: no cover - compiled
     return spike_neurons
 
 
-def sharded_synapses(shards: "list[Shard]", n_inputs_owner: np.ndarray) -> ShardedSynapses:
+def sharded_synapses(shards: "list[Shard]", input_owner: np.ndarray) -> ShardedSynapses:
     """The blocks of ``shards`` (``make_shard``'s, one network) for ``sharded_steps``;
-    ``n_inputs_owner``: the shard owning each input neuron."""
+    ``input_owner``: the shard owning each input neuron (in the order of ``state.input_idx``)."""
     n = shards[0].n if shards else 0
     counts = [int(s.synapse_index.shape[0]) for s in shards]
     syn_ptr = np.zeros(len(shards) + 1, dtype=np.int64)
@@ -212,4 +217,4 @@ def sharded_synapses(shards: "list[Shard]", n_inputs_owner: np.ndarray) -> Shard
     return ShardedSynapses(np.ascontiguousarray(indptr, dtype=np.int64), col, np.ascontiguousarray(w, dtype=np.float32),
                            syn_ptr, np.array([s.synapses.n_exc for s in shards], dtype=np.int64),
                            np.concatenate([s.neurons for s in shards]).astype(np.int64), neuron_ptr,
-                           np.asarray(n_inputs_owner, dtype=np.int64))
+                           np.asarray(input_owner, dtype=np.int64))
