@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--compile", choices=["off", "auto", "on"], default="off")
     bench.add_argument("--backend", choices=["auto", "numba", "torch", "sharded"], default="auto",
                        help="compiled CPU kernels (numba), the PyTorch path, or numba kernels on --shards shards "
-                            "(threads); auto = numba on CPU")
-    bench.add_argument("--shards", type=int, default=2, help="with --backend sharded: shards (threads)")
+                            "in parallel in this process; auto = numba on CPU")
+    bench.add_argument("--shards", type=int, default=2, help="with --backend sharded: shards (parts run in parallel)")
     bench.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's default)")
     bench.add_argument("--warmup", type=int, default=None, help="learning cycles before measuring (default: --cycles)")
     bench.add_argument("--seed", type=int, default=0)

@@ -53,7 +53,7 @@ from .step import ShardedSynapses, sharded_steps, sharded_synapses
 
 
 class ShardedBackend:
-    """``Backend`` on ``sharding.shards`` shards of the state, as threads (module doc)."""
+    """``Backend`` on ``sharding.shards`` shards of the state, in parallel in this process (module doc)."""
 
     name = "sharded"
 
