@@ -39,13 +39,14 @@ class NetworkConfig:
     readout_isolated: bool = setting(True,
                                      "input and output neurons receive no recurrent synapses (docs/mechanisms.md)")
     feature_neurons: int = setting(
-        0, "excitatory neurons made feature detectors (-1: every one neither input nor output; 0: none; docs)",
+        640, "excitatory neurons made feature detectors, at most the ones neither input nor output (-1: all of "
+        "those; 0: none, #9's network; docs)",
         low=-1, high=50_000_000)
-    feature_fan_in: int = setting(4, "distinct input neurons converging on each feature neuron", low=1, high=10_000)
+    feature_fan_in: int = setting(3, "distinct input neurons converging on each feature neuron", low=1, high=10_000)
     feature_weight: float = fraction(0.35, "mean input->feature weight (each feature's weights sum to fan-in x this)")
     feature_recurrent: bool = setting(False, "feature neurons also receive the recurrent network's synapses")
     readout_from: Literal["input", "features", "both"] = setting(
-        "input", "input | features | both: the presynaptic neurons of the readout pathway")
+        "both", "input | features | both: the presynaptic neurons of the readout pathway")
     seed: int = setting(0, low=0, high=2**63 - 1)
     initial_clusters: int = setting(8, "k_min before the first clustering job", low=1, high=100_000)
     activity_history: int = setting(32, "cycles of per-neuron spike counts kept (clustering, pruning)", low=1,
@@ -143,10 +144,10 @@ class LearningConfig:
         32.0, "readout_weight_sum x max(1, sqrt(fan-in / this)): wide inputs get a larger sum (0: off)",
         low=0.0, high=1e6)
     readout_eligibility: Literal["causal", "presynaptic"] = setting(
-        "causal",
+        "presynaptic",
         "causal: pre-before-post pairs (STDP) | presynaptic: the presynaptic count (e-prop's readout rule; docs)")
     readout_presynaptic_scale: float = setting(
-        0.04, "presynaptic eligibility per presynaptic spike (about the causal one at 10 output spikes)",
+        0.025, "presynaptic eligibility per presynaptic spike (measured: docs/mechanisms.md \"Potential readout\")",
         low=0.0, high=100.0)
     feature_plasticity: Literal["fixed", "stdp"] = setting(
         "fixed", "fixed: the input->feature synapses keep their random weights | stdp: the generic R-STDP")
@@ -154,10 +155,14 @@ class LearningConfig:
         True, "label modulator: populations without a label yet compete (and learn to stay quiet)")
     margin: float = fraction(0.3, "label modulator: also learn from a right decision whose confidence is below this")
     label_error: Literal["perceptron", "softmax"] = setting(
-        "perceptron", "label modulator: perceptron: onehot(label) - onehot(decision or rival) | softmax: onehot(label) "
+        "softmax", "label modulator: perceptron: onehot(label) - onehot(decision or rival) | softmax: onehot(label) "
         "- softmax of the populations' rates (the delta rule's error; docs)")
     softmax_beta: float = setting(
-        30.0, "label_error = softmax: inverse temperature, per mean population rate", low=0.001, high=1e4)
+        30.0, "label_error = softmax: inverse temperature, per mean population rate (or mean free potential)",
+        low=0.001, high=1e4)
+    readout_decision: Literal["spikes", "potential"] = setting(
+        "potential", "spikes: the populations' spike rates decide | potential: their mean membrane potential "
+        "relative to threshold over the cycle (a leaky-integrator readout, as e-prop's; docs)")
     modulator: Literal["label", "reward"] = setting(
         "label", "label: population-addressed error when a label arrives, RPE otherwise | reward: RPE only")
     internal_scale: float = setting(

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import torch
 
 from .backends import Backend, make_backend
-from .coding.decoder import decode, population_rates
+from .coding.decoder import PopulationScores, decode, population_rates
 from .coding.encoder import RateEncoder
 from .coding.text import text_features
 from .coding.vocabulary import LabelVocabulary
@@ -32,6 +32,7 @@ from .learning.readout import (
     fan_in_scale,
     normalize_readout,
     population_modulator,
+    population_potentials,
     presynaptic_eligibility,
     readout_update,
     update_theta,
@@ -173,8 +174,10 @@ class Engine:
         self.state.record_activity(counts)
 
         n_actions = len(self.vocabulary) or cfg.network.max_labels
-        pop_rates = population_rates(counts, self.state.output_idx[:n_actions], self._cycle_ms)
-        action, confidence = decode(pop_rates)
+        self._sync_readout()
+        scores = self._population_scores(counts)
+        pop_rates, scale = scores.first(n_actions)
+        action, confidence = decode(pop_rates, scale)
         correct = None if label_index is None else action == label_index
         external = rec.reward if rec.reward is not None else (None if correct is None else (1.0 if correct else -1.0))
 
@@ -183,8 +186,7 @@ class Engine:
         sie = self.sie.evaluate(target_rates, state_id, cluster_spikes, confidence, external)
 
         if self.learning_enabled:
-            self._sync_readout()
-            modulator = self._population_modulator(sie, action, n_actions, label_index, pop_rates)
+            modulator = self._population_modulator(sie, action, n_actions, label_index, scores)
             self._learn(spikes, modulator, self._coefficients(sie, action, modulator))
             if label_index is not None:
                 self._rehearse(label_index, features)
@@ -211,6 +213,16 @@ class Engine:
     def _simulate(self, input_spikes: torch.Tensor) -> CycleSpikes:
         with torch.no_grad():
             return self.backend.simulate(self.state, input_spikes)
+
+    def _population_scores(self, counts: torch.Tensor) -> PopulationScores:
+        """What every output population decides by (``learning.readout_decision``): its rate (Hz)
+        or its mean potential relative to threshold (mV) (readout.py, decoder.py)."""
+        st, lif = self.state, self.config.lif
+        if self.config.learning.readout_decision == "spikes":
+            return PopulationScores(population_rates(counts, st.output_idx, self._cycle_ms), None)
+        out = st.output_idx
+        gap = (st.v_th[out.reshape(-1)] + st.theta[out.reshape(-1)] - lif.v_rest).reshape(out.shape)
+        return PopulationScores(*population_potentials(st.w, counts, self.readout, gap, lif.synaptic_gain, lif.steps))
 
     def _sync_readout(self) -> None:
         if self.readout.structure_version != self.state.structure_version:  # synapses moved (jobs): re-derive
@@ -253,7 +265,7 @@ class Engine:
             st.v_th, st.tau_mem = intrinsic_update(st.rate_ema, st.v_th, st.tau_mem, cfg.intrinsic)
 
     def _population_modulator(self, sie: SIEResult, action: int, n_actions: int, label_index: int | None,
-                              pop_rates: torch.Tensor) -> torch.Tensor:
+                              scores: PopulationScores) -> torch.Tensor:
         """The third factor of each output population (float64 [max_labels]; readout.py):
         label-addressed error when a label arrives (``learning.modulator = label``), else the
         reward-prediction error ``R - b[a]`` of the acting population (external reward), else a
@@ -264,19 +276,21 @@ class Engine:
         if external is not None:
             delta = self._centred_reward(external, action)
             if label_index is not None and lc.modulator == "label":
-                if lc.reserve_compete:
-                    spikes = self.last_cycle_spikes
-                    assert spikes is not None  # this cycle's record, set before the modulator is computed
-                    rivals = population_rates(spikes.counts, self.state.output_idx, self._cycle_ms)
-                else:
-                    rivals = pop_rates[:n_actions]
-                beta = lc.softmax_beta if lc.label_error == "softmax" else 0.0
-                return population_modulator(p, action, label_index, rivals, lc.margin, softmax_beta=beta)
-            return population_modulator(p, action, None, pop_rates[:n_actions], 0.0, delta)
+                rivals, scale = scores.first(p if lc.reserve_compete else n_actions)
+                return self._label_modulator(action, label_index, rivals, scale)
+            return population_modulator(p, action, None, scores.values[:n_actions], 0.0, delta)
         if lc.internal_scale == 0.0:
             return torch.zeros(p, dtype=torch.float64)
         delta = lc.internal_scale * self._centred_reward(sie.total_reward, action, slot=p)
-        return population_modulator(p, action, None, pop_rates[:n_actions], 0.0, delta)
+        return population_modulator(p, action, None, scores.values[:n_actions], 0.0, delta)
+
+    def _label_modulator(self, action: int, label_index: int, rivals: torch.Tensor, scale: float | None
+                         ) -> torch.Tensor:
+        """The label's error over the competing populations (``learning.label_error``; readout.py)."""
+        lc = self.config.learning
+        beta = lc.softmax_beta if lc.label_error == "softmax" else 0.0
+        return population_modulator(self.config.network.max_labels, action, label_index, rivals, lc.margin,
+                                    softmax_beta=beta, scale=scale)
 
     def _coefficients(self, sie: SIEResult, action: int, modulator: torch.Tensor) -> UpdateCoefficients:
         """Reward-modulated coefficients: the generic synapses follow the centred SIE reward
@@ -296,11 +310,11 @@ class Engine:
                               coef_inh: float = 0.0) -> UpdateCoefficients:
         """Each readout synapse gets its population's ``eta_eff(m_p) * m_p`` (readout.py); the
         generic synapses ``coef`` / ``coef_inh`` (0: no generic update)."""
-        cfg, lc = self.config, self.config.learning
+        lc = self.config.learning
         eta_ro = lc.readout_eta * self.readout_eta_scale * boost * (self.eta / lc.eta if lc.eta > 0 else 1.0)
         per_population = torch.tensor([reward_coefficient(eta_ro, float(m), lc.eta_modulation) for m in modulator],
                                       dtype=torch.float32, device=self.device)
-        coef_ro = per_population[self.readout.post_local // cfg.network.population_size]
+        coef_ro = per_population[self.readout.population]
         return UpdateCoefficients(
             excitatory=coef, inhibitory=coef_inh, readout=coef_ro, readout_pos=self.readout.pos,
             generic=coef != 0.0 or coef_inh != 0.0,
@@ -329,10 +343,10 @@ class Engine:
         target_rates = self.encoder.rates(self.encoder.unit_frozen(features))
         spikes = self._simulate(self.encoder.encode(target_rates, cfg.lif.steps, cfg.lif.dt_ms, self.generator))
         n_actions = len(self.vocabulary) or cfg.network.max_labels
-        outputs = self.state.output_idx if lc.reserve_compete else self.state.output_idx[:n_actions]
-        rivals = population_rates(spikes.counts, outputs, self._cycle_ms)
-        action, _confidence = decode(rivals[:n_actions])
-        modulator = population_modulator(cfg.network.max_labels, action, label_index, rivals, lc.margin)
+        scores = self._population_scores(spikes.counts)
+        action, _confidence = decode(*scores.first(n_actions))
+        rivals, scale = scores.first(cfg.network.max_labels if lc.reserve_compete else n_actions)
+        modulator = self._label_modulator(action, label_index, rivals, scale)
         self._learn(spikes, modulator, self._readout_coefficients(modulator, 1.0))
 
     def _centred_reward(self, reward: float, action: int, slot: int | None = None) -> float:

@@ -16,6 +16,20 @@ def small_config(**sections) -> EngineConfig:
     return base.replace(**sections) if sections else base
 
 
+# Issue #9's readout, the default before the potential readout of the feature pathway (issue #15):
+# the input neurons alone, read through causal (STDP) eligibility, the perceptron error and the
+# spike decision. Tests of that pathway's own rules pin it.
+INPUT_NETWORK = {"feature_neurons": 0, "readout_from": "input"}
+SPIKE_READOUT = {"readout_eligibility": "causal", "label_error": "perceptron", "readout_decision": "spikes"}
+
+
+def input_readout_config(network: dict | None = None, learning: dict | None = None, **sections) -> EngineConfig:
+    """``small_config`` with issue #9's input readout (``INPUT_NETWORK``, ``SPIKE_READOUT``)."""
+    base = small_config()
+    return small_config(network={**base.network.__dict__, **INPUT_NETWORK, **(network or {})},
+                        learning={**base.learning.__dict__, **SPIKE_READOUT, **(learning or {})}, **sections)
+
+
 @pytest.fixture
 def cfg() -> EngineConfig:
     return small_config()

@@ -208,7 +208,11 @@ def test_loading_a_state_with_another_structure_rederives_everything(backend: st
     for seed in (1, 2):
         engine = Engine(cfg)
         g = torch.Generator().manual_seed(seed)
-        pre = torch.randperm(engine.state.n_exc, generator=g)[:200]
+        plain = torch.ones(engine.state.n_exc, dtype=torch.bool)  # not yet all-to-all onto the outputs
+        plain[engine.state.feature_idx.long()] = False
+        plain[engine.state.input_idx.long()] = False
+        plain = plain.nonzero().squeeze(1)
+        pre = plain[torch.randperm(plain.numel(), generator=g)[:200]]
         post = engine.state.output_idx.reshape(-1)[torch.randint(0, 40, (200,), generator=g)]
         assert add_synapses_to_state(engine.state, pre, post, torch.full((200,), 0.05)) > 150
         for record in inputs[:4]:

@@ -23,6 +23,7 @@ import torch
 from fumd.daemon.config import config_from_mapping
 from fumd.engine import Engine
 from fumd.evaluation.prequential import DaemonLoop, job_names
+from tests.conftest import INPUT_NETWORK, SPIKE_READOUT
 
 CLASSES, DIM, N_INPUTS, SCORED = 4, 8, 600, 200
 LEARNS = 0.75
@@ -82,11 +83,13 @@ def test_learning_off_stays_at_chance():
 
 def test_eligibility_carried_across_inputs_breaks_learning():
     """gamma = 1 hands every input's eligibility to all later rewards (other classes on an i.i.d.
-    stream): learning must fall apart, so a trace that ignored ``engine.gamma`` would show here."""
+    stream): learning must fall apart, so a trace that ignored ``engine.gamma`` would show here.
+    Issue #9's causal readout, which reads the trace (the default presynaptic readout does not)."""
     def keep_trace(engine: Engine) -> None:
         engine.gamma = 1.0
 
-    acc = prequential(DaemonLoop(service_config(0, jobs=False)), 0, tamper=keep_trace)
+    acc = prequential(DaemonLoop(service_config(0, jobs=False, network=INPUT_NETWORK, learning=SPIKE_READOUT)), 0,
+                      tamper=keep_trace)
     assert acc < LEARNS - 0.1, f"accuracy with gamma = 1: {acc:.3f} (0.93 with the default gamma = 0)"
 
 

@@ -247,9 +247,9 @@ def test_readout_is_isolated_and_all_to_all():
     """network.readout_isolated / readout_fan_in = -1: no recurrent synapse ends on an input or an
     output neuron, and every input neuron reaches every output neuron."""
     from fumd.engine import Engine
-    from tests.conftest import small_config
+    from tests.conftest import input_readout_config
 
-    st = Engine(small_config(network={**small_config().network.__dict__, "readout_fan_in": -1})).state
+    st = Engine(input_readout_config(network={"readout_fan_in": -1})).state
     pre, post = st.pre_index(), st.col.long()
     is_in = torch.zeros(st.n, dtype=torch.bool)
     is_in[st.input_idx] = True
@@ -263,9 +263,10 @@ def test_readout_is_isolated_and_all_to_all():
 
 def _theta_engine(backend: str, **learning):
     from fumd.engine import Engine
-    from tests.conftest import small_config
+    from tests.conftest import input_readout_config
 
-    return Engine(small_config(backend=backend, learning={"theta_plus_mv": 0.0, "theta_decay": 1.0, **learning}))
+    homeostasis_off = {"theta_plus_mv": 0.0, "theta_decay": 1.0}
+    return Engine(input_readout_config(backend=backend, learning={**homeostasis_off, **learning}))
 
 
 def test_engine_applies_the_error_driven_bias_and_reserve_competition(backend):
@@ -316,16 +317,16 @@ def test_readout_learning_rate_is_normalised_by_fan_in():
     sqrt(reference / fan-in) of readout_eta (docs/mechanisms.md); up to the reference, unchanged."""
     from fumd.engine import Engine
     from fumd.learning.readout import fan_in_scale
-    from tests.conftest import small_config
+    from tests.conftest import input_readout_config
 
     assert fan_in_scale(14, 32.0) == 1.0 and fan_in_scale(512, 32.0) == pytest.approx(0.25)
     assert fan_in_scale(512, 0.0) == 1.0
-    network = {**small_config().network.__dict__, "input_size": 64, "readout_fan_in": -1}  # 128 ON/OFF channels
+    network = {"input_size": 64, "readout_fan_in": -1}  # 128 ON/OFF channels
     modulator = torch.zeros(4, dtype=torch.float64)
     modulator[0], modulator[1] = 1.0, -1.0
     coefs = {}
     for reference in (32.0, 0.0):
-        cfg = small_config(network=network)
+        cfg = input_readout_config(network=network)
         engine = Engine(cfg.replace(learning={**cfg.learning.__dict__, "readout_eta_fan_in": reference}))
         coefs[reference] = engine._readout_coefficients(modulator, 1.0).readout
     nonzero = coefs[0.0] != 0
@@ -339,13 +340,13 @@ def test_readout_weight_sum_grows_with_fan_in(backend):
     synaptic scaling of a learning step (docs/mechanisms.md); up to the reference, unchanged."""
     from fumd.engine import Engine
     from fumd.learning.readout import weight_sum_for
-    from tests.conftest import small_config
+    from tests.conftest import input_readout_config
 
     assert weight_sum_for(20, 3.0, 32.0) == 3.0 and weight_sum_for(128, 3.0, 32.0) == pytest.approx(6.0)
     assert weight_sum_for(512, 3.0, 0.0) == 3.0
-    network = {**small_config().network.__dict__, "input_size": 64, "readout_fan_in": -1}  # 128 ON/OFF channels
+    network = {"input_size": 64, "readout_fan_in": -1}  # 128 ON/OFF channels
     for reference, expected in ((32.0, 6.0), (0.0, 3.0)):
-        cfg = small_config(backend=backend, network=network)
+        cfg = input_readout_config(backend=backend, network=network)
         engine = Engine(cfg.replace(learning={**cfg.learning.__dict__, "readout_weight_fan_in": reference,
                                               "readout_weight_sum": 3.0}))
         ro, st = engine.readout, engine.state

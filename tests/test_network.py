@@ -10,7 +10,7 @@ from tests.conftest import small_config
 
 def test_built_network_ei_ratio_sparsity_and_dale():
     cfg = small_config(network={"neurons": 2000, "synapses_per_neuron": 50, "readout_fan_in": 0,
-                                "readout_isolated": False})
+                                "readout_isolated": False, "feature_neurons": 0})  # SPEC §1's network alone
     st = Engine(cfg).state
     assert st.n == 2000 and st.n_exc == 1600  # 80 / 20
     assert st.nnz == 2000 * 50

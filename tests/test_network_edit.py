@@ -15,8 +15,8 @@ def rec(i: int) -> dict:
     return {"id": f"r{i}", "x": torch.rand(16, generator=g).tolist(), "label": f"c{i % 3}"}
 
 
-def warm_engine(cycles: int = 6) -> Engine:
-    engine = Engine(small_config())
+def warm_engine(cycles: int = 6, **network) -> Engine:
+    engine = Engine(small_config(network={**small_config().network.__dict__, **network}))
     for i in range(cycles):
         engine.cycle(rec(i))
     return engine
@@ -120,11 +120,11 @@ def test_neuron_init_defaults_are_the_config_defaults():
 
 
 def test_remove_neurons_drops_their_synapses_and_renumbers():
-    engine = warm_engine()
+    engine = warm_engine(feature_neurons=100)  # leaves free excitatory neurons to remove
     st = engine.state
     n0, e0 = st.n, st.n_exc
-    des = torch.cat([st.input_idx, st.output_idx.reshape(-1)])
-    des_cells = cell_id(st, des)
+    des = torch.cat([st.input_idx, st.output_idx.reshape(-1), st.feature_idx])
+    des_cells, n_features = cell_id(st, des), st.feature_idx.numel()
     free = torch.ones(n0, dtype=torch.bool)
     free[des] = False
     victims = torch.cat([free[:e0].nonzero().squeeze(1)[:5], e0 + free[e0:].nonzero().squeeze(1)[:3]])
@@ -138,7 +138,8 @@ def test_remove_neurons_drops_their_synapses_and_renumbers():
     assert (old_to_new[victims] == -1).all() and old_to_new[~mask].tolist() == list(range(n0 - 8))
     expected = {k: v for k, v in before.items() if k[0] not in gone and k[1] not in gone}
     assert synapse_table(st) == expected
-    assert torch.equal(cell_id(st, torch.cat([st.input_idx, st.output_idx.reshape(-1)])), des_cells)
+    assert torch.equal(cell_id(st, torch.cat([st.input_idx, st.output_idx.reshape(-1)])), des_cells[:-n_features])
+    assert sorted(cell_id(st, st.feature_idx).tolist()) == sorted(des_cells[-n_features:].tolist())
     with pytest.raises(ValueError, match="designated"):
         bad = torch.zeros(st.n, dtype=torch.bool)
         bad[st.output_idx[0, 0]] = True

@@ -95,7 +95,7 @@ def probed() -> tuple[dict[str, Any], str, str]:
 def check_figures(s: dict[str, Any]) -> None:
     """Every figure is there and in its range."""
     pops = s["populations"]
-    assert set(pops) == set(POPULATIONS) - {"feature"}  # no feature neurons by default
+    assert set(pops) == set(POPULATIONS)  # feature neurons by default (network.feature_neurons)
     assert pops["input"]["neurons"] + pops["output"]["neurons"] + pops["hidden"]["neurons"] == pops["all"]["neurons"]
     assert pops["input"]["neurons"] == 2 * INPUT_SIZE and pops["output"]["neurons"] == CLASSES * 32
     for name, p in pops.items():

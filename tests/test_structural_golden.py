@@ -15,7 +15,7 @@ from fumd.engine import Engine
 from fumd.jobs.structural import StructuralConfig, StructuralJob
 from fumd.network import build, edit
 from fumd.persistence.checkpoint import state_digest
-from tests.conftest import small_config
+from tests.conftest import INPUT_NETWORK, small_config
 
 HISTORY = 8
 COUNTS = ("synapses_rewired", "inhibitory_added", "synapses_added", "synapses_removed", "neurons_removed",
@@ -40,8 +40,9 @@ def provoked_engine(too_dense: bool) -> Engine:
     """A built network (no cycles run: nothing but build_network decides it) with a seeded
     activity history, two low-reward clusters, and a density above or below the target."""
     # the replay buffer's size (learning.replay_capacity) is part of the state digest, not a draw:
-    # pinned at the value these digests were recorded with
-    engine = Engine(small_config(network={"activity_history": HISTORY}, learning={"replay_capacity": 16}))
+    # pinned at the value these digests were recorded with, as is #9's network (no feature neurons)
+    engine = Engine(small_config(network={"activity_history": HISTORY, **INPUT_NETWORK},
+                                 learning={"replay_capacity": 16}))
     st = engine.state
     g = torch.Generator().manual_seed(11)
     st.activity.copy_(torch.randint(0, 3, st.activity.shape, generator=g).to(torch.uint8))

@@ -43,6 +43,7 @@ class ReadoutIndex:
 
     pos: torch.Tensor  # int64 [R] synapse positions, ascending
     post_local: torch.Tensor  # int64 [R] index of the postsynaptic output neuron in output_idx.reshape(-1)
+    population: torch.Tensor  # int64 [R] the output population of that neuron
     target_sum: torch.Tensor  # float32 [n_out] learning.readout_weight_sum (0 for a neuron without such synapses)
     is_output: torch.Tensor  # bool [N]
     pre: torch.Tensor  # int64 [R] presynaptic neuron of each readout synapse (presynaptic eligibility)
@@ -66,7 +67,8 @@ class ReadoutIndex:
         is_feature[state.feature_idx.long()] = True
         feature_pos = is_feature[state.col[:k].long()].nonzero().squeeze(1)
         pre = torch.searchsorted(state.indptr, pos, right=True) - 1  # CSR row of each position
-        return cls(pos=pos, post_local=post_local, target_sum=(counts > 0).float() * weight_sum, is_output=is_output,
+        return cls(pos=pos, post_local=post_local, population=post_local // state.output_idx.shape[1],
+                   target_sum=(counts > 0).float() * weight_sum, is_output=is_output,
                    pre=pre, feature_pos=feature_pos, structure_version=state.structure_version)
 
 
@@ -109,9 +111,36 @@ def normalize_readout(w: torch.Tensor, index: ReadoutIndex, w_max: float) -> Non
     w[index.pos] = (vals * scale[index.post_local]).clamp(0.0, w_max)
 
 
-def softmax_error(pop_rates: torch.Tensor, label: int, beta: float) -> torch.Tensor:
+def population_potentials(w: torch.Tensor, counts: torch.Tensor, index: ReadoutIndex, threshold_gap: torch.Tensor,
+                          gain: float, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``learning.readout_decision = potential``: each output population's mean membrane potential
+    over the cycle, relative to its neurons' thresholds, as if they did not spike::
+
+        u_j = (gain / T) sum_i w_ij n_i - (v_th_j + theta_j - v_rest),    u_p = mean_{j in p} u_j
+
+    (``n_i``: the presynaptic spike counts of the cycle, over the readout synapses;
+    ``threshold_gap``: ``v_th + theta - v_rest`` of the output neurons, shaped as ``output_idx``,
+    [P, population size]). The time average of a box-LIF membrane without reset is ``v_rest``
+    plus the mean input ``R I``, so ``u_j`` is how far its drive carried neuron ``j`` above (or
+    below) threshold: the membrane potential of a non-spiking leaky-integrator readout, the
+    readout of liquid-state machines (Maass et al. 2002) and of e-prop (Bellec et al. 2020). Its
+    spike count measures the same quantity through a threshold and a reset, i.e. with
+    quantisation noise of a few spikes per cycle, and is blind below threshold
+    (docs/mechanisms.md "The potential readout"). ``u_p`` is linear in the weights, so the
+    presynaptic eligibility ``n_i`` with the softmax error is the exact delta rule of a softmax
+    readout. Returns (``u``, the free potential ``mean_j (gain / T) sum_i w_ij n_i``: the scale of
+    margins), float64 [P] each, on the CPU."""
+    drive = torch.zeros(threshold_gap.numel(), dtype=w.dtype, device=w.device).index_add_(
+        0, index.post_local, w[index.pos] * counts[index.pre].to(w.dtype))
+    free = (drive.reshape(threshold_gap.shape) * (gain / steps)).mean(1)
+    u = free - threshold_gap.mean(1)
+    return u.cpu().double(), free.cpu().double()
+
+
+def softmax_error(pop_rates: torch.Tensor, label: int, beta: float, scale: float | None = None) -> torch.Tensor:
     """``learning.label_error = softmax``: the label's one-hot minus a softmax of the competing
-    populations' rates, on the scale of their mean rate::
+    populations' scores (rates, or potentials with ``scale`` their mean free potential), on the
+    scale of their mean rate::
 
         pi = softmax(beta (r - max r) / mean r),   m = onehot(y) - pi
 
@@ -121,7 +150,8 @@ def softmax_error(pop_rates: torch.Tensor, label: int, beta: float) -> torch.Ten
     right decision almost nothing, and every rival in proportion to how strongly it competed.
     float64 [len(pop_rates)]."""
     r = pop_rates.to(torch.float64)
-    scale = float(r.mean())
+    if scale is None:
+        scale = float(r.mean())
     if scale <= 0.0:  # no population fired: the label's population alone is told to fire
         m = -torch.full_like(r, 1.0 / r.numel())
     else:
@@ -132,13 +162,14 @@ def softmax_error(pop_rates: torch.Tensor, label: int, beta: float) -> torch.Ten
 
 def population_modulator(
     populations: int, action: int, label: int | None, pop_rates: torch.Tensor, margin: float, delta: float = 0.0,
-    softmax_beta: float = 0.0,
+    softmax_beta: float = 0.0, scale: float | None = None,
 ) -> torch.Tensor:
     """The third factor ``m_p`` of each output population (float64 [populations]).
 
     With a label ``y`` (``learning.modulator = label``): ``m = onehot(y) - onehot(a)``, zero when the
     decision ``a`` was right, except that a right decision whose margin ``(r_y - r_q) / r_y`` over
-    its strongest rival ``q`` is below ``margin`` gets ``onehot(y) - onehot(q)``. ``pop_rates``
+    its strongest rival ``q`` is below ``margin`` gets ``onehot(y) - onehot(q)`` (with ``scale``,
+    for potentials: ``(u_y - u_q) / scale``). ``pop_rates``
     holds the rates of the populations that compete: the vocabulary's, and with
     ``learning.reserve_compete`` also the populations not yet given a label, which thereby learn to
     stay quiet on the classes already known. With ``softmax_beta > 0`` (``learning.label_error =
@@ -149,16 +180,17 @@ def population_modulator(
         m[action] = delta
         return m
     if softmax_beta > 0.0:
-        return m.index_add_(0, torch.arange(pop_rates.numel()), softmax_error(pop_rates, label, softmax_beta))
+        return m.index_add_(0, torch.arange(pop_rates.numel()), softmax_error(pop_rates, label, softmax_beta, scale))
     if label != action:
         m[label] += 1.0
         m[action] -= 1.0
     elif margin > 0.0 and pop_rates.numel() > 1:
         top = float(pop_rates[label])
         others = pop_rates.clone()
-        others[label] = -1.0
+        others[label] = -math.inf
         rival = int(torch.argmax(others))
-        if top <= 0.0 or (top - float(others[rival])) / top < margin:
+        norm = top if scale is None else scale
+        if norm <= 0.0 or (top - float(others[rival])) / norm < margin:
             m[label] += 1.0
             m[rival] -= 1.0
     return m
