@@ -8,8 +8,10 @@ jobs at their defaults on the cycle clock (deterministic mode).
 
 The bars (chance 0.25, n = 200 scored inputs): under chance the number correct is
 Binomial(200, 0.25), mean 50, sd 6.1; the learning bar LEARNS = 0.75 (150 correct) is 16 sd above it.
-Measured with this file's code (seeds 0 / 1 / 2), with the default regular spike trains: jobs on
-0.93 / 0.945 / 0.88, jobs off 0.94 / 0.945 / 0.89; learning off 0.34; gamma forced to 1 0.56.
+Measured with this file's code (seeds 0 / 1 / 2), with the default potential readout of the
+feature pathway (issue #15): jobs on 0.95 / 0.955 / 0.94, jobs off the same. With issue #9's
+input readout and regular spike trains: jobs on 0.93 / 0.945 / 0.88, jobs off 0.94 / 0.945 / 0.89;
+learning off 0.34; gamma forced to 1 0.56.
 With the earlier Poisson trains: jobs on 0.81 / 0.79 / 0.80, jobs off the same to within 0.02;
 learning off 0.24; gamma forced to 1 0.40; reward-prediction-error rule 0.77; the same with the
 external reward's sign flipped 0.09 (docs/mechanisms.md "Learning that works").
