@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .backends import Backend, make_backend
+from .backends import Backend, make_backend, readout_kernels
 from .coding.decoder import PopulationScores, decode, population_rates
 from .coding.encoder import RateEncoder
 from .coding.text import text_features
@@ -30,11 +30,8 @@ from .learning.modulation import UpdateCoefficients, effective_eta, reward_coeff
 from .learning.readout import (
     ReadoutIndex,
     fan_in_scale,
-    normalize_readout,
     population_modulator,
     population_potentials,
-    presynaptic_eligibility,
-    readout_update,
     update_theta,
     weight_sum_for,
 )
@@ -140,6 +137,7 @@ class Engine:
                                           cfg.learning.replay_recent_halflife, cfg.learning.replay_longrun_halflife)
         # simulation and synaptic learning: numba kernels on the CPU or PyTorch (backends/), chosen once
         self.backend: Backend = make_backend(cfg, self.device)
+        self.readout_kernels = readout_kernels(self.backend.name)
 
     @classmethod
     def from_state(cls, config: EngineConfig, data: Mapping[str, Any]) -> "Engine":
@@ -222,7 +220,8 @@ class Engine:
             return PopulationScores(population_rates(counts, st.output_idx, self._cycle_ms), None)
         out = st.output_idx
         gap = (st.v_th[out.reshape(-1)] + st.theta[out.reshape(-1)] - lif.v_rest).reshape(out.shape)
-        return PopulationScores(*population_potentials(st.w, counts, self.readout, gap, lif.synaptic_gain, lif.steps))
+        drive = self.readout_kernels.drive(st.w, counts, self.readout)
+        return PopulationScores(*population_potentials(drive, gap, lif.synaptic_gain, lif.steps))
 
     def _sync_readout(self) -> None:
         if self.readout.structure_version != self.state.structure_version:  # synapses moved (jobs): re-derive
@@ -246,17 +245,17 @@ class Engine:
         frozen = st.w[ro.feature_pos] if lc.feature_plasticity == "fixed" and coefs.generic else None
         presynaptic = lc.readout_eligibility == "presynaptic" and coefs.apply_readout
         if presynaptic:  # the backend does the generic update only; the readout is updated here
-            w_before = st.w[ro.pos]
-            coefs = dataclasses.replace(coefs, apply_readout=False)
-        self.backend.learn(st, spikes, EligibilityUpdate(self.gamma, gate, causal), coefs)
-        if presynaptic:
-            readout_update(st.w, presynaptic_eligibility(counts, ro, lc.readout_presynaptic_scale), st.persistent,
-                           ro.pos, w_before, coefs.readout, coefs.persistent_scale, coefs.w_max, aligned=True)
-            coefs = dataclasses.replace(coefs, apply_readout=True)
+            w_before = self.readout_kernels.weights(st.w, ro)
+        self.backend.learn(st, spikes, EligibilityUpdate(self.gamma, gate, causal),
+                           dataclasses.replace(coefs, apply_readout=False) if presynaptic else coefs)
+        if presynaptic:  # (with the readout's scaling in the same pass)
+            self.readout_kernels.presynaptic_update(
+                st.w, counts, ro, w_before, coefs.readout_per_population, st.persistent, coefs.persistent_scale,
+                lc.readout_presynaptic_scale, coefs.w_max, lc.readout_normalize)
+        elif coefs.apply_readout and lc.readout_normalize:
+            self.readout_kernels.normalize(st.w, ro, lc.w_max)
         if frozen is not None:
             st.w[ro.feature_pos] = frozen
-        if coefs.apply_readout and lc.readout_normalize:
-            normalize_readout(st.w, ro, lc.w_max)
         # output homeostasis (adaptive thresholds) and intrinsic plasticity
         st.theta = update_theta(st.theta, counts, st.output_idx, lc.theta_plus_mv, lc.theta_decay,
                                 modulator.to(self.device), lc.bias_mv)
@@ -314,9 +313,9 @@ class Engine:
         eta_ro = lc.readout_eta * self.readout_eta_scale * boost * (self.eta / lc.eta if lc.eta > 0 else 1.0)
         per_population = torch.tensor([reward_coefficient(eta_ro, float(m), lc.eta_modulation) for m in modulator],
                                       dtype=torch.float32, device=self.device)
-        coef_ro = per_population[self.readout.population]
         return UpdateCoefficients(
-            excitatory=coef, inhibitory=coef_inh, readout=coef_ro, readout_pos=self.readout.pos,
+            excitatory=coef, inhibitory=coef_inh, readout_per_population=per_population,
+            readout_population=self.readout.population, readout_pos=self.readout.pos,
             generic=coef != 0.0 or coef_inh != 0.0,
             apply_readout=self.readout.pos.numel() > 0 and bool((per_population != 0).any()),
             persistent_scale=lc.persistent_eta_scale, w_max=lc.w_max,

@@ -8,7 +8,7 @@ import torch
 
 from fumd.coding.decoder import PopulationScores
 from fumd.engine import Engine
-from fumd.learning.readout import population_modulator, population_potentials
+from fumd.learning.readout import population_modulator, population_potentials, readout_drive
 from tests.conftest import INPUT_NETWORK, SPIKE_READOUT, small_config
 
 POTENTIAL = {"readout_decision": "potential", "label_error": "softmax", "readout_eligibility": "presynaptic"}
@@ -22,7 +22,8 @@ def test_population_potentials_are_the_mean_free_potential_above_threshold():
     st.theta = torch.rand(st.n, generator=gen)
     out = st.output_idx
     gap = (st.v_th[out.reshape(-1)] + st.theta[out.reshape(-1)] - lif.v_rest).reshape(out.shape)
-    u, free_potential = population_potentials(st.w, counts, engine.readout, gap, lif.synaptic_gain, lif.steps)
+    u, free_potential = population_potentials(readout_drive(st.w, counts, engine.readout), gap, lif.synaptic_gain,
+                                              lif.steps)
     # by hand, synapse by synapse: every excitatory synapse onto an output neuron
     pre, post = st.pre_index(), st.col.long()
     expected, free = [], []

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ..config import EngineConfig
     from ..learning.eligibility import EligibilityUpdate
     from ..learning.modulation import UpdateCoefficients
+    from ..learning.readout import ReadoutKernels
     from ..network.spikes import CycleSpikes
     from ..network.state import NetworkState
 
@@ -75,6 +76,18 @@ def resolve_backend(name: str, device: torch.device) -> str:
                       RuntimeWarning, stacklevel=2)
         return "torch"
     return "sharded" if name == "sharded" else "numba"
+
+
+def readout_kernels(backend: str) -> ReadoutKernels:
+    """The readout's per-cycle passes for a resolved backend: compiled with the CPU backends
+    (``backends/numba/readout.py``, bit-identical), PyTorch with ``torch``."""
+    if backend in ("numba", "sharded"):
+        from .numba.readout import CompiledReadout
+
+        return CompiledReadout()
+    from ..learning.readout import TorchReadout
+
+    return TorchReadout()
 
 
 def make_backend(config: EngineConfig, device: torch.device) -> Backend:

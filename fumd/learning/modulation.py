@@ -36,12 +36,19 @@ class UpdateCoefficients:
 
     excitatory: float
     inhibitory: float
-    readout: torch.Tensor  # float32 [R]: per readout synapse, its population's coefficient
+    readout_per_population: torch.Tensor  # float32 [P]: each output population's coefficient
+    readout_population: torch.Tensor  # int64 [R]: the population of each readout synapse (ReadoutIndex.population)
     readout_pos: torch.Tensor  # int64 [R]: the readout synapses' positions (readout.ReadoutIndex.pos)
     generic: bool
     apply_readout: bool
     persistent_scale: float
     w_max: float
+
+    @property
+    def readout(self) -> torch.Tensor:
+        """float32 [R]: per readout synapse, its population's coefficient (gathered on demand: the
+        compiled readout reads the [P] coefficients directly)."""
+        return self.readout_per_population[self.readout_population]
 
 
 def effective_eta(eta: float, total_reward: float) -> float:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -111,14 +112,21 @@ def normalize_readout(w: torch.Tensor, index: ReadoutIndex, w_max: float) -> Non
     w[index.pos] = (vals * scale[index.post_local]).clamp(0.0, w_max)
 
 
-def population_potentials(w: torch.Tensor, counts: torch.Tensor, index: ReadoutIndex, threshold_gap: torch.Tensor,
-                          gain: float, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+def readout_drive(w: torch.Tensor, counts: torch.Tensor, index: ReadoutIndex) -> torch.Tensor:
+    """Each output neuron's summed readout input of the cycle, ``d_j = sum_i w_ij n_i`` over its
+    readout synapses (``n_i``: presynaptic spike counts), float32 [n_out] (``output_idx`` order)."""
+    return torch.zeros(index.target_sum.numel(), dtype=w.dtype, device=w.device).index_add_(
+        0, index.post_local, w[index.pos] * counts[index.pre].to(w.dtype))
+
+
+def population_potentials(drive: torch.Tensor, threshold_gap: torch.Tensor, gain: float,
+                          steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``learning.readout_decision = potential``: each output population's mean membrane potential
     over the cycle, relative to its neurons' thresholds, as if they did not spike::
 
         u_j = (gain / T) sum_i w_ij n_i - (v_th_j + theta_j - v_rest),    u_p = mean_{j in p} u_j
 
-    (``n_i``: the presynaptic spike counts of the cycle, over the readout synapses;
+    (``drive``: ``sum_i w_ij n_i`` of every output neuron, ``readout_drive``;
     ``threshold_gap``: ``v_th + theta - v_rest`` of the output neurons, shaped as ``output_idx``,
     [P, population size]). The time average of a box-LIF membrane without reset is ``v_rest``
     plus the mean input ``R I``, so ``u_j`` is how far its drive carried neuron ``j`` above (or
@@ -130,8 +138,6 @@ def population_potentials(w: torch.Tensor, counts: torch.Tensor, index: ReadoutI
     presynaptic eligibility ``n_i`` with the softmax error is the exact delta rule of a softmax
     readout. Returns (``u``, the free potential ``mean_j (gain / T) sum_i w_ij n_i``: the scale of
     margins), float64 [P] each, on the CPU."""
-    drive = torch.zeros(threshold_gap.numel(), dtype=w.dtype, device=w.device).index_add_(
-        0, index.post_local, w[index.pos] * counts[index.pre].to(w.dtype))
     free = (drive.reshape(threshold_gap.shape) * (gain / steps)).mean(1)
     u = free - threshold_gap.mean(1)
     return u.cpu().double(), free.cpu().double()
@@ -242,3 +248,57 @@ def readout_update(
     if persistent_scale != 1.0:
         delta = torch.where(torch.index_select(persistent, 0, pos), delta * persistent_scale, delta)
     w[pos] = (w_before + delta).clamp(0.0, w_max)
+
+
+class ReadoutKernels(Protocol):
+    """The readout's three per-cycle passes over its synapses: ``TorchReadout`` (here, any device)
+    or ``backends/numba/readout.py::CompiledReadout`` (CPU, bit-identical, several times faster)."""
+
+    name: str
+
+    def drive(self, w: torch.Tensor, counts: torch.Tensor, index: ReadoutIndex) -> torch.Tensor:
+        """``readout_drive``."""
+        ...
+
+    def weights(self, w: torch.Tensor, index: ReadoutIndex) -> torch.Tensor:
+        """A copy of the readout synapses' weights, ``w[index.pos]`` (float32 [R])."""
+        ...
+
+    def presynaptic_update(self, w: torch.Tensor, counts: torch.Tensor, index: ReadoutIndex, w_before: torch.Tensor,
+                           coef: torch.Tensor, persistent: torch.Tensor, persistent_scale: float, scale: float,
+                           w_max: float, normalize: bool) -> None:
+        """``readout_update`` with ``presynaptic_eligibility(counts, index, scale)`` and each
+        synapse's coefficient ``coef[index.population]`` (``coef``: float32 [P]); then, with
+        ``normalize``, ``normalize_readout`` (a compiled kernel does both in one pass)."""
+        ...
+
+    def normalize(self, w: torch.Tensor, index: ReadoutIndex, w_max: float) -> None:
+        """``normalize_readout``."""
+        ...
+
+
+class TorchReadout:
+    """``ReadoutKernels`` in PyTorch: the reference, and the path on CUDA."""
+
+    name = "torch"
+
+    @staticmethod
+    def drive(w: torch.Tensor, counts: torch.Tensor, index: ReadoutIndex) -> torch.Tensor:
+        return readout_drive(w, counts, index)
+
+    @staticmethod
+    def weights(w: torch.Tensor, index: ReadoutIndex) -> torch.Tensor:
+        return w[index.pos]
+
+    @staticmethod
+    def presynaptic_update(w: torch.Tensor, counts: torch.Tensor, index: ReadoutIndex, w_before: torch.Tensor,
+                           coef: torch.Tensor, persistent: torch.Tensor, persistent_scale: float, scale: float,
+                           w_max: float, normalize: bool) -> None:
+        readout_update(w, presynaptic_eligibility(counts, index, scale), persistent, index.pos, w_before,
+                       coef[index.population], persistent_scale, w_max, aligned=True)
+        if normalize:
+            normalize_readout(w, index, w_max)
+
+    @staticmethod
+    def normalize(w: torch.Tensor, index: ReadoutIndex, w_max: float) -> None:
+        normalize_readout(w, index, w_max)

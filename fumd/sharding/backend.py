@@ -121,7 +121,8 @@ class ShardedBackend:
         gate = None if eligibility.post_gate is None else eligibility.post_gate.numpy()
         causal = None if eligibility.causal_post is None else eligibility.causal_post.numpy()
         w, e, persistent = state.w.numpy(), state.e.numpy(), state.persistent.numpy()
-        pos, coef = c.readout_pos.numpy(), c.readout.numpy()
+        pos = c.readout_pos.numpy()
+        coef = c.readout.numpy() if c.apply_readout else None
         threads = max(1, compiled_threads() // len(shards))  # each shard's parallel kernels get a share
 
         def learn_shard(shard: Shard) -> None:
@@ -132,7 +133,7 @@ class ShardedBackend:
             shard_learn(shard, trace, self.window, cycle, counts,
                         None if gate is None else np.ascontiguousarray(gate[shard.neurons]),
                         None if causal is None else np.ascontiguousarray(causal[shard.neurons]), rule,
-                        local_readout(shard, pos, coef) if c.apply_readout else None, threads)
+                        local_readout(shard, pos, coef) if coef is not None else None, threads)
             # the shards' synapses are disjoint: each writes only its own positions
             w[at] = shard.synapses.w
             e[at] = trace.values.view(np.float16) if trace.half else trace.values
