@@ -151,6 +151,11 @@ class LearningConfig:
         low=0.0, high=100.0)
     feature_plasticity: Literal["fixed", "stdp"] = setting(
         "fixed", "fixed: the input->feature synapses keep their random weights | stdp: the generic R-STDP")
+    feature_activity: float = fraction(
+        0.2, "feature neurons' adaptive thresholds hold the fraction of inputs each fires on at this (0: off; "
+        "learning/feature_sparseness.py)")
+    feature_threshold_rate_mv: float = setting(
+        0.2, "feature_activity: threshold change (mV) per input, x (fired - target)", low=0.0, high=100.0)
     reserve_compete: bool = setting(
         True, "label modulator: populations without a label yet compete (and learn to stay quiet)")
     margin: float = fraction(0.3, "label modulator: also learn from a right decision whose confidence is below this")

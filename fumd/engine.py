@@ -25,6 +25,7 @@ from .coding.vocabulary import LabelVocabulary
 from .config import EngineConfig, input_neurons
 from .knobs import Knobs
 from .learning.eligibility import EligibilityUpdate
+from .learning.feature_sparseness import sparse_feature_thresholds
 from .learning.intrinsic import intrinsic_update, update_rate
 from .learning.modulation import UpdateCoefficients, effective_eta, reward_coefficient
 from .learning.readout import (
@@ -256,9 +257,12 @@ class Engine:
             self.readout_kernels.normalize(st.w, ro, lc.w_max)
         if frozen is not None:
             st.w[ro.feature_pos] = frozen
-        # output homeostasis (adaptive thresholds) and intrinsic plasticity
+        # output homeostasis and sparse features (adaptive thresholds), intrinsic plasticity
         st.theta = update_theta(st.theta, counts, st.output_idx, lc.theta_plus_mv, lc.theta_decay,
                                 modulator.to(self.device), lc.bias_mv)
+        if lc.feature_activity > 0.0 and st.feature_idx.numel():
+            st.theta = sparse_feature_thresholds(st.theta, counts, st.feature_idx, st.v_th, cfg.lif.v_rest,
+                                                 lc.feature_activity, lc.feature_threshold_rate_mv)
         st.rate_ema = update_rate(st.rate_ema, counts, self._cycle_ms, cfg.intrinsic.rate_alpha)
         if cfg.intrinsic.enabled:
             st.v_th, st.tau_mem = intrinsic_update(st.rate_ema, st.v_th, st.tau_mem, cfg.intrinsic)

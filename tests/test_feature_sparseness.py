@@ -1,0 +1,46 @@
+"""Sparse feature neurons (learning/feature_sparseness.py, issue #15): each feature neuron's
+adaptive threshold holds the fraction of inputs it fires on at ``learning.feature_activity``."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fumd.engine import Engine
+from fumd.learning.feature_sparseness import sparse_feature_thresholds
+from tests.conftest import small_config
+
+
+def test_a_feature_that_fired_raises_its_threshold_and_a_silent_one_lowers_it_down_to_the_floor():
+    theta = torch.zeros(8)
+    theta[6] = -9.5
+    counts = torch.tensor([5, 0, 3, 0, 0, 0, 0, 2])
+    v_th = torch.full((8,), -55.0)
+    new = sparse_feature_thresholds(theta, counts, torch.tensor([2, 3, 6]), v_th, -65.0, 0.2, 0.5)
+    assert new[2].item() == pytest.approx(0.5 * 0.8)  # fired: up by rate x (1 - p)
+    assert new[3].item() == pytest.approx(-0.5 * 0.2)  # silent: down by rate x p
+    assert new[6].item() == pytest.approx(-9.0)  # floor: v_th + theta >= v_rest + 1 mV
+    assert torch.equal(new[[0, 1, 4, 5, 7]], theta[[0, 1, 4, 5, 7]])  # not features (7 fired: unchanged)
+    assert theta[2].item() == 0.0  # pure: the input is not modified
+
+
+def _activity(feature_activity: float, inputs: int = 400) -> float:
+    """Mean fraction of the last 150 binary (parity-like) inputs each feature neuron fired on."""
+    engine = Engine(small_config(network={"neurons": 600, "input_size": 6, "max_labels": 2, "population_size": 8,
+                                          "feature_neurons": 200},
+                                 learning={"feature_activity": feature_activity}))
+    rng = np.random.default_rng(0)
+    features = engine.state.feature_idx.long()
+    fired = []
+    for i in range(inputs):
+        x = rng.integers(0, 2, 6).astype(float)
+        engine.cycle({"x": x.tolist(), "label": str(int(x[:3].sum()) % 2)})
+        if i >= inputs - 150:
+            fired.append((engine.last_cycle_spikes.counts[features] > 0).numpy())
+    return float(np.mean(fired))
+
+
+def test_feature_neurons_fire_on_the_target_fraction_of_inputs():
+    held, free = _activity(0.2), _activity(0.0)
+    assert held == pytest.approx(0.2, abs=0.04)
+    assert free > 0.3  # without the rule the same features fire far more often
