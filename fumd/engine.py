@@ -64,6 +64,7 @@ class CycleResult:
     rate_hz: float
     learned: bool
     sie_fallback: bool
+    feature_active: float | None = None  # fraction of the feature neurons that fired (None: no features)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -201,8 +202,14 @@ class Engine:
             novelty=sie.novelty, cluster=state_id, spikes=total,
             output_spikes=int(counts[self.state.output_idx.reshape(-1)].sum()),
             rate_hz=total / self.state.n * 1000.0 / self._cycle_ms, learned=self.learning_enabled,
-            sie_fallback=sie.fallback,
+            sie_fallback=sie.fallback, feature_active=self._feature_active(counts),
         )
+
+    def _feature_active(self, counts: torch.Tensor) -> float | None:
+        """The fraction of feature neurons that fired this cycle (``learning.feature_activity``'s
+        target, feature_sparseness.py)."""
+        features = self.state.feature_idx
+        return float((counts[features.long()] > 0).float().mean()) if features.numel() else None
 
     @property
     def _cycle_ms(self) -> float:

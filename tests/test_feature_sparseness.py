@@ -44,3 +44,18 @@ def test_feature_neurons_fire_on_the_target_fraction_of_inputs():
     held, free = _activity(0.2), _activity(0.0)
     assert held == pytest.approx(0.2, abs=0.04)
     assert free > 0.3  # without the rule the same features fire far more often
+
+
+def test_each_cycle_reports_the_fraction_of_feature_neurons_that_fired_and_the_metrics_export_it():
+    from fumd.ops.metrics import Metrics
+
+    engine = Engine(small_config(network={"feature_neurons": 100}))
+    rng = np.random.default_rng(1)
+    for _ in range(5):  # (the encoder's running statistics need a few inputs to standardise)
+        result = engine.cycle({"x": rng.normal(size=16).tolist(), "label": "a"})
+    fired = engine.last_cycle_spikes.counts[engine.state.feature_idx.long()] > 0
+    assert 0.0 < result.feature_active == pytest.approx(float(fired.float().mean()))
+    metrics = Metrics()
+    metrics.observe_cycle(result, 0.01, 0.0)
+    assert metrics.registry.get_sample_value("fumd_feature_active_fraction") == pytest.approx(result.feature_active)
+    assert Engine(small_config(network={"feature_neurons": 0})).cycle({"x": [1.0] * 16}).feature_active is None

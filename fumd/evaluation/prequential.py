@@ -189,11 +189,15 @@ class RunResult:
     loop: DaemonLoop = dataclasses.field(repr=False)
 
 
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
 def _log_entry(i: int, phase: str, result: Any, predictions: Mapping[str, str]) -> dict[str, Any]:
     return {"i": i, "phase": phase, "label": result.label, "action": result.action, "correct": bool(result.correct),
             "total_reward": float(result.total_reward), "components": dict(result.components),
             "rate_hz": float(result.rate_hz), "learned": getattr(result, "learned", None),
-            "baselines": dict(predictions)}
+            "feature_active": getattr(result, "feature_active", None), "baselines": dict(predictions)}
 
 
 def _feed(loop: DaemonLoop, baselines: Baselines, stream: Stream, samples: Iterable[Sample], phase: str, start: int,
@@ -269,6 +273,7 @@ def run_prequential(stream: Stream, seed: int, opts: Options, log: Any = None) -
             **fumd,
             "seconds_per_input": loop.seconds / max(1, n),
             "mean_rate_hz": sum(e["rate_hz"] for e in entries) / max(1, n),
+            "mean_feature_active": _mean([e["feature_active"] for e in entries if e.get("feature_active") is not None]),
             "mean_total_reward": sum(e["total_reward"] for e in entries) / max(1, n),
             "collapse": collapse_check(entries, stream.classes),
             "jobs": loop.job_counts(),

@@ -51,6 +51,9 @@ class Metrics:
         self.reward_component = Gauge("fumd_reward_component", "Reward components of the last cycle", ["component"],
                                       registry=r)
         self.novelty = Gauge("fumd_novelty", "Novelty of the last input", registry=r)
+        self.feature_active = Gauge("fumd_feature_active_fraction",
+                                    "Fraction of the feature neurons that fired in the last cycle "
+                                    "(learning.feature_activity is its target)", registry=r)
         self.correct = Counter("fumd_correct_total", "Labelled records whose decoded action matched the label",
                                registry=r)
         self.labelled = Counter("fumd_labelled_total", "Labelled records", registry=r)
@@ -150,6 +153,8 @@ class Metrics:
             if value is not None:
                 self.reward_component.labels(name).set(value)
         self.novelty.set(result.novelty)
+        if getattr(result, "feature_active", None) is not None:
+            self.feature_active.set(result.feature_active)
         self.step.set(result.step)
         if result.correct is not None:
             self.labelled.inc()
