@@ -62,6 +62,9 @@ class LIFConfig:
                          low=2, high=10_000)
     v_rest: float = setting(-65.0)
     v_reset: float = setting(-70.0)
+    feature_v_reset: float = setting(
+        -61.0, "reset potential of the feature neurons (mV): a partial reset, more spikes per active feature "
+        "(issue #15, docs; = v_reset: the full reset)")
     tau_mean: float = setting(20.0, low=1.0, high=1000.0)
     tau_std: float = setting(2.0, "N(20 ms, 2 ms^2) read as standard deviation 2 ms", low=0.0, high=100.0)
     v_th_mean: float = setting(-55.0)
@@ -310,8 +313,8 @@ def validate(config: EngineConfig) -> None:
         )
     if net.synapses_per_neuron >= net.neurons:
         raise ConfigError(f"network.synapses_per_neuron = {net.synapses_per_neuron} must be < network.neurons")
-    if lif.v_min >= lif.v_reset:
-        raise ConfigError("lif.v_min must lie below lif.v_reset")
+    if lif.v_min >= lif.v_reset or lif.v_min >= lif.feature_v_reset:
+        raise ConfigError("lif.v_min must lie below lif.v_reset and lif.feature_v_reset")
     ip = config.intrinsic
     if ip.target_low_hz > ip.target_high_hz:
         raise ConfigError("intrinsic.target_low_hz must be <= intrinsic.target_high_hz")
@@ -319,8 +322,8 @@ def validate(config: EngineConfig) -> None:
         raise ConfigError("intrinsic.v_th_min must be < intrinsic.v_th_max")
     if ip.tau_min >= ip.tau_max:
         raise ConfigError("intrinsic.tau_min must be < intrinsic.tau_max")
-    if not lif.v_reset < lif.v_th_mean or not lif.v_rest < lif.v_th_mean:
-        raise ConfigError("lif.v_reset and lif.v_rest must lie below lif.v_th_mean")
+    if not max(lif.v_reset, lif.feature_v_reset, lif.v_rest) < lif.v_th_mean:
+        raise ConfigError("lif.v_reset, lif.feature_v_reset and lif.v_rest must lie below lif.v_th_mean")
     enc = config.encoder
     if enc.max_rate_hz * enc.refractory_ms / 1000.0 >= 1.0:
         raise ConfigError(

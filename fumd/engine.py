@@ -268,7 +268,8 @@ class Engine:
         st.theta = update_theta(st.theta, counts, st.output_idx, lc.theta_plus_mv, lc.theta_decay,
                                 modulator.to(self.device), lc.bias_mv)
         if lc.feature_activity > 0.0 and st.feature_idx.numel():
-            st.theta = sparse_feature_thresholds(st.theta, counts, st.feature_idx, st.v_th, cfg.lif.v_rest,
+            st.theta = sparse_feature_thresholds(st.theta, counts, st.feature_idx, st.v_th,
+                                                 max(cfg.lif.v_rest, cfg.lif.feature_v_reset),
                                                  lc.feature_activity, lc.feature_threshold_rate_mv)
         st.rate_ema = update_rate(st.rate_ema, counts, self._cycle_ms, cfg.intrinsic.rate_alpha)
         if cfg.intrinsic.enabled:

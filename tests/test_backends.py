@@ -125,10 +125,11 @@ def test_simulation_without_synapses_is_norse(backend: str) -> None:
 
 
 def test_numba_simulation_equals_torch_path() -> None:
-    """Recurrent network, inhibition gain != 1, V floor and adaptive thresholds acting: the
-    spikes (one list, by step) and V identical on both backends, cycle after cycle."""
+    """Recurrent network, inhibition gain != 1, V floor, adaptive thresholds and the feature
+    neurons' partial reset acting: the spikes (one list, by step) and V identical on both
+    backends, cycle after cycle; a neuron that fired on the last step sits at its own reset."""
     cfg = EngineConfig().replace(network={"neurons": 1500, "seed": 4, "synapses_per_neuron": 60}, device="cpu",
-                                 lif={"v_min": -71.0})
+                                 lif={"v_min": -71.0, "feature_v_reset": -58.0})
     states = [build_network(cfg, torch.Generator().manual_seed(4), torch.device("cpu")) for _ in range(2)]
     spikes_in = torch.rand(50, states[0].input_idx.numel(), generator=torch.Generator().manual_seed(5)) < 0.2
     for st in states:
@@ -144,6 +145,12 @@ def test_numba_simulation_equals_torch_path() -> None:
     assert torch.equal(states[0].v, states[1].v) and torch.equal(states[0].last_spikes, states[1].last_spikes)
     assert float(states[0].v.min()) >= -71.0
     assert outs[1][-1].total > 500
+    st = states[1]
+    feature = torch.zeros(st.n, dtype=torch.bool)
+    feature[st.feature_idx.long()] = True
+    assert int((st.last_spikes & feature).sum()) > 0 and int((st.last_spikes & ~feature).sum()) > 0
+    assert bool((st.v[st.last_spikes & feature] == -58.0).all())
+    assert bool((st.v[st.last_spikes & ~feature] == -70.0).all())
 
 
 def _run(backend: str, cycles: int, threads: int | None = None, edit_at: int | None = None, **sections) -> Engine:

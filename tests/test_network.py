@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from fumd.engine import Engine
@@ -75,15 +76,18 @@ def test_event_driven_current_equals_dense_product():
     assert torch.allclose(out, expected, atol=1e-5)
 
 
-def test_fused_lif_equals_norse():
-    """The in-place LIF step used by the simulation is bit-identical to Norse's functional step."""
+@pytest.mark.parametrize("per_neuron_reset", [False, True])
+def test_fused_lif_equals_norse(per_neuron_reset):
+    """The in-place LIF step used by the simulation is bit-identical to Norse's functional step,
+    with one reset potential and with one per neuron (the feature neurons' partial reset)."""
     from fumd.network.lif import LIFStepper, lif_parameters, lif_step
 
     g = torch.Generator().manual_seed(5)
     n = 5000
     tau = 20.0 + 2.0 * torch.randn(n, generator=g)
     v_th = -50.0 + torch.randn(n, generator=g)
-    params = lif_parameters(tau, v_th, -65.0, -70.0)
+    reset = torch.where(torch.arange(n) % 3 == 0, -58.0, -70.0) if per_neuron_reset else -70.0
+    params = lif_parameters(tau, v_th, -65.0, reset)
     v_ref = -65.0 + 10.0 * torch.randn(n, generator=g)
     v_fast = v_ref.clone()
     stepper = LIFStepper(params, 1.0)

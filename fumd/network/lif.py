@@ -20,12 +20,19 @@ operations in the same order, so its V and spikes are bit-identical to Norse's
 - ``(1 - z) V' + z v_reset`` equals ``where(z, v_reset, V')``: ``1 * V' + 0 * v_reset = V'`` and
   ``0 * V' + 1 * v_reset = v_reset`` exactly (adding a signed zero changes no finite non-zero
   value, and ``+0 + -0 = +0``).
+
+The reset potential is per neuron: the feature neurons reset to ``lif.feature_v_reset``, the rest
+to ``lif.v_reset`` (``neuron_parameters``; docs/mechanisms.md "Partial reset of the features").
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
+
+if TYPE_CHECKING:
+    from ..config import LIFConfig
+    from .state import NetworkState
 
 
 class LIFParameters(NamedTuple):
@@ -41,14 +48,31 @@ class LIFParameters(NamedTuple):
     v_reset: torch.Tensor
 
 
-def lif_parameters(tau_mem_ms: torch.Tensor, v_th: torch.Tensor, v_rest: float, v_reset: float) -> LIFParameters:
-    """Per-neuron LIF parameters, as Norse takes them (tau in ms -> 1/s)."""
+def lif_parameters(tau_mem_ms: torch.Tensor, v_th: torch.Tensor, v_rest: float,
+                   v_reset: float | torch.Tensor) -> LIFParameters:
+    """Per-neuron LIF parameters, as Norse takes them (tau in ms -> 1/s); ``v_reset`` is one
+    potential for all or float32 [N]."""
     return LIFParameters(
         tau_mem_inv=1000.0 / tau_mem_ms,
         v_leak=torch.tensor(v_rest, device=tau_mem_ms.device),
         v_th=v_th,
-        v_reset=torch.tensor(v_reset, device=tau_mem_ms.device),
+        v_reset=torch.as_tensor(v_reset, dtype=torch.float32, device=tau_mem_ms.device),
     )
+
+
+def reset_potentials(n: int, feature_idx: torch.Tensor, lif: LIFConfig, device: torch.device) -> torch.Tensor:
+    """The reset potential of each neuron (float32 [N]): ``lif.feature_v_reset`` for the feature
+    neurons, ``lif.v_reset`` for the others."""
+    v_reset = torch.full((n,), lif.v_reset, dtype=torch.float32, device=device)
+    v_reset[feature_idx.long()] = lif.feature_v_reset
+    return v_reset
+
+
+def neuron_parameters(state: NetworkState, lif: LIFConfig) -> LIFParameters:
+    """The LIF parameters of ``state``'s neurons now: threshold ``v_th + theta`` (``theta``: the
+    adaptive offsets of the output and feature neurons) and the per-neuron reset."""
+    return lif_parameters(state.tau_mem, state.v_th + state.theta, lif.v_rest,
+                          reset_potentials(state.n, state.feature_idx, lif, state.v.device))
 
 
 def lif_step(current: torch.Tensor, v: torch.Tensor, params: LIFParameters,
@@ -85,4 +109,7 @@ class LIFStepper:
         if self.v_min is not None:
             v.clamp_(min=self.v_min)
         torch.gt(v, self.v_th, out=spikes_out)
-        v.masked_fill_(spikes_out, self.v_reset)
+        if self.v_reset.dim() == 0:
+            v.masked_fill_(spikes_out, self.v_reset)
+        else:  # per neuron: the same values, element by element
+            torch.where(spikes_out, self.v_reset, v, out=v)

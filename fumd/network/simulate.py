@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..config import LIFConfig
-from .lif import LIFStepper, lif_parameters
+from .lif import LIFStepper, neuron_parameters
 from .propagate import recurrent_current_, row_positions
 from .spikes import CycleSpikes
 from .state import NetworkState
@@ -51,8 +51,7 @@ def simulate_cycle(state: NetworkState, input_spikes: torch.Tensor, lif: LIFConf
     floored at ``lif.v_min`` (``LIFStepper``)."""
     steps, n = input_spikes.shape[0], state.n
     device = state.device
-    stepper = LIFStepper(lif_parameters(state.tau_mem, state.v_th + state.theta, lif.v_rest, lif.v_reset),
-                         lif.dt_ms, lif.v_min)
+    stepper = LIFStepper(neuron_parameters(state, lif), lif.dt_ms, lif.v_min)
     n_exc_syn = torch.tensor([state.n_exc_synapses], device=device)
     drive = input_spikes.to(state.v.dtype) * lif.input_current  # [T, n_in]
     current = torch.empty(n, device=device)

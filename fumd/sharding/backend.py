@@ -42,7 +42,7 @@ from ..config import LIFConfig, ShardingConfig
 from ..learning.eligibility import EligibilityUpdate
 from ..learning.modulation import UpdateCoefficients
 from ..learning.stdp import STDPKernels
-from ..network.lif import LIFStepper, lif_parameters
+from ..network.lif import LIFStepper, neuron_parameters
 from ..network.spikes import CycleSpikes
 from ..network.state import NetworkState
 from .learn import local_readout, shard_learn, shard_trace
@@ -94,7 +94,7 @@ class ShardedBackend:
         self.layout(state)
         fused, lif = self.fused, self.lif
         assert fused is not None  # layout() just built it
-        params = lif_parameters(state.tau_mem, state.v_th + state.theta, lif.v_rest, lif.v_reset)
+        params = neuron_parameters(state, lif)
         stepper = LIFStepper(params, lif.dt_ms)
         compiled_threads()  # prange over shards follows torch's thread count, as the numba backend's kernels
         fused.w[:] = state.w.numpy()[self.synapse_index]  # the weights as learning and the jobs left them
@@ -104,7 +104,7 @@ class ShardedBackend:
                         np.empty(max(state.n, 1024), dtype=np.int32))
         neurons = sharded_steps(
             v.numpy(), LIFNeurons(stepper.dt_tau_inv.numpy(), stepper.v_th.numpy(), float(stepper.v_leak),
-                                  float(stepper.v_reset), float(lif.v_min)),
+                                  stepper.v_reset.numpy(), float(lif.v_min)),
             fused, drive_of(input_spikes, lif), state.input_idx.numpy().astype(np.int64), float(lif.synaptic_gain),
             float(state.global_inhibition), fired.numpy(), out)
         state.v, state.last_spikes = v, fired

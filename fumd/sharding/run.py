@@ -23,7 +23,7 @@ import torch
 
 from ..backends.numba.arrays import LIFNeurons
 from ..config import LIFConfig
-from ..network.lif import LIFStepper, lif_parameters
+from ..network.lif import LIFStepper, neuron_parameters
 from ..network.spikes import CycleSpikes
 from ..network.state import NetworkState
 from .exchange import ThreadExchange, TorchExchange
@@ -34,15 +34,16 @@ from .step import ShardSimulator
 def simulators(state: NetworkState, lif: LIFConfig, assignment: np.ndarray) -> list[ShardSimulator]:
     """One ``ShardSimulator`` per shard of ``assignment``, holding its neurons' V, last spikes and
     LIF parameters (``tau_mem``, ``v_th + theta``) as they are in ``state`` now."""
-    stepper = LIFStepper(lif_parameters(state.tau_mem, state.v_th + state.theta, lif.v_rest, lif.v_reset), lif.dt_ms)
-    dt_tau_inv, v_th = stepper.dt_tau_inv.numpy(), stepper.v_th.numpy()
+    stepper = LIFStepper(neuron_parameters(state, lif), lif.dt_ms)
+    dt_tau_inv, v_th, v_reset = stepper.dt_tau_inv.numpy(), stepper.v_th.numpy(), stepper.v_reset.numpy()
     v, fired = state.v.numpy(), state.last_spikes.numpy()
     out = []
     for rank in range(int(np.max(assignment)) + 1):
         shard = make_shard(state, assignment, rank)
         idx = shard.neurons
         neurons = LIFNeurons(np.ascontiguousarray(dt_tau_inv[idx]), np.ascontiguousarray(v_th[idx]),
-                             float(stepper.v_leak), float(stepper.v_reset), float(lif.v_min))
+                             float(stepper.v_leak), np.ascontiguousarray(v_reset[idx]),
+                             float(lif.v_min))
         out.append(ShardSimulator(shard, v[idx], fired[idx], neurons, lif.synaptic_gain, state.global_inhibition))
     return out
 

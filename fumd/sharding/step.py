@@ -46,9 +46,8 @@ def shard_step(  # pragma: no cover - compiled
     h = np.float32(inhibition)
     scale_inh = h != np.float32(1.0)
     leak = np.float32(lif.v_leak)
-    reset = np.float32(lif.v_reset)
     floor = np.float32(lif.v_min)
-    dt_tau_inv, v_th = lif.dt_tau_inv, lif.v_th
+    dt_tau_inv, v_th, v_reset = lif.dt_tau_inv, lif.v_th, lif.v_reset
     for a in range(input_local.shape[0]):
         current[input_local[a]] = drive_t[a]
     for s in range(spiking.shape[0]):
@@ -65,7 +64,7 @@ def shard_step(  # pragma: no cover - compiled
         vj = max(v[j] + ((current[j] + leak) - v[j]) * dt_tau_inv[j], floor)
         z = vj > v_th[j]
         fired[j] = z
-        v[j] = reset if z else vj
+        v[j] = v_reset[j] if z else vj
         if z:
             out[count] = j
             count += 1
@@ -158,9 +157,8 @@ def sharded_steps(  # pragma: no cover - compiled
     h = np.float32(inhibition)
     scale_inh = h != np.float32(1.0)
     leak = np.float32(lif.v_leak)
-    reset = np.float32(lif.v_reset)
     floor = np.float32(lif.v_min)
-    dt_tau_inv, v_th = lif.dt_tau_inv, lif.v_th
+    dt_tau_inv, v_th, v_reset = lif.dt_tau_inv, lif.v_th, lif.v_reset
     step_ptr, spike_neurons = out.step_ptr, out.neurons
     step_ptr[0] = 0
     n_spiking = 0
@@ -191,7 +189,7 @@ def sharded_steps(  # pragma: no cover - compiled
                 vj = max(v[j] + ((current[j] + leak) - v[j]) * dt_tau_inv[j], floor)
                 z = vj > v_th[j]
                 fired[j] = z
-                v[j] = reset if z else vj
+                v[j] = v_reset[j] if z else vj
         n_spiking = 0
         for j in range(n):
             if fired[j]:

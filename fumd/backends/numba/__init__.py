@@ -23,7 +23,7 @@ from ...config import LIFConfig
 from ...learning.eligibility import EligibilityUpdate
 from ...learning.modulation import UpdateCoefficients
 from ...learning.stdp import STDPKernels
-from ...network.lif import LIFStepper, lif_parameters
+from ...network.lif import LIFStepper, neuron_parameters
 from ...network.spikes import CycleSpikes
 from ...network.state import NetworkState
 from .arrays import (
@@ -65,7 +65,7 @@ class NumbaBackend:
 
     def simulate(self, state: NetworkState, input_spikes: torch.Tensor) -> CycleSpikes:
         lif, n = self.lif, state.n
-        params = lif_parameters(state.tau_mem, state.v_th + state.theta, lif.v_rest, lif.v_reset)
+        params = neuron_parameters(state, lif)
         stepper = LIFStepper(params, lif.dt_ms)
         drive = input_spikes.to(state.v.dtype) * lif.input_current
         # callers may hold the old V and spikes (checkpoints): never write into them
@@ -75,7 +75,7 @@ class NumbaBackend:
                         np.empty(max(n, 1024), dtype=np.int32))  # (a first guess; the kernel grows it)
         neurons = simulate_steps(
             v.numpy(),
-            LIFNeurons(stepper.dt_tau_inv.numpy(), stepper.v_th.numpy(), float(stepper.v_leak), float(stepper.v_reset),
+            LIFNeurons(stepper.dt_tau_inv.numpy(), stepper.v_th.numpy(), float(stepper.v_leak), stepper.v_reset.numpy(),
                        float(lif.v_min)),
             synapses(state),
             Currents(drive.numpy(), state.input_idx.numpy(), float(lif.synaptic_gain), float(state.global_inhibition)),

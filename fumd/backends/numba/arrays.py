@@ -44,7 +44,7 @@ class LIFNeurons(NamedTuple):
     dt_tau_inv: np.ndarray  # float32 [N]: dt * (1000 / tau_mem), Norse's first product
     v_th: np.ndarray  # float32 [N]: v_th + theta
     v_leak: float  # V_rest (mV)
-    v_reset: float  # mV
+    v_reset: np.ndarray  # float32 [N]: reset potential (mV)
     v_min: float  # floor on V after the Euler step (mV)
 
 

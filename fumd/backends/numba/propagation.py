@@ -3,7 +3,7 @@
     I(t)   = I_encoded(t) + sum over neurons i that spiked at t-1, synapses k of row i:
              gain * w[k] (* global inhibition if k is inhibitory), added into I[col[k]]
     V'     = max(V + (dt / tau_m) * ((I + V_rest) - V), v_min)   Norse's box-LIF Euler step, floored
-    z      = V' > v_th;   V <- v_reset where z, else V'
+    z      = V' > v_th;   V <- v_reset (per neuron) where z, else V'
 
 in one call. The float32 operations and their order are exactly those of the PyTorch path
 (``network/simulate.py``: ``index_put_`` of the drive, ``recurrent_current_`` event by event in
@@ -33,7 +33,7 @@ def simulate_steps(
     returned: ``out.neurons`` (int32) when it was large enough, else a larger copy."""
     indptr, col, w, n_exc_synapses = syn.indptr, syn.col, syn.w, syn.n_exc
     drive, input_idx = inputs.drive, inputs.input_idx
-    dt_tau_inv, v_th = lif.dt_tau_inv, lif.v_th
+    dt_tau_inv, v_th, v_reset = lif.dt_tau_inv, lif.v_th, lif.v_reset
     step_ptr, spike_neurons = out.step_ptr, out.neurons
     steps, n = drive.shape[0], v.shape[0]
     current = np.empty(n, dtype=np.float32)
@@ -42,7 +42,6 @@ def simulate_steps(
     h = np.float32(inputs.inhibition)
     scale_inh = h != np.float32(1.0)
     leak = np.float32(lif.v_leak)
-    reset = np.float32(lif.v_reset)
     floor = np.float32(lif.v_min)
     step_ptr[0] = 0
     n_spiking = 0
@@ -73,7 +72,7 @@ def simulate_steps(
             vj = max(v[j] + ((current[j] + leak) - v[j]) * dt_tau_inv[j], floor)
             z = vj > v_th[j]
             fired[j] = z
-            v[j] = reset if z else vj
+            v[j] = v_reset[j] if z else vj
         n_spiking = 0
         for j in range(n):
             if fired[j]:
