@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                                           "docs/evaluation.md.")
     evaluate.add_argument("--streams", default=None,
                           help="comma-separated: "
-                               "led,rbf,sea,agrawal,hyperplane,phishing,bananas,wine,iris,digits,cancer,topics "
+                               "led,rbf,sea,agrawal,agrawal2,parity,hyperplane,phishing,bananas,wine,iris,digits,"
+                               "cancer,topics "
                                "(default: all)")
     evaluate.add_argument("--seeds", default="0", help="comma-separated seeds (stream and network), default 0")
     evaluate.add_argument("--inputs", type=int, default=1500,

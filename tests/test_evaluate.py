@@ -83,6 +83,14 @@ def test_unknown_stream_is_refused() -> None:
     assert [s.name for s in parse_streams(None)] == list(STREAMS)
 
 
+def test_evaluate_help_names_every_stream(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = "".join(capsys.readouterr().out.split())  # argparse wraps the list anywhere
+    listed = text.split("comma-separated:")[1].split("(default")[0]
+    assert set(listed.split(",")) == set(STREAMS)
+
+
 # -- config ---------------------------------------------------------------------------------------
 def test_config_overrides() -> None:
     iris, topics = get_stream("iris"), get_stream("topics")
