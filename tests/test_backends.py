@@ -15,7 +15,7 @@ from fumd.config import EngineConfig
 from fumd.engine import Engine, states_equal
 from fumd.network.build import build_network
 from fumd.network.edit import add_synapses_to_state
-from fumd.network.lif import lif_parameters, lif_step
+from fumd.network.lif import lif_parameters, lif_step, reset_potentials
 from fumd.network.propagate import cycle_events, row_positions
 from fumd.network.spikes import CycleSpikes
 
@@ -113,7 +113,9 @@ def test_simulation_without_synapses_is_norse(backend: str) -> None:
     v0 = state.v.clone()
     lif = cfg.lif
     out = make_backend(cfg, torch.device("cpu")).simulate(state, spikes_in)
-    params = lif_parameters(state.tau_mem, state.v_th, lif.v_rest, lif.v_reset)
+    # Norse with each neuron's own reset (the feature neurons' partial reset, lif.feature_v_reset)
+    params = lif_parameters(state.tau_mem, state.v_th, lif.v_rest,
+                            reset_potentials(state.n, state.feature_idx, lif, torch.device("cpu")))
     v = v0
     for t in range(50):
         current = torch.zeros(state.n)
